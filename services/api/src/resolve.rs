@@ -1,0 +1,118 @@
+//! The resolve seam: which documents a subscriber gets, and which keys that answer depends on.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+
+use crate::key::{ProfileKey, ProfileType};
+
+/// One document as a NOTIFY points at it (RFC 4483 content indirection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentRef {
+    /// The key that owns the document (device, user, local network or class).
+    pub owner: ProfileKey,
+    /// Name of the document within its owner, e.g. `settings.xml`.
+    pub name: String,
+    /// Absolute URL the phone fetches (http, https; h3 later).
+    pub url: String,
+    pub content_type: String,
+    pub size: u64,
+    /// Hex SHA-1 of the document bytes (RFC 4483 `hash`).
+    pub sha1_hex: String,
+    /// Monotonic version of this document within its owner.
+    pub version: u64,
+    /// `Content-ID` value without angle brackets; stable while the bytes are unchanged.
+    pub content_id: String,
+    /// Until when (Unix seconds) the URL is promised to serve this content (RFC 4483
+    /// `expiration`).
+    pub expires_unix: u64,
+}
+
+/// What the notifier asks about one subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveRequest {
+    pub profile_type: ProfileType,
+    /// The subject named by the SUBSCRIBE: a `Device`, `User` or `LocalNetwork` key.
+    pub subject: ProfileKey,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub version: Option<String>,
+}
+
+/// The content tier's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Resolution {
+    /// Documents in a stable order (owner, then name).
+    pub documents: Vec<DocumentRef>,
+    /// Every key whose change can change this answer, provisioned or not: a device
+    /// subscription depends on the device, its class and its default user. The notifier
+    /// indexes the subscription under each of them.
+    pub depends_on: Vec<ProfileKey>,
+    /// Whether the subject itself is known to the content tier (drives the optional 403
+    /// policy for unknown devices and users).
+    pub known: bool,
+}
+
+impl Resolution {
+    /// The entity tag of this answer (RFC 5839): a digest of what the phone would be told,
+    /// independent of time and of the subscription, so every node computes the same tag.
+    pub fn entity_tag(&self) -> String {
+        let mut h = Sha1::new();
+        for d in &self.documents {
+            for part in [d.url.as_str(), d.content_type.as_str(), d.sha1_hex.as_str()] {
+                h.update(part.as_bytes());
+                h.update([0u8]);
+            }
+        }
+        hex::encode(&h.finalize()[..10])
+    }
+}
+
+/// Why a resolve failed. Every variant is retryable by the caller: the subscriber gets a 5xx.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    #[error("content tier unavailable: {0}")]
+    Unavailable(String),
+    #[error("content tier overloaded")]
+    Overloaded,
+}
+
+/// Implemented by the content tier in-process and (later) by a gRPC client.
+#[async_trait]
+pub trait ContentResolver: Send + Sync + 'static {
+    async fn resolve(&self, request: &ResolveRequest) -> Result<Resolution, ResolveError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(sha: &str) -> DocumentRef {
+        DocumentRef {
+            owner: ProfileKey::device("00df1e004cd0").unwrap(),
+            name: "a.xml".into(),
+            url: "http://h/a.xml".into(),
+            content_type: "application/xml".into(),
+            size: 3,
+            sha1_hex: sha.into(),
+            version: 1,
+            content_id: "x@h".into(),
+            expires_unix: 0,
+        }
+    }
+
+    #[test]
+    fn entity_tag_follows_content_not_time() {
+        let a = Resolution {
+            documents: vec![doc("aa")],
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.documents[0].expires_unix = 99;
+        assert_eq!(a.entity_tag(), b.entity_tag());
+        b.documents[0].sha1_hex = "bb".into();
+        assert_ne!(a.entity_tag(), b.entity_tag());
+        assert_ne!(Resolution::default().entity_tag(), a.entity_tag());
+    }
+}
