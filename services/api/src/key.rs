@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// The `profile-type` Event parameter values this server knows (RFC 6080 §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ProfileType {
     Device,
     User,

@@ -82,6 +82,17 @@ pub enum ResolveError {
 #[async_trait]
 pub trait ContentResolver: Send + Sync + 'static {
     async fn resolve(&self, request: &ResolveRequest) -> Result<Resolution, ResolveError>;
+
+    /// The bytes of one document, for subscribers that cannot take content indirection and
+    /// get the document inline. `Ok(None)` when it no longer exists.
+    async fn document_bytes(
+        &self,
+        owner: &ProfileKey,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, ResolveError> {
+        let _ = (owner, name);
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -1,1 +1,192 @@
-//! placeholder
+//! The notifier tier: SIP in, NOTIFYs out, state in a [`store::SubscriptionStore`].
+//!
+//! * [`transport`]: UDP/TCP listeners (parse, shed, hand to the engine) and the send side.
+//! * [`engine`]: the single task that owns SIP transactions and NOTIFYs in flight.
+//! * [`subscribe`]: SUBSCRIBE handling (RFC 6665 + RFC 6080 + RFC 5839).
+//! * [`notify`]: building a NOTIFY for a stored subscription.
+//! * [`fanout`]: the change-feed consumer that turns document changes into NOTIFYs.
+//! * [`expiry`]: the sweep that ends expired subscriptions with `reason=timeout`.
+//! * [`store`]: the subscription store trait, its contract suite and the embedded store.
+//! * [`config`]: configuration.
+//!
+//! [`run`] wires these together for one node.
+
+pub mod config;
+pub mod engine;
+pub mod expiry;
+pub mod fanout;
+pub mod metrics_desc;
+pub mod notify;
+pub mod store;
+pub mod subscribe;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sip_core::transport::Transport;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use uaprof_api::{ChangeSource, ContentResolver};
+
+pub use config::NotifierConfig;
+use engine::{ENGINE_QUEUE, Engine, EngineMsg};
+use store::SubscriptionStore;
+use transport::Outbound;
+
+/// Wall-clock source. Subscription expiry is wall-clock time (it must survive restarts and
+/// be shared by nodes); protocol timers use the monotonic clock inside the sans-IO core.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> u64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default()
+    }
+}
+
+/// How this node names itself in Via and Contact, per transport.
+#[derive(Debug, Clone, Default)]
+pub struct LocalAddrs {
+    pub udp: Option<String>,
+    pub tcp: Option<String>,
+}
+
+impl LocalAddrs {
+    pub fn sent_by(&self, t: Transport) -> &str {
+        let pick = match t {
+            Transport::Udp => self.udp.as_ref().or(self.tcp.as_ref()),
+            _ => self.tcp.as_ref().or(self.udp.as_ref()),
+        };
+        pick.map(String::as_str).unwrap_or("127.0.0.1")
+    }
+
+    pub fn contact(&self, t: Transport) -> String {
+        match t {
+            Transport::Udp => format!("<sip:{}>", self.sent_by(t)),
+            _ => format!("<sip:{};transport=tcp>", self.sent_by(t)),
+        }
+    }
+}
+
+/// What every task of a notifier node shares.
+pub struct Ctx {
+    pub config: NotifierConfig,
+    pub store: Arc<dyn SubscriptionStore>,
+    pub resolver: Arc<dyn ContentResolver>,
+    pub local: LocalAddrs,
+    pub engine: mpsc::Sender<EngineMsg>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Sockets bound before `run`, so callers can print the real addresses (port 0 in tests).
+pub struct Bound {
+    pub udp: Option<Arc<UdpSocket>>,
+    pub tcp: Option<TcpListener>,
+}
+
+impl Bound {
+    pub async fn bind(config: &NotifierConfig) -> std::io::Result<Self> {
+        let udp = match config.udp {
+            Some(a) => Some(Arc::new(UdpSocket::bind(a).await?)),
+            None => None,
+        };
+        let tcp = match config.tcp {
+            Some(a) => Some(TcpListener::bind(a).await?),
+            None => None,
+        };
+        Ok(Self { udp, tcp })
+    }
+
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|s| s.local_addr().ok())
+    }
+}
+
+/// Runs one notifier node until `shutdown` fires, then drains for at most `grace`.
+pub async fn run(
+    config: NotifierConfig,
+    bound: Bound,
+    store: Arc<dyn SubscriptionStore>,
+    resolver: Arc<dyn ContentResolver>,
+    feed: Box<dyn ChangeSource>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    metrics_desc::describe();
+    let advertise = |addr: Option<SocketAddr>| {
+        config
+            .advertise
+            .clone()
+            .map(|host| match addr {
+                Some(a) if !host.contains(':') => format!("{host}:{}", a.port()),
+                _ => host,
+            })
+            .or_else(|| addr.map(|a| a.to_string()))
+    };
+    let local = LocalAddrs {
+        udp: advertise(bound.udp_addr()),
+        tcp: advertise(bound.tcp_addr()),
+    };
+    let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
+    let listeners = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let out = Outbound::new(
+        bound.udp.clone(),
+        config.max_tcp_connections,
+        tx.clone(),
+        stop.clone(),
+    );
+    let ctx = Arc::new(Ctx {
+        config: config.clone(),
+        store,
+        resolver,
+        local,
+        engine: tx.clone(),
+        clock: Arc::new(SystemClock),
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(sock) = bound.udp.clone() {
+        tasks.spawn(transport::serve_udp(sock, Arc::clone(&out), listeners.clone()));
+    }
+    if let Some(l) = bound.tcp {
+        tasks.spawn(transport::serve_tcp(
+            l,
+            Arc::clone(&out),
+            config.max_tcp_connections,
+            listeners.clone(),
+        ));
+    }
+    tasks.spawn(expiry::run(Arc::clone(&ctx), listeners.clone()));
+    tasks.spawn(fanout::run(Arc::clone(&ctx), feed, listeners.clone()));
+    let engine = Engine::new(Arc::clone(&ctx), out, rx, tx, config.timers());
+    let drain = CancellationToken::new();
+    let engine_task = tokio::spawn(engine.run(drain.clone(), stop.clone()));
+    info!(udp = ?ctx.local.udp, tcp = ?ctx.local.tcp, "notifier running");
+
+    shutdown.cancelled().await;
+    // Phase 1: stop taking new work (listeners, sweeps, fan-out).
+    listeners.cancel();
+    drain.cancel();
+    // Phase 2: let in-flight transactions finish, bounded by the grace period.
+    if tokio::time::timeout(grace, engine_task).await.is_err() {
+        info!("grace period over; stopping with transactions in flight");
+    }
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

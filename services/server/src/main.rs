@@ -1,1 +1,65 @@
-fn main() {}
+//! `uaprof`: parse the configuration, build the runtime, run until a signal.
+
+mod admin;
+mod config;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Exit status for a bad configuration (sysexits EX_USAGE), so orchestration can tell it
+/// apart from a crash.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = config::Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match cli.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("uaprof: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.check_config {
+        match toml::to_string_pretty(&cfg) {
+            Ok(text) => {
+                println!("{text}");
+                eprintln!("uaprof: configuration is valid");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("uaprof: cannot print configuration: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("uaprof")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("uaprof: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(run::RunError::Config(e)) => {
+            eprintln!("uaprof: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(run::RunError::Other(e)) => {
+            eprintln!("uaprof: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs one server on embedded defaults (role `all`, data under ./data, no Redis or Kafka).
+# Extra arguments go to the server, e.g. `bash deploy/run-local.sh --check-config`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+exec cargo run --release -p uaprof -- "$@"

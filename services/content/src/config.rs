@@ -1,0 +1,90 @@
+//! Configuration of the content tier.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ContentError;
+
+/// Largest document size an operator may configure: documents live in memory and in the
+/// journal, and a profile document is a few KiB to a few hundred KiB in practice.
+pub const MAX_DOCUMENT_BYTES_CEILING: usize = 64 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContentConfig {
+    /// Scheme, host and optional path prefix of the document URLs put into NOTIFYs, as the
+    /// phones reach this tier (e.g. `https://profiles.example.net`). No trailing slash needed.
+    pub public_base_url: String,
+    /// How long a URL handed out by a resolve is promised to keep serving the content
+    /// (RFC 4483 `expiration`), e.g. `7d`.
+    #[serde(with = "humantime_serde")]
+    pub url_lifetime: Duration,
+    /// Largest accepted document body; larger uploads get 413.
+    pub max_document_bytes: usize,
+    /// How many changes the in-process change feed retains for consumers to resume from; a
+    /// consumer further behind gets a gap and reconciles.
+    pub change_log_retention: usize,
+    /// Concurrent HTTP connections; connections beyond it are closed at once and counted.
+    pub max_connections: usize,
+    /// Right-hand side of every `Content-ID` (RFC 2392 wants it globally unique, so use a
+    /// domain this deployment owns).
+    pub host_for_content_id: String,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        Self {
+            public_base_url: "http://127.0.0.1:8080".into(),
+            // A week outlives any realistic gap between a NOTIFY and the phone's fetch, even
+            // for a phone that was powered off over a weekend.
+            url_lifetime: Duration::from_secs(7 * 24 * 3600),
+            // 1 MiB: an order of magnitude above the largest phone configuration files.
+            max_document_bytes: 1 << 20,
+            // About 16 bytes per entry, so 16 MiB of memory for hours of heavy provisioning.
+            change_log_retention: 1_000_000,
+            // Each connection costs a task and buffers; 4096 keeps memory bounded while a
+            // power-up avalanche is paced by admission credits, not by this limit.
+            max_connections: 4096,
+            host_for_content_id: "profiles.invalid".into(),
+        }
+    }
+}
+
+impl ContentConfig {
+    /// Checks values serde cannot express; called by [`crate::ContentService::open`].
+    pub fn validate(&self) -> Result<(), ContentError> {
+        let bad = |m: String| Err(ContentError::Config(m));
+        let base = self.public_base_url.trim_end_matches('/');
+        let scheme_ok = base.starts_with("http://") || base.starts_with("https://");
+        if !scheme_ok || base.contains(['?', '#', ' ']) {
+            return bad(format!(
+                "public_base_url {:?} must be an http(s) URL without query",
+                self.public_base_url
+            ));
+        }
+        if self.max_document_bytes == 0 || self.max_document_bytes > MAX_DOCUMENT_BYTES_CEILING {
+            return bad(format!(
+                "max_document_bytes must be 1..={MAX_DOCUMENT_BYTES_CEILING}"
+            ));
+        }
+        if self.change_log_retention == 0 {
+            return bad("change_log_retention must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1".into());
+        }
+        let host_ok = !self.host_for_content_id.is_empty()
+            && self
+                .host_for_content_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c));
+        if !host_ok {
+            return bad(format!(
+                "host_for_content_id {:?} must be a domain name",
+                self.host_for_content_id
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! The content tier's error type, classified by HTTP status and retryability.
+
+use journal::JournalError;
+use uaprof_api::KeyError;
+
+/// Why a content operation failed.
+///
+/// Rejections (everything but [`ContentError::Journal`]) happen before anything is written:
+/// a rejected upload changes nothing (design invariant 6).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContentError {
+    #[error(transparent)]
+    BadKey(#[from] KeyError),
+    #[error("{0}")]
+    WrongKind(String),
+    #[error("invalid document name {0:?} (1-128 of A-Z a-z 0-9 . _ -, not starting with '.')")]
+    BadName(String),
+    #[error("invalid content type {0:?} (expected type/subtype)")]
+    BadContentType(String),
+    #[error("document of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge { size: usize, max: usize },
+    #[error("{content_type} documents are only served for user and local-network keys, not {kind}")]
+    TypeNotAllowed {
+        content_type: String,
+        kind: &'static str,
+    },
+    #[error("malformed document: {0}")]
+    Malformed(String),
+    #[error("invalid default user: {0}")]
+    BadDefaultUser(KeyError),
+    #[error("not found")]
+    NotFound,
+    #[error("invalid content configuration: {0}")]
+    Config(String),
+    /// The store could not persist or read; retry later (another node may serve meanwhile).
+    #[error("content store unavailable: {0}")]
+    Journal(#[from] JournalError),
+}
+
+impl ContentError {
+    /// The HTTP status the provisioning API answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::BadKey(_) | Self::WrongKind(_) | Self::BadName(_) | Self::BadDefaultUser(_) => {
+                400
+            }
+            Self::BadContentType(_) => 415,
+            Self::TooLarge { .. } => 413,
+            Self::TypeNotAllowed { .. } | Self::Malformed(_) => 422,
+            Self::NotFound => 404,
+            Self::Config(_) => 500,
+            Self::Journal(_) => 503,
+        }
+    }
+
+    /// Whether repeating the same request later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Journal(_))
+    }
+
+    /// Short label for the rejection metric.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Self::BadKey(_) | Self::WrongKind(_) => "bad_key",
+            Self::BadName(_) => "bad_name",
+            Self::BadContentType(_) => "bad_content_type",
+            Self::TooLarge { .. } => "too_large",
+            Self::TypeNotAllowed { .. } => "type_not_allowed",
+            Self::Malformed(_) => "malformed",
+            Self::BadDefaultUser(_) => "bad_default_user",
+            Self::NotFound => "not_found",
+            Self::Config(_) => "config",
+            Self::Journal(_) => "store",
+        }
+    }
+}

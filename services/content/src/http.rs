@@ -1,0 +1,471 @@
+//! HTTP/1.1 front end: document fetches for phones and the provisioning API.
+//!
+//! ```text
+//! GET|HEAD /profiles/{kind}/{id}/{name}                     document bytes (ETag, 304)
+//! PUT|DELETE /provision/v1/{kind}/{id}/documents/{name}     write one document
+//! GET|DELETE /provision/v1/{kind}/{id}                      list / remove a key
+//! PUT /provision/v1/device/{id}                             device attributes (JSON)
+//! ```
+//!
+//! Provisioning is not authenticated yet (design §4 wants mutual TLS or tokens); deploy it
+//! on an internal listener until it is.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uaprof_api::ProfileKey;
+use uaprof_api::key::percent_decode;
+
+use crate::error::ContentError;
+use crate::service::{ContentService, WriteReceipt};
+use crate::telemetry as m;
+
+/// A client has this long to send its request headers; cuts off slow-loris connections
+/// that would otherwise hold one of the bounded connection slots forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound on receiving a request body: a 1 MiB document at a modest 64 KiB/s.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `serve` waits for open connections to finish after shutdown is signalled; well
+/// inside the pod's termination grace period.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// Pause after an accept error (typically EMFILE) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Largest JSON body the attribute route reads; the document is a few dozen bytes.
+const MAX_JSON_BYTES: usize = 16 << 10;
+
+type Body = Full<Bytes>;
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` is cancelled, then stops accepting and
+/// drains open connections (for at most [`DRAIN_GRACE`]).
+///
+/// At most `max_connections` connections are served at once; further ones are closed on
+/// accept and counted (`content_http_connections_refused_total`).
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<ContentService>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(service.config().max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            metrics::counter!(m::HTTP_CONNECTIONS_REFUSED).increment(1);
+            tracing::debug!(%peer, "connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        };
+        let service = Arc::clone(&service);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).increment(1.0);
+            let handler = service_fn(move |req| {
+                let service = Arc::clone(&service);
+                async move { Ok::<_, Infallible>(handle(&service, req).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), handler);
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+            metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).decrement(1.0);
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tracker.len(),
+            "connections still open after the drain grace period"
+        );
+    }
+    Ok(())
+}
+
+/// Routes one request and counts it.
+async fn handle(service: &ContentService, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (route, response) = match segments.as_slice() {
+        ["profiles", kind, id, name] => ("document", fetch(service, &req, kind, id, name)),
+        ["provision", "v1", kind, id, "documents", name] => (
+            "provision_document",
+            provision_document(service, req, kind, id, name).await,
+        ),
+        ["provision", "v1", kind, id] => {
+            ("provision_key", provision_key(service, req, kind, id).await)
+        }
+        _ => ("unknown", error(StatusCode::NOT_FOUND, "no such resource")),
+    };
+    metrics::counter!(
+        m::HTTP_REQUESTS,
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
+}
+
+/// Builds a key from URL path segments (the id is percent-decoded first).
+fn key_from_path(kind: &str, id: &str) -> Result<ProfileKey, ContentError> {
+    let id = percent_decode(id)
+        .ok_or_else(|| ContentError::BadKey(uaprof_api::KeyError::BadDomain(id.to_owned())))?;
+    Ok(ProfileKey::from_parts(kind, &id)?)
+}
+
+fn fetch(
+    service: &ContentService,
+    req: &Request<Incoming>,
+    kind: &str,
+    id: &str,
+    name: &str,
+) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return method_not_allowed("GET, HEAD");
+    }
+    let not_found = || error(StatusCode::NOT_FOUND, "no such document");
+    let Ok(key) = key_from_path(kind, id) else {
+        return not_found();
+    };
+    let Some(doc) = service.get_document(&key, name) else {
+        return not_found();
+    };
+    let etag = format!("\"{}\"", doc.sha1_hex);
+    let last_modified =
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(doc.updated_unix));
+    let builder = Response::builder()
+        .header(header::ETAG, &etag)
+        // Phones must revalidate: the URL stays the same while the content changes.
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::LAST_MODIFIED, last_modified);
+    if if_none_match(req.headers(), &etag) {
+        return builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::default())
+            .unwrap_or_else(|_| internal());
+    }
+    if req.method() == Method::GET {
+        metrics::counter!(m::DOCUMENT_BYTES_SERVED).increment(doc.bytes.len() as u64);
+    }
+    // For HEAD hyper sends the headers (with this body's length) and drops the body.
+    builder
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, doc.content_type)
+        .body(Body::new(doc.bytes))
+        .unwrap_or_else(|_| internal())
+}
+
+/// RFC 9110 §13.1.2: weak comparison, `*` matches any current representation.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+#[derive(Serialize)]
+struct WriteBody {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    version: u64,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha1: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+}
+
+fn write_body(service: &ContentService, r: WriteReceipt, with_url: bool) -> WriteBody {
+    let url = match (&r.name, with_url) {
+        (Some(name), true) => Some(service.document_url(&r.key, name)),
+        _ => None,
+    };
+    WriteBody {
+        key: r.key.to_string(),
+        name: r.name,
+        version: r.version,
+        seq: r.seq,
+        sha1: r.sha1_hex,
+        size: r.size,
+        content_id: r.content_id,
+        url,
+    }
+}
+
+async fn provision_document(
+    service: &ContentService,
+    req: Request<Incoming>,
+    kind: &str,
+    id: &str,
+    name: &str,
+) -> Response<Body> {
+    let method = req.method().clone();
+    if method != Method::PUT && method != Method::DELETE {
+        return method_not_allowed("PUT, DELETE");
+    }
+    let key = match key_from_path(kind, id) {
+        Ok(k) => k,
+        Err(e) => return content_error(&e),
+    };
+    let effective_by = match effective_by(req.uri().query()) {
+        Ok(e) => e,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
+    };
+    if method == Method::DELETE {
+        return match service.delete_document(&key, name, effective_by).await {
+            Ok(r) => json(StatusCode::OK, &write_body(service, r, false)),
+            Err(e) => content_error(&e),
+        };
+    }
+    let content_type = match req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(HeaderValue::to_str)
+    {
+        Some(Ok(ct)) => ct.to_owned(),
+        _ => {
+            return content_error(&ContentError::BadContentType(String::new()));
+        }
+    };
+    let max = service.config().max_document_bytes;
+    let body = match read_body(req, max).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    match service
+        .put_document(&key, name, &content_type, body, effective_by)
+        .await
+    {
+        Ok(r) => {
+            let status = if r.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            json(status, &write_body(service, r, true))
+        }
+        Err(e) => content_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttributesBody {
+    default_user: Option<String>,
+}
+
+async fn provision_key(
+    service: &ContentService,
+    req: Request<Incoming>,
+    kind: &str,
+    id: &str,
+) -> Response<Body> {
+    let allow = if kind == "device" {
+        "GET, PUT, DELETE"
+    } else {
+        "GET, DELETE"
+    };
+    let method = req.method().clone();
+    let allowed = method == Method::GET
+        || method == Method::DELETE
+        || (method == Method::PUT && kind == "device");
+    if !allowed {
+        return method_not_allowed(allow);
+    }
+    let key = match key_from_path(kind, id) {
+        Ok(k) => k,
+        Err(e) => return content_error(&e),
+    };
+    if method == Method::GET {
+        return match service.list_key(&key) {
+            Some(listing) => json(StatusCode::OK, &listing),
+            None => error(StatusCode::NOT_FOUND, "nothing provisioned for this key"),
+        };
+    }
+    let effective_by = match effective_by(req.uri().query()) {
+        Ok(e) => e,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
+    };
+    if method == Method::DELETE {
+        return match service.delete_key(&key, effective_by).await {
+            Ok(r) => json(StatusCode::OK, &write_body(service, r, false)),
+            Err(e) => content_error(&e),
+        };
+    }
+    let body = match read_body(req, MAX_JSON_BYTES).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let attrs: AttributesBody = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+    };
+    match service
+        .set_device_attributes(&key, attrs.default_user.as_deref(), effective_by)
+        .await
+    {
+        Ok(r) => json(StatusCode::OK, &write_body(service, r, false)),
+        Err(e) => content_error(&e),
+    }
+}
+
+/// Reads a request body of at most `max` bytes: 413 when larger (checked against
+/// Content-Length before reading anything), 408 when the client is too slow.
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Response<Body>> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body exceeds the limit of {max} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    let limited = Limited::new(req.into_body(), max);
+    match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "body not received in time",
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("could not read body: {e}"),
+        )),
+    }
+}
+
+/// Parses `effective-by=<seconds>` from the query; other parameters are ignored.
+fn effective_by(query: Option<&str>) -> Result<Option<u32>, String> {
+    let Some(query) = query else { return Ok(None) };
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name == "effective-by" {
+            return value
+                .parse::<u32>()
+                .map(Some)
+                .map_err(|_| format!("effective-by must be whole seconds, got {value:?}"));
+        }
+    }
+    Ok(None)
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(body) => Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::new(Bytes::from(body)))
+            .unwrap_or_else(|_| internal()),
+        Err(_) => internal(),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+fn content_error(e: &ContentError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = error(status, &e.to_string());
+    if e.is_retryable() {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// Last resort when building a response fails (it cannot with the static headers used
+/// here, but the builder's API is fallible).
+fn internal() -> Response<Body> {
+    let mut resp = Response::new(Body::new(Bytes::from_static(
+        b"{\"error\":\"internal error\"}",
+    )));
+    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_by_parsing() {
+        assert_eq!(effective_by(None), Ok(None));
+        assert_eq!(effective_by(Some("a=b&effective-by=30")), Ok(Some(30)));
+        assert!(effective_by(Some("effective-by=-1")).is_err());
+        assert!(effective_by(Some("effective-by")).is_err());
+    }
+
+    #[test]
+    fn etag_matching() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"x\", W/\"ab\""),
+        );
+        assert!(if_none_match(&h, "\"ab\""));
+        assert!(!if_none_match(&h, "\"cd\""));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(if_none_match(&h, "\"cd\""));
+    }
+}

@@ -1,0 +1,324 @@
+//! The HTTP front end over a real socket on 127.0.0.1:0.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use content::{ContentConfig, ContentService, JournalOptions};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(max_connections: usize) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = ContentConfig {
+        public_base_url: format!("http://{addr}"),
+        max_document_bytes: 32,
+        max_connections,
+        ..ContentConfig::default()
+    };
+    let opts = JournalOptions {
+        fsync: false,
+        ..JournalOptions::default()
+    };
+    let service = ContentService::open(dir.path(), config, opts).expect("open");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(content::serve(listener, service, shutdown.clone()));
+    Server {
+        addr,
+        shutdown,
+        task,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        _dir: dir,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("json body")
+    }
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .expect("request");
+        let resp = self.client.request(req).await.expect("response");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("server stops");
+        assert!(result.expect("join").is_ok());
+    }
+}
+
+const DOC: &str = "/provision/v1/device/00DF1E004CD0/documents/settings.xml";
+const FETCH: &str = "/profiles/device/mac%3A00df1e004cd0/settings.xml";
+
+#[tokio::test]
+async fn put_get_conditional_get_and_delete() {
+    let s = start(64).await;
+    let xml = [("content-type", "application/xml")];
+
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{DOC}?effective-by=30"),
+            &xml,
+            b"<a/>",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let j = r.json();
+    assert_eq!(j["key"], "device/mac:00df1e004cd0");
+    assert_eq!(j["name"], "settings.xml");
+    assert_eq!(j["version"], 1);
+    assert_eq!(j["seq"], 1);
+    assert_eq!(j["size"], 4);
+    let sha1 = j["sha1"].as_str().expect("sha1").to_owned();
+    assert_eq!(j["url"], format!("http://{}{FETCH}", s.addr));
+
+    let r = s.call(Method::PUT, DOC, &xml, b"<b/>").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["version"], 2);
+    let sha1_b = r.json()["sha1"].as_str().expect("sha1").to_owned();
+    assert_ne!(sha1, sha1_b);
+
+    let r = s.call(Method::GET, FETCH, &[], b"").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(&r.body[..], b"<b/>");
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/xml");
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-cache");
+    let etag = r.headers[header::ETAG].to_str().expect("etag").to_owned();
+    assert_eq!(etag, format!("\"{sha1_b}\""));
+
+    let r = s
+        .call(Method::GET, FETCH, &[("if-none-match", &etag)], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.body.is_empty());
+    let r = s
+        .call(Method::GET, FETCH, &[("if-none-match", "\"other\"")], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let r = s.call(Method::HEAD, FETCH, &[], b"").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.is_empty());
+    assert_eq!(r.headers[header::CONTENT_LENGTH], "4");
+
+    let r = s
+        .call(Method::GET, "/provision/v1/device/00df1e004cd0", &[], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let j = r.json();
+    assert_eq!(j["version"], 2);
+    assert_eq!(j["documents"][0]["name"], "settings.xml");
+    assert_eq!(j["documents"][0]["sha1"], sha1_b);
+
+    let r = s.call(Method::DELETE, DOC, &[], b"").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["version"], 3);
+    assert_eq!(
+        s.call(Method::GET, FETCH, &[], b"").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.call(Method::DELETE, DOC, &[], b"").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = s
+        .call(Method::GET, "/provision/v1/device/00df1e004cd0", &[], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.json()["error"].is_string());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_right_status() {
+    let s = start(64).await;
+    let xml = [("content-type", "application/xml")];
+
+    let r = s
+        .call(
+            Method::PUT,
+            "/provision/v1/printer/x/documents/a.xml",
+            &xml,
+            b"<a/>",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .expect("msg")
+            .contains("unknown key kind")
+    );
+    let r = s
+        .call(
+            Method::PUT,
+            "/provision/v1/device/nope/documents/a.xml",
+            &xml,
+            b"<a/>",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = s
+        .call(
+            Method::PUT,
+            "/provision/v1/device/00df1e004cd0/documents/.a",
+            &xml,
+            b"<a/>",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = s.call(Method::PUT, DOC, &[], b"<a/>").await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = s.call(Method::PUT, DOC, &xml, &[b'x'; 33]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{DOC}?effective-by=soon"),
+            &xml,
+            b"<a/>",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = s
+        .call(
+            Method::PUT,
+            "/provision/v1/device/00df1e004cd0/documents/p.xml",
+            &[("content-type", "application/session-policy+xml")],
+            b"<p/>",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let r = s.call(Method::POST, DOC, &xml, b"<a/>").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers[header::ALLOW], "PUT, DELETE");
+    let r = s.call(Method::PUT, FETCH, &xml, b"<a/>").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers[header::ALLOW], "GET, HEAD");
+    let r = s
+        .call(
+            Method::PUT,
+            "/provision/v1/user/alice@example.com",
+            &[],
+            b"{}",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers[header::ALLOW], "GET, DELETE");
+
+    let dev = "/provision/v1/device/00df1e004cd0";
+    assert_eq!(
+        s.call(Method::PUT, dev, &[], b"{nope").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        s.call(Method::PUT, dev, &[], br#"{"default_user": "nobody"}"#)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        s.call(Method::GET, "/elsewhere", &[], b"").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.call(Method::DELETE, dev, &[], b"").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Nothing above was stored.
+    assert_eq!(
+        s.call(Method::GET, dev, &[], b"").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let r = s
+        .call(
+            Method::PUT,
+            dev,
+            &[],
+            br#"{"default_user": "sip:Alice@Example.com"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["seq"], 1);
+    let r = s.call(Method::GET, dev, &[], b"").await;
+    assert_eq!(r.json()["default_user"], "Alice@example.com");
+    let r = s.call(Method::DELETE, dev, &[], b"").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["version"], 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed() {
+    let s = start(1).await;
+    let _held = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut second = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .expect("closed promptly")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "refused connection is closed without a response");
+    drop(_held);
+    s.stop().await;
+}

@@ -1,0 +1,488 @@
+//! Store, resolver and feed tests against the Rust API.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use content::{ContentConfig, ContentError, ContentService, InProcessFeed, JournalOptions};
+use uaprof_api::{
+    ChangeSource, ContentResolver, FeedError, ProfileKey, ProfileType, ResolveRequest,
+};
+
+fn config() -> ContentConfig {
+    ContentConfig {
+        public_base_url: "http://profiles.example.net/".into(),
+        max_document_bytes: 64,
+        host_for_content_id: "profiles.example.net".into(),
+        ..ContentConfig::default()
+    }
+}
+
+fn open_with(dir: &Path, config: ContentConfig) -> Arc<ContentService> {
+    let opts = JournalOptions {
+        fsync: false,
+        ..JournalOptions::default()
+    };
+    ContentService::open(dir, config, opts).expect("open")
+}
+
+fn open(dir: &Path) -> Arc<ContentService> {
+    open_with(dir, config())
+}
+
+fn device() -> ProfileKey {
+    ProfileKey::device("00:DF:1E:00:4C:D0").expect("key")
+}
+
+fn user() -> ProfileKey {
+    ProfileKey::user("sip:alice@example.com").expect("key")
+}
+
+fn xml(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+#[tokio::test]
+async fn rejected_writes_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = open(dir.path());
+    let dev = device();
+    let policy = "application/media-policy-dataset+xml";
+    let cases: Vec<(Result<_, ContentError>, u16)> = vec![
+        (
+            svc.put_document(&dev, ".hidden", "application/xml", xml("<a/>"), None)
+                .await,
+            400,
+        ),
+        (
+            svc.put_document(&dev, "a/b", "application/xml", xml("<a/>"), None)
+                .await,
+            400,
+        ),
+        (
+            svc.put_document(&dev, "a.xml", "", xml("<a/>"), None).await,
+            415,
+        ),
+        (
+            svc.put_document(&dev, "a.xml", "xml", xml("<a/>"), None)
+                .await,
+            415,
+        ),
+        (
+            svc.put_document(
+                &dev,
+                "a.xml",
+                "text/plain",
+                Bytes::from(vec![b'x'; 65]),
+                None,
+            )
+            .await,
+            413,
+        ),
+        (
+            svc.put_document(&dev, "p.xml", policy, xml("<p/>"), None)
+                .await,
+            422,
+        ),
+        (
+            svc.put_document(&user(), "p.xml", policy, xml("not xml"), None)
+                .await,
+            422,
+        ),
+        (
+            svc.put_document(&user(), "p.xml", policy, xml("  "), None)
+                .await,
+            422,
+        ),
+        (
+            svc.put_document(
+                &ProfileKey::Device("MAC:00DF1E004CD0".into()),
+                "a.xml",
+                "text/plain",
+                xml("x"),
+                None,
+            )
+            .await,
+            400,
+        ),
+        (
+            svc.set_device_attributes(&dev, Some("not an aor"), None)
+                .await,
+            400,
+        ),
+        (
+            svc.set_device_attributes(&user(), Some("sip:bob@example.com"), None)
+                .await,
+            400,
+        ),
+        (svc.delete_document(&dev, "a.xml", None).await, 404),
+        (svc.delete_key(&dev, None).await, 404),
+    ];
+    for (i, (result, status)) in cases.into_iter().enumerate() {
+        match result {
+            Err(e) => assert_eq!(e.http_status(), status, "case {i}: {e}"),
+            Ok(r) => panic!("case {i} accepted: {r:?}"),
+        }
+    }
+    assert_eq!(svc.last_seq(), 0);
+    assert_eq!(svc.key_version(&dev), 0);
+    assert!(svc.list_key(&dev).is_none());
+    assert!(svc.list_key(&user()).is_none());
+    assert!(svc.changes_after(0, 10).expect("feed").is_empty());
+    // Policy documents are fine on user keys.
+    let ok = svc
+        .put_document(&user(), "p.xml", policy, xml("\u{feff}<policy/>"), None)
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[tokio::test]
+async fn reopen_keeps_documents_versions_and_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dev = device();
+    {
+        let svc = open(dir.path());
+        let r = svc
+            .put_document(&dev, "a.xml", "Application/XML", xml("<a/>"), Some(60))
+            .await
+            .expect("put");
+        assert!(r.created);
+        assert_eq!((r.seq, r.version), (1, 1));
+        svc.put_document(&dev, "b.xml", "application/xml", xml("<b/>"), None)
+            .await
+            .expect("put");
+        let r = svc
+            .delete_document(&dev, "b.xml", None)
+            .await
+            .expect("delete");
+        assert_eq!((r.seq, r.version), (3, 3));
+    }
+    let svc = open(dir.path());
+    assert_eq!(svc.last_seq(), 3);
+    assert_eq!(svc.key_version(&dev), 3);
+    let doc = svc.get_document(&dev, "a.xml").expect("doc");
+    assert_eq!(doc.bytes, xml("<a/>"));
+    assert_eq!(doc.content_type, "application/xml");
+    assert_eq!(doc.version, 1);
+    assert!(svc.get_document(&dev, "b.xml").is_none());
+    let changes = svc.changes_after(0, 10).expect("feed");
+    assert_eq!(changes.len(), 3);
+    assert_eq!(changes[0].effective_by, Some(60));
+    assert_eq!(changes[2].version, 3);
+    let r = svc
+        .put_document(&dev, "c.xml", "application/xml", xml("<c/>"), None)
+        .await
+        .expect("put");
+    assert_eq!((r.seq, r.version), (4, 4));
+
+    // A snapshot followed by a reopen keeps everything too.
+    svc.snapshot().expect("snapshot");
+    drop(svc);
+    let svc = open(dir.path());
+    assert_eq!(svc.last_seq(), 4);
+    assert_eq!(svc.list_key(&dev).expect("listing").documents.len(), 2);
+}
+
+#[tokio::test]
+async fn content_id_follows_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = open(dir.path());
+    let dev = device();
+    let put = |b: &'static str| svc.put_document(&dev, "a.xml", "application/xml", xml(b), None);
+    let first = put("<a/>").await.expect("put");
+    let same = put("<a/>").await.expect("put");
+    assert!(!same.created);
+    assert_eq!(first.content_id, same.content_id);
+    assert!(
+        same.version > first.version,
+        "every write bumps the version"
+    );
+    let changed = put("<b/>").await.expect("put");
+    assert_ne!(changed.content_id, first.content_id);
+    let cid = changed.content_id.expect("cid");
+    assert!(cid.ends_with("@profiles.example.net"), "{cid}");
+    // Identical bytes under another name get their own Content-ID (one multipart NOTIFY may
+    // carry both).
+    let other = svc
+        .put_document(&dev, "b.xml", "application/xml", xml("<b/>"), None)
+        .await
+        .expect("put");
+    assert_ne!(other.content_id.as_deref(), Some(cid.as_str()));
+}
+
+#[tokio::test]
+async fn device_resolution_composes_device_class_and_default_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = open(dir.path());
+    let dev = device();
+    let class = ProfileKey::class("acme", "Z100").expect("key");
+    let ct = "application/xml";
+    svc.put_document(&dev, "device.xml", ct, xml("<d/>"), None)
+        .await
+        .expect("put");
+    svc.put_document(&class, "firmware.xml", ct, xml("<f/>"), None)
+        .await
+        .expect("put");
+    svc.put_document(&user(), "user.xml", ct, xml("<u/>"), None)
+        .await
+        .expect("put");
+    svc.put_document(&user(), "contacts.xml", ct, xml("<c/>"), None)
+        .await
+        .expect("put");
+    let r = svc
+        .set_device_attributes(&dev, Some("sip:alice@EXAMPLE.com;transport=tcp"), None)
+        .await
+        .expect("attrs");
+    assert_eq!(r.version, 2);
+
+    let req = ResolveRequest {
+        profile_type: ProfileType::Device,
+        subject: dev.clone(),
+        vendor: Some("acme".into()),
+        model: Some("Z100".into()),
+        version: None,
+    };
+    let res = svc.resolve_at(&req, 1_000);
+    assert!(res.known);
+    assert_eq!(res.depends_on, vec![dev.clone(), class.clone(), user()]);
+    let names: Vec<(&str, &str)> = res
+        .documents
+        .iter()
+        .map(|d| (d.owner.kind(), d.name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("device", "device.xml"),
+            ("user", "contacts.xml"),
+            ("user", "user.xml"),
+            ("class", "firmware.xml"),
+        ]
+    );
+    let d = &res.documents[0];
+    assert_eq!(
+        d.url,
+        "http://profiles.example.net/profiles/device/mac%3A00df1e004cd0/device.xml"
+    );
+    assert_eq!(d.expires_unix, 1_000 + 7 * 24 * 3600);
+    assert_eq!(d.size, 4);
+    assert_eq!(d.sha1_hex.len(), 40);
+    assert_eq!(
+        res.documents[3].url,
+        "http://profiles.example.net/profiles/class/acme%3AZ100/firmware.xml"
+    );
+
+    // Through the trait, and without vendor/model: no class.
+    let no_class = ResolveRequest {
+        vendor: None,
+        model: None,
+        ..req.clone()
+    };
+    let res = svc.resolve(&no_class).await.expect("resolve");
+    assert_eq!(res.depends_on, vec![dev.clone(), user()]);
+    assert_eq!(res.documents.len(), 3);
+
+    // User subscriptions depend on the user only.
+    let res = svc.resolve_at(
+        &ResolveRequest {
+            profile_type: ProfileType::User,
+            subject: user(),
+            vendor: None,
+            model: None,
+            version: None,
+        },
+        0,
+    );
+    assert_eq!(res.depends_on, vec![user()]);
+    assert_eq!(res.documents.len(), 2);
+
+    // An unknown device is not known, has no documents, still depends on its class.
+    let unknown = ProfileKey::device("00df1e004cd1").expect("key");
+    let res = svc.resolve_at(
+        &ResolveRequest {
+            subject: unknown.clone(),
+            ..req
+        },
+        0,
+    );
+    assert!(!res.known);
+    assert_eq!(res.depends_on, vec![unknown, class]);
+    assert_eq!(res.documents.len(), 1, "class documents still apply");
+
+    // Clearing the default user drops the user's documents from the device's profile.
+    svc.set_device_attributes(&dev, None, None)
+        .await
+        .expect("attrs");
+    assert_eq!(
+        svc.resolve(&no_class)
+            .await
+            .expect("resolve")
+            .documents
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn delete_key_is_one_change_and_keeps_counting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = open(dir.path());
+    let u = user();
+    for name in ["a.xml", "b.xml", "c.xml"] {
+        svc.put_document(&u, name, "text/plain", xml("x"), None)
+            .await
+            .expect("put");
+    }
+    let r = svc.delete_key(&u, Some(30)).await.expect("delete key");
+    assert_eq!((r.seq, r.version), (4, 4));
+    assert!(svc.list_key(&u).is_none());
+    let r = svc
+        .put_document(&u, "a.xml", "text/plain", xml("y"), None)
+        .await
+        .expect("put");
+    assert_eq!(r.version, 5, "a re-provisioned key continues its version");
+    assert!(r.created);
+}
+
+#[tokio::test]
+async fn feed_resumes_after_commit_and_waits_for_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = open(dir.path());
+    let dev = device();
+    for name in ["a.xml", "b.xml", "c.xml"] {
+        svc.put_document(&dev, name, "text/plain", xml("x"), None)
+            .await
+            .expect("put");
+    }
+    let committed = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&committed);
+    let mut feed = InProcessFeed::new(
+        Arc::clone(&svc),
+        0,
+        Box::new(move |seq| c.store(seq, Ordering::SeqCst)),
+    );
+    let batch = feed.next_batch(2, Duration::ZERO).await.expect("batch");
+    assert_eq!(batch.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(batch[1].key, dev);
+    assert_eq!(batch[1].version, 2);
+    feed.commit(2).await.expect("commit");
+    assert_eq!(committed.load(Ordering::SeqCst), 2);
+    drop(feed);
+
+    // A restarted consumer resumes after its committed offset.
+    let mut feed = InProcessFeed::new(
+        Arc::clone(&svc),
+        committed.load(Ordering::SeqCst),
+        Box::new(|_| {}),
+    );
+    let batch = feed.next_batch(10, Duration::ZERO).await.expect("batch");
+    assert_eq!(batch.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3]);
+    assert!(
+        feed.next_batch(10, Duration::from_millis(20))
+            .await
+            .expect("empty")
+            .is_empty()
+    );
+
+    // A waiting consumer wakes up on a write.
+    let writer = Arc::clone(&svc);
+    let waiter = tokio::spawn(async move {
+        let batch = feed.next_batch(10, Duration::from_secs(10)).await;
+        (feed, batch)
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    writer
+        .put_document(&dev, "d.xml", "text/plain", xml("x"), Some(5))
+        .await
+        .expect("put");
+    let (_feed, batch) = waiter.await.expect("join");
+    let batch = batch.expect("batch");
+    assert_eq!(batch.len(), 1);
+    assert_eq!((batch[0].seq, batch[0].effective_by), (4, Some(5)));
+}
+
+#[tokio::test]
+async fn feed_reports_gap_beyond_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = ContentConfig {
+        change_log_retention: 2,
+        ..config()
+    };
+    let svc = open_with(dir.path(), small);
+    let dev = device();
+    for _ in 0..5 {
+        svc.put_document(&dev, "a.xml", "text/plain", xml("x"), None)
+            .await
+            .expect("put");
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let mut feed = InProcessFeed::new(
+        Arc::clone(&svc),
+        1,
+        Box::new(move |seq| s.lock().expect("lock").push(seq)),
+    );
+    assert_eq!(
+        feed.next_batch(10, Duration::ZERO).await,
+        Err(FeedError::Gap {
+            after: 1,
+            resume_after: 5
+        })
+    );
+    // After reconciling, the consumer continues after `resume_after`.
+    feed.commit(5).await.expect("commit");
+    assert!(
+        feed.next_batch(10, Duration::ZERO)
+            .await
+            .expect("batch")
+            .is_empty()
+    );
+    svc.put_document(&dev, "a.xml", "text/plain", xml("y"), None)
+        .await
+        .expect("put");
+    let batch = feed.next_batch(10, Duration::ZERO).await.expect("batch");
+    assert_eq!(batch.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![6]);
+    assert_eq!(*seen.lock().expect("lock"), vec![5]);
+
+    drop(feed);
+    // Still-retained positions are fine.
+    let mut feed = InProcessFeed::new(Arc::clone(&svc), 4, Box::new(|_| {}));
+    assert_eq!(
+        feed.next_batch(10, Duration::ZERO)
+            .await
+            .expect("batch")
+            .len(),
+        2
+    );
+    // A retention change survives reopen through the journal.
+    drop(feed);
+    drop(svc);
+    let svc = open_with(
+        dir.path(),
+        ContentConfig {
+            change_log_retention: 2,
+            ..config()
+        },
+    );
+    assert!(svc.changes_after(3, 10).is_err());
+    assert_eq!(svc.changes_after(4, 10).expect("retained").len(), 2);
+}
+
+#[test]
+fn config_parses_with_humantime_and_rejects_unknown_fields() {
+    let cfg: ContentConfig = serde_json::from_str(
+        r#"{"public_base_url": "https://p.example.net", "url_lifetime": "2days", "max_connections": 10}"#,
+    )
+    .expect("parse");
+    assert_eq!(cfg.url_lifetime, Duration::from_secs(2 * 86400));
+    assert_eq!(cfg.max_document_bytes, 1 << 20);
+    assert!(serde_json::from_str::<ContentConfig>(r#"{"bogus": 1}"#).is_err());
+    assert!(cfg.validate().is_ok());
+    let bad = ContentConfig {
+        public_base_url: "ftp://x".into(),
+        ..ContentConfig::default()
+    };
+    assert!(bad.validate().is_err());
+}

@@ -1,0 +1,134 @@
+//! Notifier configuration (the `[notifier]` table of the config file).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use profile_event::expiry::ExpiryPolicy;
+use serde::{Deserialize, Serialize};
+use sip_core::transaction::Timers;
+use uaprof_api::ProfileType;
+
+/// What to do with a SUBSCRIBE for a device or user the content tier does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownSubscriberPolicy {
+    /// Accept and send an empty NOTIFY; the real one follows when it is provisioned
+    /// (RFC 6080 §5.1.1 behaviour, and what a phone booting before provisioning needs).
+    Accept,
+    /// Answer `403 Forbidden`.
+    Reject,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifierConfig {
+    /// UDP listen address for SIP; omit to disable UDP.
+    pub udp: Option<SocketAddr>,
+    /// TCP listen address for SIP; omit to disable TCP.
+    pub tcp: Option<SocketAddr>,
+    /// Host (or host:port) this node puts in Via and Contact; default: the bound address.
+    /// Set it to the address phones (or the edge proxy) can reach.
+    pub advertise: Option<String>,
+    /// Subscription duration when the SUBSCRIBE has no Expires (RFC 6080: 86400 s).
+    pub expires_default: u32,
+    /// Shortest subscription accepted; shorter requests get 423 with Min-Expires.
+    pub expires_min: u32,
+    /// Longest subscription granted; longer requests are shortened to this.
+    pub expires_max: u32,
+    /// Profile types this server answers; others get 404.
+    pub profile_types: Vec<ProfileType>,
+    /// Policy for subjects the content tier does not know.
+    pub unknown_subscriber: UnknownSubscriberPolicy,
+    /// SUBSCRIBEs being handled at once; beyond this, 503 with a randomised Retry-After.
+    pub max_pending_requests: usize,
+    /// Concurrent TCP connections (inbound and outbound each).
+    pub max_tcp_connections: usize,
+    /// NOTIFYs being prepared at once by a change fan-out.
+    pub fanout_concurrency: usize,
+    /// Subscriptions read from the index per page during fan-out.
+    pub fanout_page: usize,
+    /// RFC 3261 T1 (round-trip estimate).
+    #[serde(with = "humantime_serde")]
+    pub t1: Duration,
+    /// RFC 3261 T2 (maximum retransmit interval for non-INVITE).
+    #[serde(with = "humantime_serde")]
+    pub t2: Duration,
+    /// RFC 3261 T4 (maximum time a message stays in the network).
+    #[serde(with = "humantime_serde")]
+    pub t4: Duration,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        let t = Timers::default();
+        Self {
+            udp: Some(([127, 0, 0, 1], 5060).into()),
+            tcp: Some(([127, 0, 0, 1], 5060).into()),
+            advertise: None,
+            expires_default: 86_400,
+            expires_min: 60,
+            expires_max: 7 * 86_400,
+            profile_types: ProfileType::ALL.to_vec(),
+            unknown_subscriber: UnknownSubscriberPolicy::Accept,
+            max_pending_requests: 4096,
+            max_tcp_connections: 10_000,
+            fanout_concurrency: 256,
+            fanout_page: 1000,
+            t1: t.t1,
+            t2: t.t2,
+            t4: t.t4,
+        }
+    }
+}
+
+impl NotifierConfig {
+    pub fn expiry(&self) -> ExpiryPolicy {
+        ExpiryPolicy {
+            default: self.expires_default,
+            min: self.expires_min,
+            max: self.expires_max,
+        }
+    }
+
+    pub fn timers(&self) -> Timers {
+        Timers {
+            t1: self.t1,
+            t2: self.t2,
+            t4: self.t4,
+        }
+    }
+
+    /// Checks the values a file or flag can get wrong; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.expires_min <= self.expires_default && self.expires_default <= self.expires_max)
+        {
+            return Err(format!(
+                "notifier: need expires_min ({}) <= expires_default ({}) <= expires_max ({})",
+                self.expires_min, self.expires_default, self.expires_max
+            ));
+        }
+        if self.expires_min == 0 {
+            return Err("notifier: expires_min must be at least 1 s".into());
+        }
+        if self.udp.is_none() && self.tcp.is_none() {
+            return Err("notifier: enable at least one of udp, tcp".into());
+        }
+        if self.profile_types.is_empty() {
+            return Err("notifier: profile_types is empty".into());
+        }
+        if self.t1.is_zero() || self.t2 < self.t1 || self.t4.is_zero() {
+            return Err("notifier: need 0 < t1 <= t2 and t4 > 0".into());
+        }
+        for (name, v) in [
+            ("max_pending_requests", self.max_pending_requests),
+            ("max_tcp_connections", self.max_tcp_connections),
+            ("fanout_concurrency", self.fanout_concurrency),
+            ("fanout_page", self.fanout_page),
+        ] {
+            if v == 0 {
+                return Err(format!("notifier: {name} must be positive"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,451 @@
+//! The engine: one task that owns the transaction layer and every NOTIFY in flight.
+//!
+//! Listeners hand it parsed messages; it runs them through the sans-IO server transactions
+//! (so a retransmitted SUBSCRIBE is absorbed or answered from cache, never handled twice),
+//! starts a bounded handler task per new SUBSCRIBE, and turns handler replies and NOTIFYs
+//! from fan-out and expiry into wire messages and client transactions. Keeping all
+//! transaction state on one task makes it lock-free; the heavy work (parsing, store writes,
+//! resolving, building bodies) happens on other tasks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use metrics::{counter, gauge, histogram};
+use rand::RngExt;
+use sip_core::message;
+use sip_core::transaction::{
+    ClientAction, ClientEvent, ClientId, ClientTransactions, ServerKey, ServerTransactions,
+    ServerVerdict, Timers,
+};
+use sip_core::transport::Peer;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::Ctx;
+use crate::store::SubId;
+use crate::transport::Outbound;
+
+/// Capacity of the engine's inbound channel. At 20k messages/s this is about half a second of
+/// traffic: enough to ride out a scheduling hiccup, small enough that a saturated engine sheds
+/// (with 503) within a retransmission interval instead of queueing stale work.
+pub const ENGINE_QUEUE: usize = 8192;
+
+pub enum EngineMsg {
+    Inbound { msg: rsip::SipMessage, peer: Peer },
+    Reply(Reply),
+    Notify(OutNotify),
+}
+
+/// A handler's answer to a server transaction, plus the NOTIFY it causes, if any.
+pub struct Reply {
+    pub key: ServerKey,
+    pub dest: Peer,
+    pub bytes: Bytes,
+    pub notify: Option<OutNotify>,
+}
+
+/// A NOTIFY ready for the wire. Its CSeq is already durable in the store.
+pub struct OutNotify {
+    pub sub: SubId,
+    pub peer: Peer,
+    pub branch: String,
+    pub bytes: Bytes,
+    /// Entity tag carried; recorded as confirmed when the subscriber answers 2xx.
+    pub etag: Option<String>,
+    /// The last NOTIFY of the dialog (`Subscription-State: terminated`).
+    pub terminal: bool,
+    pub kind: NotifyKind,
+    /// Fired (or dropped) when this NOTIFY's transaction has ended, or it was merged into
+    /// another one: fan-out commits its feed position only after that.
+    pub done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Why a NOTIFY is sent (metrics label and priority).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyKind {
+    Initial,
+    Refresh,
+    Change,
+    Terminate,
+}
+
+impl NotifyKind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Refresh => "refresh",
+            Self::Change => "change",
+            Self::Terminate => "terminate",
+        }
+    }
+}
+
+struct InFlight {
+    client: ClientId,
+    etag: Option<String>,
+    terminal: bool,
+    /// At most one NOTIFY waits behind the one in flight (RFC 6665 §4.2.2: one outstanding
+    /// NOTIFY per dialog); a newer one replaces it, which is how bursts coalesce.
+    queued: Option<OutNotify>,
+}
+
+struct Sent {
+    sub: SubId,
+    etag: Option<String>,
+    terminal: bool,
+    kind: NotifyKind,
+    at: Instant,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub struct Engine {
+    ctx: Arc<Ctx>,
+    out: Arc<Outbound>,
+    rx: mpsc::Receiver<EngineMsg>,
+    tx: mpsc::Sender<EngineMsg>,
+    server: ServerTransactions,
+    client: ClientTransactions,
+    sent: HashMap<ClientId, Sent>,
+    inflight: HashMap<SubId, InFlight>,
+    handlers: Arc<Semaphore>,
+    max_handlers: usize,
+}
+
+impl Engine {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        out: Arc<Outbound>,
+        rx: mpsc::Receiver<EngineMsg>,
+        tx: mpsc::Sender<EngineMsg>,
+        timers: Timers,
+    ) -> Self {
+        let max_handlers = ctx.config.max_pending_requests;
+        Self {
+            ctx,
+            out,
+            rx,
+            tx,
+            server: ServerTransactions::new(timers.clone()),
+            client: ClientTransactions::new(timers),
+            sent: HashMap::new(),
+            inflight: HashMap::new(),
+            handlers: Arc::new(Semaphore::new(max_handlers)),
+            max_handlers,
+        }
+    }
+
+    /// Runs until `stop` fires, or until `drain` has fired and nothing is left in flight.
+    pub async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
+        let mut draining = false;
+        loop {
+            if draining && self.is_idle() {
+                info!("engine drained");
+                return;
+            }
+            let deadline = [self.server.poll_timeout(), self.client.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = drain.cancelled(), if !draining => {
+                    draining = true;
+                    info!(in_flight = self.client.len(), "engine draining");
+                }
+                msg = self.rx.recv() => match msg {
+                    Some(m) => {
+                        self.on_msg(m, draining);
+                        // Take whatever else is already queued before looking at timers.
+                        for _ in 0..256 {
+                            match self.rx.try_recv() {
+                                Ok(m) => self.on_msg(m, draining),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => return,
+                },
+                _ = sleep => {}
+            }
+            self.on_timers(Instant::now());
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.client.len() == 0 && self.handlers.available_permits() == self.max_handlers
+    }
+
+    fn on_msg(&mut self, msg: EngineMsg, draining: bool) {
+        match msg {
+            EngineMsg::Inbound {
+                msg: rsip::SipMessage::Request(req),
+                peer,
+            } => self.on_request(req, peer, draining),
+            EngineMsg::Inbound {
+                msg: rsip::SipMessage::Response(resp),
+                ..
+            } => self.on_response(&resp),
+            EngineMsg::Reply(reply) => {
+                let now = Instant::now();
+                self.server
+                    .respond(&reply.key, reply.bytes.clone(), reply.dest.addr, true, now);
+                self.out.send(reply.dest, reply.bytes);
+                if let Some(n) = reply.notify {
+                    self.send_notify(n);
+                }
+            }
+            EngineMsg::Notify(n) => self.send_notify(n),
+        }
+    }
+
+    fn on_request(&mut self, req: rsip::Request, peer: Peer, draining: bool) {
+        let now = Instant::now();
+        let method = req.method;
+        if method == rsip::Method::Ack {
+            // ACK only exists for INVITE transactions, which we never accept.
+            return;
+        }
+        let key = match self.server.on_request(&req, peer, now) {
+            ServerVerdict::New(key) => key,
+            ServerVerdict::Absorbed => {
+                counter!("sip_retransmissions_absorbed_total").increment(1);
+                return;
+            }
+            ServerVerdict::Replay {
+                bytes,
+                to,
+                transport,
+            } => {
+                counter!("sip_retransmissions_absorbed_total").increment(1);
+                self.out.send(Peer { transport, addr: to }, bytes);
+                return;
+            }
+            _ => return,
+        };
+        let dest = Peer {
+            addr: sip_core::via::response_destination(&req, peer),
+            ..peer
+        };
+        counter!("sip_requests_total", "method" => method_label(&method)).increment(1);
+        match method {
+            rsip::Method::Subscribe => {
+                if draining {
+                    let bytes = overload_response(&req);
+                    return self.reply_now(key, dest, bytes);
+                }
+                let Ok(permit) = self.handlers.clone().try_acquire_owned() else {
+                    counter!("sip_shed_total", "reason" => "handlers_busy").increment(1);
+                    let bytes = overload_response(&req);
+                    return self.reply_now(key, dest, bytes);
+                };
+                let ctx = Arc::clone(&self.ctx);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let (bytes, notify) = crate::subscribe::handle(&ctx, &req, peer).await;
+                    let _ = tx
+                        .send(EngineMsg::Reply(Reply {
+                            key,
+                            dest,
+                            bytes,
+                            notify,
+                        }))
+                        .await;
+                });
+            }
+            rsip::Method::Options => {
+                let mut resp = message::response_for(&req, 200, None, None);
+                crate::subscribe::add_capabilities(&mut resp);
+                self.reply_now(key, dest, message::to_bytes(&resp.into()));
+            }
+            rsip::Method::Cancel => {
+                // Our transactions answer at once; nothing is left to cancel.
+                let resp = message::response_for(&req, 481, None, None);
+                self.reply_now(key, dest, message::to_bytes(&resp.into()));
+            }
+            _ => {
+                let mut resp = message::response_for(&req, 405, None, None);
+                resp.headers.push(rsip::Header::Allow(
+                    rsip::headers::Allow::from("SUBSCRIBE, OPTIONS"),
+                ));
+                self.reply_now(key, dest, message::to_bytes(&resp.into()));
+            }
+        }
+    }
+
+    fn reply_now(&mut self, key: ServerKey, dest: Peer, bytes: Bytes) {
+        self.server
+            .respond(&key, bytes.clone(), dest.addr, true, Instant::now());
+        self.out.send(dest, bytes);
+    }
+
+    fn send_notify(&mut self, n: OutNotify) {
+        if let Some(f) = self.inflight.get_mut(&n.sub) {
+            if f.terminal {
+                return;
+            }
+            // Same content already on its way: nothing new to tell (coalescing).
+            let same = !n.terminal
+                && n.etag.is_some()
+                && (f.etag == n.etag
+                    || f.queued.as_ref().is_some_and(|q| q.etag == n.etag && !q.terminal));
+            if same {
+                counter!("notify_coalesced_total").increment(1);
+                return;
+            }
+            if f.queued.replace(n).is_some() {
+                counter!("notify_coalesced_total").increment(1);
+            }
+            return;
+        }
+        self.start_notify(n);
+    }
+
+    fn start_notify(&mut self, n: OutNotify) {
+        let now = Instant::now();
+        let id = self.client.start(n.branch, n.bytes.clone(), n.peer, now);
+        self.out.send(n.peer, n.bytes);
+        counter!("notify_sent_total", "kind" => n.kind.label()).increment(1);
+        self.sent.insert(
+            id,
+            Sent {
+                sub: n.sub,
+                etag: n.etag.clone(),
+                terminal: n.terminal,
+                kind: n.kind,
+                at: now,
+                done: n.done,
+            },
+        );
+        self.inflight.insert(
+            n.sub,
+            InFlight {
+                client: id,
+                etag: n.etag,
+                terminal: n.terminal,
+                queued: None,
+            },
+        );
+        gauge!("notify_in_flight").set(self.sent.len() as f64);
+    }
+
+    fn on_response(&mut self, resp: &rsip::Response) {
+        match self.client.on_response(resp, Instant::now()) {
+            Some(ClientEvent::Final { id, status }) => self.finish(id, Some(status)),
+            _ => {}
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        self.server.handle_timeout(now);
+        for action in self.client.handle_timeout(now) {
+            match action {
+                ClientAction::Retransmit { peer, bytes } => {
+                    counter!("notify_retransmissions_total").increment(1);
+                    self.out.send(peer, bytes);
+                }
+                ClientAction::TimedOut { id } => self.finish(id, None),
+                _ => {}
+            }
+        }
+        gauge!("sip_server_transactions").set(self.server.len() as f64);
+    }
+
+    /// A NOTIFY transaction ended with `status` (`None`: Timer F fired).
+    fn finish(&mut self, id: ClientId, status: Option<u16>) {
+        let Some(mut sent) = self.sent.remove(&id) else {
+            return;
+        };
+        if let Some(done) = sent.done.take() {
+            let _ = done.send(());
+        }
+        gauge!("notify_in_flight").set(self.sent.len() as f64);
+        let outcome = match status {
+            Some(s) if (200..300).contains(&s) => "2xx",
+            Some(_) => "failure",
+            None => "timeout",
+        };
+        counter!("notify_completed_total", "kind" => sent.kind.label(), "outcome" => outcome)
+            .increment(1);
+        histogram!("notify_round_trip_seconds").record(sent.at.elapsed().as_secs_f64());
+        let queued = match self.inflight.remove(&sent.sub) {
+            Some(f) if f.client == id => f.queued,
+            Some(other) => {
+                // Not ours (should not happen): put it back untouched.
+                self.inflight.insert(sent.sub, other);
+                None
+            }
+            None => None,
+        };
+        let remove = match status {
+            None => true,
+            Some(s) => profile_event::state::removes_subscription(s),
+        };
+        if remove && !sent.terminal {
+            debug!(sub = %sent.sub, ?status, "NOTIFY failed; removing subscription");
+            counter!("subscriptions_removed_total", "reason" => "notify_failed").increment(1);
+            let store = Arc::clone(&self.ctx.store);
+            tokio::spawn(async move {
+                if let Err(e) = store.remove(sent.sub).await {
+                    tracing::warn!(sub = %sent.sub, %e, "could not remove failed subscription");
+                }
+            });
+            return;
+        }
+        if status.is_some_and(|s| (200..300).contains(&s)) && !sent.terminal {
+            if let Some(etag) = sent.etag {
+                let store = Arc::clone(&self.ctx.store);
+                tokio::spawn(async move {
+                    let _ = store.confirm_etag(sent.sub, etag).await;
+                });
+            }
+        }
+        if let Some(next) = queued {
+            self.start_notify(next);
+        }
+    }
+}
+
+fn method_label(m: &rsip::Method) -> &'static str {
+    match m {
+        rsip::Method::Subscribe => "SUBSCRIBE",
+        rsip::Method::Options => "OPTIONS",
+        rsip::Method::Notify => "NOTIFY",
+        rsip::Method::Cancel => "CANCEL",
+        _ => "other",
+    }
+}
+
+/// The `400` (or other 4xx/5xx) answer to a request that did not parse, and where to send
+/// it; `None` when the message cannot be answered (it is dropped and counted).
+pub fn bad_request_response(
+    e: &message::ParseError,
+    peer: Peer,
+) -> Option<(Bytes, std::net::SocketAddr)> {
+    let resp = e.error_response()?;
+    let mut req = e.request()?.clone();
+    sip_core::via::stamp_received(&mut req, peer.addr);
+    let dest = sip_core::via::response_destination(&req, peer);
+    Some((message::to_bytes(&resp.into()), dest))
+}
+
+/// `503` with a randomised `Retry-After` (5–20 s): lockstep retries are how avalanches form.
+pub fn overload_response(req: &rsip::Request) -> Bytes {
+    let mut resp = message::response_for(req, 503, None, None);
+    let secs: u32 = rand::rng().random_range(5..=20);
+    resp.headers
+        .push(rsip::Header::RetryAfter(rsip::headers::RetryAfter::from(
+            secs.to_string(),
+        )));
+    message::to_bytes(&resp.into())
+}

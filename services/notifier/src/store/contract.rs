@@ -1,0 +1,285 @@
+//! The written contract of [`SubscriptionStore`], as a test suite any backend runs.
+//!
+//! A backend's tests call [`run_all`] with a factory that returns a fresh, empty store for
+//! each case (the Redis store runs it against standalone Redis and a Redis Cluster).
+//! Persistence across restarts is checked per backend, since only the backend knows how to
+//! restart itself.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use sip_core::dialog::Dialog;
+use sip_core::transport::Transport;
+use uaprof_api::{ProfileKey, ProfileType};
+
+use super::{PackageName, StoreError, SubId, Subscription, SubscriptionStore};
+
+/// A plausible device subscription for tests: id `n`, device `device_id`, class acme/Z100.
+pub fn sample(n: u64, device_id: &str) -> Subscription {
+    let source: SocketAddr = ([127, 0, 0, 1], 5070).into();
+    Subscription {
+        id: SubId(n),
+        dialog: Dialog {
+            call_id: format!("call-{n}"),
+            local_tag: SubId(n).tag(),
+            remote_tag: format!("rt{n}"),
+            local_uri: format!("sip:{device_id}@example.com"),
+            remote_uri: format!("sip:{device_id}@example.com"),
+            remote_target: "sip:phone@127.0.0.1:5070".into(),
+            route_set: Vec::new(),
+            secure: false,
+            remote_cseq: 1,
+        },
+        transport: Transport::Udp,
+        source,
+        package: PackageName::UaProfile,
+        profile_type: ProfileType::Device,
+        subject: ProfileKey::Device(device_id.into()),
+        vendor: Some("acme".into()),
+        model: Some("Z100".into()),
+        version: None,
+        instance: None,
+        accept: None,
+        event_id: None,
+        expires_at_ms: 1_000_000 + n,
+        local_cseq: 1,
+        confirmed_etag: None,
+        depends_on: vec![
+            ProfileKey::Device(device_id.into()),
+            ProfileKey::Class {
+                vendor: "acme".into(),
+                model: "Z100".into(),
+            },
+        ],
+    }
+}
+
+fn class() -> ProfileKey {
+    ProfileKey::Class {
+        vendor: "acme".into(),
+        model: "Z100".into(),
+    }
+}
+
+/// Runs every contract case; panics (test failure) on the first violation.
+pub async fn run_all<F, Fut, S>(mut fresh: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<S, StoreError>>,
+    S: SubscriptionStore,
+{
+    macro_rules! case {
+        ($name:ident) => {
+            $name(&fresh().await.expect("fresh store")).await;
+        };
+    }
+    case!(insert_get_remove);
+    case!(insert_rejects_existing_id);
+    case!(instance_replaces_older_subscription);
+    case!(index_pages_cover_every_member_once);
+    case!(cseq_is_strictly_increasing_and_refresh_never_lowers_it);
+    case!(dependency_change_moves_index_entries);
+    case!(take_due_is_exactly_once);
+    case!(confirm_etag_and_feed_offset);
+    case!(scan_visits_everything);
+}
+
+async fn insert_get_remove(store: &impl SubscriptionStore) {
+    let sub = sample(1, "mac:000000000001");
+    assert!(store.get(sub.id).await.expect("get").is_none());
+    let up = store.insert(sub.clone()).await.expect("insert");
+    assert!(up.replaced.is_empty());
+    assert_eq!(store.get(sub.id).await.expect("get"), Some(sub.clone()));
+    assert_eq!(store.count().await.expect("count"), 1);
+    assert_eq!(store.remove(sub.id).await.expect("remove"), Some(sub.clone()));
+    assert_eq!(store.remove(sub.id).await.expect("remove twice"), None);
+    assert_eq!(store.count().await.expect("count"), 0);
+    let page = store.by_key(&class(), None, 10).await.expect("by_key");
+    assert!(page.ids.is_empty(), "removed subscription left in the index");
+    assert_eq!(store.next_expiry().await.expect("next_expiry"), None);
+}
+
+async fn insert_rejects_existing_id(store: &impl SubscriptionStore) {
+    let sub = sample(2, "mac:000000000002");
+    store.insert(sub.clone()).await.expect("insert");
+    let err = store.insert(sub).await.expect_err("duplicate id accepted");
+    assert!(matches!(err, StoreError::Conflict(SubId(2))));
+}
+
+async fn instance_replaces_older_subscription(store: &impl SubscriptionStore) {
+    let mut old = sample(3, "mac:000000000003");
+    old.instance = Some("urn:uuid:aaaa".into());
+    let mut other_type = sample(4, "mac:000000000003");
+    other_type.instance = old.instance.clone();
+    other_type.profile_type = ProfileType::User;
+    other_type.depends_on = vec![ProfileKey::User("a@example.com".into())];
+    store.insert(old.clone()).await.expect("insert old");
+    store.insert(other_type.clone()).await.expect("insert other type");
+
+    let mut new = sample(5, "mac:000000000003");
+    new.instance = old.instance.clone();
+    let up = store.insert(new.clone()).await.expect("insert new");
+    assert_eq!(up.replaced, vec![old.clone()], "same instance+type must be replaced");
+    assert!(store.get(old.id).await.expect("get").is_none());
+    assert!(store.get(other_type.id).await.expect("get").is_some());
+    let page = store
+        .by_key(&ProfileKey::Device("mac:000000000003".into()), None, 10)
+        .await
+        .expect("by_key");
+    assert_eq!(page.ids, vec![new.id]);
+}
+
+async fn index_pages_cover_every_member_once(store: &impl SubscriptionStore) {
+    let total = 250u64;
+    for n in 0..total {
+        store
+            .insert(sample(100 + n, &format!("mac:{:012x}", n)))
+            .await
+            .expect("insert");
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.by_key(&class(), after, 64).await.expect("by_key");
+        assert!(page.ids.len() <= 64);
+        seen.extend(page.ids.iter().copied());
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let mut dedup = seen.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), seen.len(), "a page repeated a member");
+    assert_eq!(seen.len() as u64, total);
+    let one = store
+        .by_key(&ProfileKey::Device(format!("mac:{:012x}", 7)), None, 64)
+        .await
+        .expect("by_key");
+    assert_eq!(one.ids, vec![SubId(107)]);
+    assert!(one.next.is_none());
+}
+
+async fn cseq_is_strictly_increasing_and_refresh_never_lowers_it(store: &impl SubscriptionStore) {
+    let sub = sample(6, "mac:000000000006");
+    store.insert(sub.clone()).await.expect("insert");
+    let mut last = sub.local_cseq;
+    for _ in 0..5 {
+        let c = store
+            .next_cseq(sub.id, None)
+            .await
+            .expect("next_cseq")
+            .expect("present");
+        assert!(c > last, "cseq went from {last} to {c}");
+        last = c;
+    }
+    // A refresh built from an older copy must not move the CSeq backwards.
+    let mut stale = sub.clone();
+    stale.expires_at_ms += 1000;
+    let c = store.refresh(stale).await.expect("refresh").expect("present");
+    assert!(c > last, "refresh reused cseq: {c} after {last}");
+    last = c;
+    assert_eq!(
+        store.get(sub.id).await.expect("get").expect("present").expires_at_ms,
+        sub.expires_at_ms + 1000
+    );
+    let c = store
+        .next_cseq(sub.id, None)
+        .await
+        .expect("next_cseq")
+        .expect("present");
+    assert!(c > last, "cseq went backwards after refresh: {c} after {last}");
+    assert_eq!(
+        store.next_cseq(SubId(999), None).await.expect("next_cseq"),
+        None
+    );
+    let mut gone = sample(998, "mac:000000000998");
+    gone.local_cseq = 5;
+    assert_eq!(store.refresh(gone).await.expect("refresh of unknown"), None);
+}
+
+async fn dependency_change_moves_index_entries(store: &impl SubscriptionStore) {
+    let sub = sample(8, "mac:000000000008");
+    store.insert(sub.clone()).await.expect("insert");
+    let user = ProfileKey::User("bob@example.com".into());
+    let keys = vec![sub.depends_on[0].clone(), user.clone()];
+    store
+        .next_cseq(sub.id, Some(keys.clone()))
+        .await
+        .expect("next_cseq");
+    assert_eq!(
+        store.by_key(&user, None, 10).await.expect("by_key").ids,
+        vec![sub.id]
+    );
+    assert!(store.by_key(&class(), None, 10).await.expect("by_key").ids.is_empty());
+    assert_eq!(
+        store.get(sub.id).await.expect("get").expect("present").depends_on,
+        keys
+    );
+}
+
+async fn take_due_is_exactly_once(store: &impl SubscriptionStore) {
+    for n in 0..10u64 {
+        let mut s = sample(200 + n, &format!("mac:{:012x}", 200 + n));
+        s.expires_at_ms = 10_000 + n * 1000;
+        store.insert(s).await.expect("insert");
+    }
+    assert_eq!(store.next_expiry().await.expect("next"), Some(10_000));
+    assert!(store.take_due(9_999, 100).await.expect("due").is_empty());
+    let first = store.take_due(14_000, 3).await.expect("due");
+    assert_eq!(
+        first.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![SubId(200), SubId(201), SubId(202)]
+    );
+    let second = store.take_due(14_000, 100).await.expect("due");
+    assert_eq!(
+        second.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![SubId(203), SubId(204)]
+    );
+    assert!(store.take_due(14_000, 100).await.expect("due").is_empty());
+    assert_eq!(store.count().await.expect("count"), 5);
+    assert_eq!(store.next_expiry().await.expect("next"), Some(15_000));
+    // Expired subscriptions leave no index entries behind.
+    assert!(store
+        .by_key(&ProfileKey::Device(format!("mac:{:012x}", 200)), None, 10)
+        .await
+        .expect("by_key")
+        .ids
+        .is_empty());
+}
+
+async fn confirm_etag_and_feed_offset(store: &impl SubscriptionStore) {
+    let sub = sample(9, "mac:000000000009");
+    store.insert(sub.clone()).await.expect("insert");
+    store.confirm_etag(sub.id, "abc".into()).await.expect("confirm");
+    assert_eq!(
+        store.get(sub.id).await.expect("get").expect("present").confirmed_etag.as_deref(),
+        Some("abc")
+    );
+    store.confirm_etag(SubId(12345), "x".into()).await.expect("confirm unknown is a no-op");
+    assert_eq!(store.feed_offset().await.expect("offset"), 0);
+    store.set_feed_offset(10).await.expect("set");
+    store.set_feed_offset(7).await.expect("set lower");
+    assert_eq!(store.feed_offset().await.expect("offset"), 10, "offset went backwards");
+}
+
+async fn scan_visits_everything(store: &impl SubscriptionStore) {
+    for n in 0..37u64 {
+        store
+            .insert(sample(300 + n, &format!("mac:{:012x}", 300 + n)))
+            .await
+            .expect("insert");
+    }
+    let mut seen = 0;
+    let mut after = None;
+    loop {
+        let page = store.scan(after, 10).await.expect("scan");
+        seen += page.ids.len();
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 37);
+}

@@ -1,0 +1,509 @@
+//! SUBSCRIBE handling: RFC 6665 subscriptions for the profile event package (RFC 6080),
+//! with conditional notification (RFC 5839).
+//!
+//! Every path ends in exactly one final response. A `200` is only built after the
+//! subscription is durable in the store; the first NOTIFY's CSeq is part of the same write.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use metrics::{counter, histogram};
+use profile_event::accept::body_mode;
+use profile_event::conditional::suppress_matches;
+use profile_event::event::{ALLOW_EVENTS, Package, ProfileEvent, parse_event};
+use profile_event::state::{SubState, TerminationReason};
+use rand::RngExt;
+use sip_core::dialog::Dialog;
+use sip_core::message::{self, header, header_params, headers_all};
+use sip_core::transport::Peer;
+use uaprof_api::{ProfileKey, ProfileType, Resolution, ResolveRequest};
+
+use crate::Ctx;
+use crate::config::UnknownSubscriberPolicy;
+use crate::engine::{NotifyKind, OutNotify};
+use crate::notify;
+use crate::store::{PackageName, StoreError, SubId, Subscription};
+
+/// A final non-2xx answer, with the headers it needs.
+pub struct Reject {
+    status: u16,
+    reason: Option<String>,
+    headers: Vec<rsip::Header>,
+}
+
+impl Reject {
+    fn new(status: u16, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: Some(reason.into()),
+            headers: Vec::new(),
+        }
+    }
+
+    fn with(mut self, h: rsip::Header) -> Self {
+        self.headers.push(h);
+        self
+    }
+
+    fn unavailable(what: &str) -> Self {
+        let secs: u32 = rand::rng().random_range(5..=20);
+        Self::new(503, format!("{what} unavailable")).with(rsip::Header::RetryAfter(
+            rsip::headers::RetryAfter::from(secs.to_string()),
+        ))
+    }
+}
+
+impl From<StoreError> for Reject {
+    fn from(e: StoreError) -> Self {
+        counter!("store_errors_total", "op" => "subscribe").increment(1);
+        tracing::warn!(%e, "store error while handling SUBSCRIBE");
+        Reject::unavailable("Subscription store")
+    }
+}
+
+/// Handles one new SUBSCRIBE transaction: the response bytes and the NOTIFY it causes.
+pub async fn handle(ctx: &Ctx, req: &rsip::Request, peer: Peer) -> (Bytes, Option<OutNotify>) {
+    let started = Instant::now();
+    let (status, bytes, notify) = match handle_inner(ctx, req, peer).await {
+        Ok(Accepted {
+            status,
+            to_tag,
+            expires,
+            notify,
+        }) => {
+            let mut resp = message::response_for(req, status, None, Some(&to_tag));
+            resp.headers.push(rsip::Header::Expires(
+                rsip::headers::Expires::from(expires.to_string()),
+            ));
+            resp.headers.push(rsip::Header::Contact(rsip::headers::Contact::from(
+                ctx.local.contact(peer.transport),
+            )));
+            (status, message::to_bytes(&resp.into()), notify)
+        }
+        Err(r) => {
+            let mut resp = message::response_for(req, r.status, r.reason.as_deref(), None);
+            resp.headers.extend(r.headers);
+            (r.status, message::to_bytes(&resp.into()), None)
+        }
+    };
+    counter!("sip_responses_sent_total", "status" => status.to_string()).increment(1);
+    histogram!("subscribe_handling_seconds").record(started.elapsed().as_secs_f64());
+    (bytes, notify)
+}
+
+struct Accepted {
+    status: u16,
+    to_tag: String,
+    expires: u32,
+    notify: Option<OutNotify>,
+}
+
+/// What the Event, Expires and Accept headers ask for, once validated.
+struct Request<'a> {
+    event: ProfileEvent,
+    profile_type: ProfileType,
+    expires: u32,
+    accept: Option<Vec<String>>,
+    suppress: Option<&'a str>,
+}
+
+fn parse_request<'a>(ctx: &Ctx, req: &'a rsip::Request) -> Result<Request<'a>, Reject> {
+    let Some(event) = header(&req.headers, "Event") else {
+        return Err(Reject::new(400, "Missing Event header"));
+    };
+    let event = parse_event(event).map_err(|e| {
+        let r = Reject::new(e.status(), e.to_string());
+        if e.status() == 489 {
+            r.with(allow_events())
+        } else {
+            r
+        }
+    })?;
+    let profile_type = ProfileType::from_token(&event.profile_type)
+        .filter(|t| ctx.config.profile_types.contains(t))
+        .ok_or_else(|| {
+            Reject::new(
+                404,
+                format!("Profile type {:?} not served", event.profile_type),
+            )
+        })?;
+    let requested = match header(&req.headers, "Expires") {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| Reject::new(400, "Invalid Expires"))?,
+        ),
+    };
+    let expires = ctx.config.expiry().grant(requested).map_err(|tb| {
+        Reject::new(423, "Interval Too Brief").with(rsip::Header::MinExpires(
+            rsip::headers::MinExpires::from(tb.min_expires.to_string()),
+        ))
+    })?;
+    let accept_values: Vec<&str> = headers_all(&req.headers, "Accept").collect();
+    let accept = if accept_values.is_empty() && header(&req.headers, "Accept").is_none() {
+        None
+    } else {
+        Some(accept_values.iter().map(|s| s.to_string()).collect())
+    };
+    body_mode(&accept_values).map_err(|_| {
+        Reject::new(406, "Not Acceptable").with(rsip::Header::Accept(
+            rsip::headers::Accept::from("message/external-body, multipart/mixed"),
+        ))
+    })?;
+    Ok(Request {
+        event,
+        profile_type,
+        expires,
+        accept,
+        suppress: header(&req.headers, "Suppress-If-Match"),
+    })
+}
+
+fn allow_events() -> rsip::Header {
+    rsip::Header::Other("Allow-Events".into(), ALLOW_EVENTS.into())
+}
+
+/// Adds what an OPTIONS answer (or any capability query) should tell.
+pub fn add_capabilities(resp: &mut rsip::Response) {
+    resp.headers
+        .push(rsip::Header::Allow(rsip::headers::Allow::from("SUBSCRIBE, OPTIONS")));
+    resp.headers.push(allow_events());
+    resp.headers.push(rsip::Header::Accept(rsip::headers::Accept::from(
+        "message/external-body, multipart/mixed",
+    )));
+}
+
+fn to_tag(req: &rsip::Request) -> Option<String> {
+    header(&req.headers, "To").and_then(|v| {
+        header_params(v)
+            .1
+            .into_iter()
+            .find(|(n, _)| n == "tag")
+            .and_then(|(_, v)| v)
+    })
+}
+
+fn from_tag(req: &rsip::Request) -> Option<String> {
+    header(&req.headers, "From").and_then(|v| {
+        header_params(v)
+            .1
+            .into_iter()
+            .find(|(n, _)| n == "tag")
+            .and_then(|(_, v)| v)
+    })
+}
+
+fn cseq_number(req: &rsip::Request) -> Option<u32> {
+    header(&req.headers, "CSeq")?.split_whitespace().next()?.parse().ok()
+}
+
+async fn handle_inner(ctx: &Ctx, req: &rsip::Request, peer: Peer) -> Result<Accepted, Reject> {
+    let parsed = parse_request(ctx, req)?;
+    match to_tag(req) {
+        Some(tag) => refresh(ctx, req, peer, parsed, &tag).await,
+        None => create(ctx, req, peer, parsed).await,
+    }
+}
+
+fn package_name(p: Package) -> PackageName {
+    match p {
+        Package::UaProfile => PackageName::UaProfile,
+        Package::SipProfile => PackageName::SipProfile,
+    }
+}
+
+/// The `+sip.instance` Contact parameter, without quotes and angle brackets.
+fn instance_id(req: &rsip::Request) -> Option<String> {
+    let contact = header(&req.headers, "Contact")?;
+    let (_, params) = header_params(contact);
+    params
+        .into_iter()
+        .find(|(n, _)| n == "+sip.instance")
+        .and_then(|(_, v)| v)
+        .map(|v| v.trim_matches(|c| c == '<' || c == '>' || c == '"').to_ascii_lowercase())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+}
+
+/// The subject of a new subscription, from the Request-URI (RFC 6080 §4.1): the device id
+/// in the user part (MAC or instance URN), the AoR for `user`, the host for `local-network`.
+fn subject(req: &rsip::Request, profile_type: ProfileType) -> Result<ProfileKey, Reject> {
+    let uri = req.uri.to_string();
+    let (user, host) = split_uri(&uri);
+    match profile_type {
+        ProfileType::Device => user
+            .and_then(|u| ProfileKey::device(u).ok())
+            .or_else(|| instance_id(req).and_then(|i| ProfileKey::device(&i).ok()))
+            .ok_or_else(|| Reject::new(400, "Request-URI does not name a device (MAC or instance id)")),
+        ProfileType::User => user
+            .and_then(|u| ProfileKey::user(&format!("{u}@{host}")).ok())
+            .ok_or_else(|| Reject::new(400, "Request-URI does not name a user")),
+        ProfileType::LocalNetwork => {
+            ProfileKey::local_network(host).map_err(|_| Reject::new(400, "Request-URI does not name a domain"))
+        }
+    }
+}
+
+/// Splits `sip:user@host:port;params` into (user, host).
+fn split_uri(uri: &str) -> (Option<&str>, &str) {
+    let rest = uri
+        .strip_prefix("sips:")
+        .or_else(|| uri.strip_prefix("sip:"))
+        .unwrap_or(uri);
+    let rest = rest.split([';', '?']).next().unwrap_or(rest);
+    let (user, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u.split(':').next().unwrap_or(u)), h),
+        None => (None, rest),
+    };
+    let host = if hostport.starts_with('[') {
+        hostport.split(']').next().map(|h| &hostport[..h.len() + 1]).unwrap_or(hostport)
+    } else {
+        hostport.split(':').next().unwrap_or(hostport)
+    };
+    (user, host)
+}
+
+async fn resolve(ctx: &Ctx, rq: &ResolveRequest) -> Result<Resolution, Reject> {
+    ctx.resolver.resolve(rq).await.map_err(|e| {
+        tracing::warn!(%e, "resolve failed");
+        Reject::unavailable("Content tier")
+    })
+}
+
+fn resolve_request(sub: &Subscription) -> ResolveRequest {
+    ResolveRequest {
+        profile_type: sub.profile_type,
+        subject: sub.subject.clone(),
+        vendor: sub.vendor.clone(),
+        model: sub.model.clone(),
+        version: sub.version.clone(),
+    }
+}
+
+async fn create(
+    ctx: &Ctx,
+    req: &rsip::Request,
+    peer: Peer,
+    p: Request<'_>,
+) -> Result<Accepted, Reject> {
+    let subject = subject(req, p.profile_type)?;
+    let now_ms = ctx.clock.now_ms();
+    let mut id = SubId(rand::rng().random());
+    let dialog = Dialog::from_request(req, id.tag())
+        .map_err(|e| Reject::new(400, format!("Cannot create dialog: {e}")))?;
+    let mut sub = Subscription {
+        id,
+        dialog,
+        transport: peer.transport,
+        source: peer.addr,
+        package: package_name(p.event.package),
+        profile_type: p.profile_type,
+        subject,
+        vendor: p.event.vendor.clone(),
+        model: p.event.model.clone(),
+        version: p.event.version.clone(),
+        instance: instance_id(req),
+        accept: p.accept,
+        event_id: p.event.id.clone(),
+        expires_at_ms: now_ms + u64::from(p.expires) * 1000,
+        local_cseq: 1,
+        confirmed_etag: None,
+        depends_on: Vec::new(),
+    };
+    // Refuse an unroutable Contact now, not after promising NOTIFYs we cannot deliver.
+    notify::destination(ctx, &sub, &notify::target(&sub))
+        .await
+        .map_err(|e| Reject::new(400, format!("Bad Contact: {e}")))?;
+    let resolution = resolve(ctx, &resolve_request(&sub)).await?;
+    if !resolution.known && ctx.config.unknown_subscriber == UnknownSubscriberPolicy::Reject {
+        return Err(Reject::new(403, "Unknown subscriber"));
+    }
+    sub.depends_on = resolution.depends_on.clone();
+    let etag = resolution.entity_tag();
+
+    if p.expires == 0 {
+        // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, and no subscription.
+        let notify = notify::prepare(
+            ctx,
+            &sub,
+            1,
+            SubState::Terminated {
+                reason: TerminationReason::Timeout,
+                retry_after: None,
+            },
+            &resolution,
+            None,
+            NotifyKind::Initial,
+        )
+        .await
+        .map_err(|e| Reject::new(400, format!("Bad Contact: {e}")))?;
+        return Ok(Accepted {
+            status: 200,
+            to_tag: sub.dialog.local_tag.clone(),
+            expires: 0,
+            notify: Some(notify),
+        });
+    }
+
+    let suppressed = p.suppress.is_some_and(|s| suppress_matches(Some(s), &etag));
+    if suppressed {
+        // RFC 5839 §4.2: the subscriber already has this state; create it without a NOTIFY.
+        sub.local_cseq = 0;
+        sub.confirmed_etag = Some(etag.clone());
+    }
+    // Local tags are 64 random bits; retry the (astronomically rare) collision.
+    let mut attempts = 0;
+    let upserted = loop {
+        match ctx.store.insert(sub.clone()).await {
+            Ok(u) => break u,
+            Err(StoreError::Conflict(_)) if attempts < 3 => {
+                attempts += 1;
+                id = SubId(rand::rng().random());
+                sub.id = id;
+                sub.dialog.local_tag = id.tag();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    counter!("subscriptions_created_total").increment(1);
+    if !upserted.replaced.is_empty() {
+        counter!("subscriptions_removed_total", "reason" => "replaced")
+            .increment(upserted.replaced.len() as u64);
+    }
+    if suppressed {
+        return Ok(Accepted {
+            status: 204,
+            to_tag: sub.dialog.local_tag.clone(),
+            expires: p.expires,
+            notify: None,
+        });
+    }
+    let notify = notify::prepare(
+        ctx,
+        &sub,
+        1,
+        SubState::Active { expires: p.expires },
+        &resolution,
+        None,
+        NotifyKind::Initial,
+    )
+    .await
+    .ok();
+    Ok(Accepted {
+        status: 200,
+        to_tag: sub.dialog.local_tag.clone(),
+        expires: p.expires,
+        notify,
+    })
+}
+
+async fn refresh(
+    ctx: &Ctx,
+    req: &rsip::Request,
+    peer: Peer,
+    p: Request<'_>,
+    tag: &str,
+) -> Result<Accepted, Reject> {
+    let gone = || Reject::new(481, "Subscription does not exist");
+    let id = SubId::from_tag(tag).ok_or_else(gone)?;
+    let mut sub = ctx.store.get(id).await?.ok_or_else(gone)?;
+    let call_id = header(&req.headers, "Call-ID").unwrap_or_default();
+    if sub.dialog.call_id != call_id || from_tag(req).as_deref() != Some(sub.dialog.remote_tag.as_str())
+    {
+        return Err(gone());
+    }
+    if sub.profile_type != p.profile_type {
+        return Err(Reject::new(489, "Event does not match the subscription").with(allow_events()));
+    }
+    let cseq = cseq_number(req).ok_or_else(|| Reject::new(400, "Invalid CSeq"))?;
+    if cseq <= sub.dialog.remote_cseq {
+        // RFC 3261 §12.2.2: a lower CSeq in the dialog is out of order.
+        return Err(Reject::new(500, "CSeq out of order"));
+    }
+    sub.dialog.remote_cseq = cseq;
+    // A refresh is a target refresh: the phone may have moved (RFC 6665 §4.1.2.1).
+    if let Ok(fresh) = Dialog::from_request(req, sub.dialog.local_tag.clone()) {
+        sub.dialog.remote_target = fresh.remote_target;
+    }
+    sub.transport = peer.transport;
+    sub.source = peer.addr;
+    if p.accept.is_some() {
+        sub.accept = p.accept;
+    }
+    let now_ms = ctx.clock.now_ms();
+    let resolution = resolve(ctx, &resolve_request(&sub)).await?;
+    let etag = resolution.entity_tag();
+    sub.depends_on = resolution.depends_on.clone();
+
+    if p.expires == 0 {
+        let Some(gone_sub) = ctx.store.remove(id).await? else {
+            return Err(gone());
+        };
+        counter!("subscriptions_removed_total", "reason" => "unsubscribed").increment(1);
+        sub.local_cseq = gone_sub.local_cseq.max(sub.local_cseq) + 1;
+        let notify = notify::prepare(
+            ctx,
+            &sub,
+            sub.local_cseq,
+            SubState::Terminated {
+                reason: TerminationReason::Timeout,
+                retry_after: None,
+            },
+            &resolution,
+            None,
+            NotifyKind::Terminate,
+        )
+        .await
+        .ok();
+        return Ok(Accepted {
+            status: 200,
+            to_tag: sub.dialog.local_tag.clone(),
+            expires: 0,
+            notify,
+        });
+    }
+
+    sub.expires_at_ms = now_ms + u64::from(p.expires) * 1000;
+    let suppressed = p.suppress.is_some_and(|s| suppress_matches(Some(s), &etag));
+    if suppressed {
+        sub.confirmed_etag = Some(etag);
+    }
+    let cseq = ctx.store.refresh(sub.clone()).await?.ok_or_else(gone)?;
+    if suppressed {
+        return Ok(Accepted {
+            status: 204,
+            to_tag: sub.dialog.local_tag.clone(),
+            expires: p.expires,
+            notify: None,
+        });
+    }
+    let notify = notify::prepare(
+        ctx,
+        &sub,
+        cseq,
+        SubState::Active { expires: p.expires },
+        &resolution,
+        None,
+        NotifyKind::Refresh,
+    )
+    .await
+    .ok();
+    Ok(Accepted {
+        status: 200,
+        to_tag: sub.dialog.local_tag.clone(),
+        expires: p.expires,
+        notify,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_split() {
+        assert_eq!(split_uri("sip:MAC%3a00df1e004cd0@example.com;transport=tcp"), (Some("MAC%3a00df1e004cd0"), "example.com"));
+        assert_eq!(split_uri("sip:example.com:5060"), (None, "example.com"));
+        assert_eq!(split_uri("sips:alice:pw@[::1]:5061"), (Some("alice"), "[::1]"));
+    }
+}

@@ -1,0 +1,340 @@
+//! SIP transports: UDP and TCP listeners feeding one engine, and the sending side.
+//!
+//! Listeners parse on their own task (parsing is the bulk of per-message CPU, and this spreads
+//! it over the runtime's workers), answer unparseable requests with `400` themselves, and hand
+//! parsed messages to the engine through a bounded channel. When that channel is full the
+//! listener sheds: a request gets `503` with a randomised `Retry-After`, anything else is
+//! dropped and counted. Nothing here spawns a task per datagram.
+//!
+//! TLS is a third listener of the same shape (a `TlsAcceptor` in front of [`serve_stream`]);
+//! the `Transport::Tls` variant and the reliable-transport timer rules already cover it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use metrics::counter;
+use sip_core::message;
+use sip_core::transport::{Peer, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::engine::EngineMsg;
+
+/// Outbound messages queued per TCP connection. A peer that does not read 256 messages is
+/// stuck; further messages to it are dropped (and counted) rather than buffered without end.
+const TCP_WRITE_QUEUE: usize = 256;
+
+/// Idle TCP connections are closed after this long without traffic in either direction
+/// (phones refresh hourly at most and reconnect as needed; keepalive CRLFs count as traffic).
+const TCP_IDLE: Duration = Duration::from_secs(600);
+
+/// Sends SIP messages to peers over whichever transport the peer uses.
+pub struct Outbound {
+    udp: Option<Arc<UdpSocket>>,
+    tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    /// Bounds concurrent outbound connection attempts and open connections we own.
+    tcp_slots: Arc<Semaphore>,
+    engine: mpsc::Sender<EngineMsg>,
+    shutdown: CancellationToken,
+}
+
+impl Outbound {
+    pub fn new(
+        udp: Option<Arc<UdpSocket>>,
+        max_tcp_connections: usize,
+        engine: mpsc::Sender<EngineMsg>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            udp,
+            tcp: Mutex::new(HashMap::new()),
+            tcp_slots: Arc::new(Semaphore::new(max_tcp_connections)),
+            engine,
+            shutdown,
+        })
+    }
+
+    /// Sends without waiting. Failures are counted; SIP's retransmission and transaction
+    /// timeouts deal with the loss.
+    pub fn send(self: &Arc<Self>, peer: Peer, bytes: Bytes) {
+        match peer.transport {
+            Transport::Udp => {
+                let Some(sock) = &self.udp else {
+                    counter!("sip_send_errors_total", "transport" => "udp", "reason" => "no_socket")
+                        .increment(1);
+                    return;
+                };
+                if let Err(e) = sock.try_send_to(&bytes, peer.addr) {
+                    debug!(%e, to = %peer.addr, "udp send failed");
+                    counter!("sip_send_errors_total", "transport" => "udp", "reason" => "io")
+                        .increment(1);
+                }
+            }
+            Transport::Tcp | Transport::Tls => self.send_stream(peer, bytes),
+        }
+    }
+
+    fn send_stream(self: &Arc<Self>, peer: Peer, bytes: Bytes) {
+        let existing = self.tcp_conn(peer.addr);
+        if let Some(tx) = existing {
+            match tx.try_send(bytes) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    counter!("sip_send_errors_total", "transport" => "tcp", "reason" => "queue_full")
+                        .increment(1);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(b)) => {
+                    self.forget(peer.addr);
+                    return self.connect_and_send(peer, b);
+                }
+            }
+        }
+        self.connect_and_send(peer, bytes);
+    }
+
+    fn tcp_conn(&self, addr: SocketAddr) -> Option<mpsc::Sender<Bytes>> {
+        self.tcp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .cloned()
+    }
+
+    fn forget(&self, addr: SocketAddr) {
+        self.tcp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&addr);
+    }
+
+    /// Whether a stream connection to `addr` is open (NOTIFYs prefer an existing flow).
+    pub fn has_stream(&self, addr: SocketAddr) -> bool {
+        self.tcp_conn(addr).is_some_and(|tx| !tx.is_closed())
+    }
+
+    fn connect_and_send(self: &Arc<Self>, peer: Peer, bytes: Bytes) {
+        if peer.transport == Transport::Tls {
+            counter!("sip_send_errors_total", "transport" => "tls", "reason" => "unsupported")
+                .increment(1);
+            return;
+        }
+        let Ok(permit) = self.tcp_slots.clone().try_acquire_owned() else {
+            counter!("sip_send_errors_total", "transport" => "tcp", "reason" => "too_many_connections")
+                .increment(1);
+            return;
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stream = match tokio::time::timeout(
+                Duration::from_secs(5),
+                TcpStream::connect(peer.addr),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                _ => {
+                    counter!("sip_send_errors_total", "transport" => "tcp", "reason" => "connect")
+                        .increment(1);
+                    return;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
+            let _ = tx.try_send(bytes);
+            this.run_stream(stream, peer.addr, tx, rx).await;
+        });
+    }
+
+    /// Serves one stream connection (accepted or dialled): frames inbound messages to the
+    /// engine and writes queued outbound ones.
+    async fn run_stream(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        tx: mpsc::Sender<Bytes>,
+        mut rx: mpsc::Receiver<Bytes>,
+    ) {
+        self.tcp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr, tx.clone());
+        counter!("sip_tcp_connections_total").increment(1);
+        let peer = Peer {
+            transport: Transport::Tcp,
+            addr,
+        };
+        let (mut rd, mut wr) = stream.into_split();
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                out = rx.recv() => match out {
+                    Some(b) => if wr.write_all(&b).await.is_err() { break },
+                    None => break,
+                },
+                n = tokio::time::timeout(TCP_IDLE, read_more(&mut rd, &mut buf)) => {
+                    match n {
+                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                        Ok(Ok(_)) => {}
+                    }
+                    loop {
+                        match message::stream_frame_len(&buf) {
+                            Ok(Some(len)) => {
+                                let frame = buf.split_to(len);
+                                deliver(&self, &frame, peer);
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                // A stream we cannot frame cannot be resynchronised: close it.
+                                counter!("sip_malformed_total", "transport" => "tcp").increment(1);
+                                warn!(%addr, %e, "closing unframeable TCP stream");
+                                let _ = wr.shutdown().await;
+                                self.forget_if_same(addr, &tx);
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.forget_if_same(addr, &tx);
+    }
+
+    fn forget_if_same(&self, addr: SocketAddr, tx: &mpsc::Sender<Bytes>) {
+        let mut map = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&addr).is_some_and(|t| t.same_channel(tx)) {
+            map.remove(&addr);
+        }
+    }
+}
+
+/// Reads more stream bytes, making room first (a full buffer would read as end of stream).
+async fn read_more(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    buf.reserve(8 * 1024);
+    rd.read_buf(buf).await
+}
+
+/// Parses one message and hands it to the engine (or answers/sheds it here).
+fn deliver(out: &Arc<Outbound>, raw: &[u8], peer: Peer) {
+    match message::parse(raw) {
+        Ok(mut msg) => {
+            if let rsip::SipMessage::Request(req) = &mut msg {
+                sip_core::via::stamp_received(req, peer.addr);
+            }
+            match out.engine.try_send(EngineMsg::Inbound { msg, peer }) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(EngineMsg::Inbound { msg, peer })) => {
+                    counter!("sip_shed_total", "reason" => "engine_queue_full").increment(1);
+                    if let rsip::SipMessage::Request(req) = msg {
+                        if req.method != rsip::Method::Ack {
+                            let resp = crate::engine::overload_response(&req);
+                            let dest = sip_core::via::response_destination(&req, peer);
+                            out.send(Peer { addr: dest, ..peer }, resp);
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        Err(e) => {
+            counter!("sip_malformed_total", "transport" => transport_label(peer.transport))
+                .increment(1);
+            debug!(from = %peer.addr, %e, "malformed SIP message");
+            if let Some((bytes, dest)) = crate::engine::bad_request_response(&e, peer) {
+                out.send(Peer { addr: dest, ..peer }, bytes);
+            }
+        }
+    }
+}
+
+fn transport_label(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+        Transport::Tls => "tls",
+    }
+}
+
+/// Receives datagrams until shutdown.
+pub async fn serve_udp(sock: Arc<UdpSocket>, out: Arc<Outbound>, shutdown: CancellationToken) {
+    // One datagram can never exceed 64 KiB; the buffer is reused for every receive.
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on some platforms.
+                    debug!(%e, "udp recv error");
+                    continue;
+                }
+            },
+        };
+        counter!("sip_messages_received_total", "transport" => "udp").increment(1);
+        let raw = &buf[..n];
+        if is_keepalive(raw) {
+            continue;
+        }
+        deliver(
+            &out,
+            raw,
+            Peer {
+                transport: Transport::Udp,
+                addr: from,
+            },
+        );
+    }
+}
+
+/// Accepts TCP connections until shutdown; each connection gets one task, and the number of
+/// connections is bounded.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    out: Arc<Outbound>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(%e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            counter!("sip_shed_total", "reason" => "tcp_connection_limit").increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let out = Arc::clone(&out);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
+            out.run_stream(stream, addr, tx, rx).await;
+        });
+    }
+}
+
+/// RFC 5626 keepalives (CRLF, double CRLF) and stray whitespace datagrams are not messages.
+fn is_keepalive(raw: &[u8]) -> bool {
+    raw.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+}

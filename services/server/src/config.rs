@@ -1,0 +1,163 @@
+//! Configuration: a TOML file, overridden by environment variables, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use content::ContentConfig;
+use notifier::NotifierConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Notifier and content tier in one process (the default).
+    All,
+    /// SIP notifier only.
+    Notifier,
+    /// Content tier only (documents, provisioning API).
+    Content,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Which tiers this process runs.
+    pub role: Role,
+    /// Where the embedded stores keep their journals (subscriptions, documents).
+    pub data_dir: PathBuf,
+    /// fsync every group commit of the embedded stores. Off trades crash durability of the
+    /// last few milliseconds on power loss for throughput (a process crash loses nothing).
+    pub fsync: bool,
+    /// Admin endpoints (`/live`, `/ready`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// The content tier's HTTP listener (documents and provisioning API).
+    pub http_listen: SocketAddr,
+    /// How long SIGTERM waits for in-flight work before exiting.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub notifier: NotifierConfig,
+    pub content: ContentConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            role: Role::All,
+            data_dir: PathBuf::from("data"),
+            fsync: true,
+            admin_listen: ([127, 0, 0, 1], 9090).into(),
+            http_listen: ([127, 0, 0, 1], 8080).into(),
+            shutdown_grace: Duration::from_secs(10),
+            notifier: NotifierConfig::default(),
+            content: ContentConfig::default(),
+        }
+    }
+}
+
+/// The UA-profile delivery server (RFC 6080 profile delivery, RFC 6665 subscriptions).
+///
+/// Every flag can also be set by the environment variable shown, and in the TOML file given
+/// by --config; flags win over the environment, which wins over the file.
+#[derive(Debug, Parser)]
+#[command(name = "uaprof", version)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "UAPROF_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print it, and exit (0 valid, 64 invalid).
+    #[arg(long)]
+    pub check_config: bool,
+    #[arg(long, env = "UAPROF_ROLE", value_enum)]
+    pub role: Option<Role>,
+    #[arg(long, env = "UAPROF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// SIP over UDP listen address ("off" disables).
+    #[arg(long, env = "UAPROF_SIP_UDP")]
+    pub sip_udp: Option<String>,
+    /// SIP over TCP listen address ("off" disables).
+    #[arg(long, env = "UAPROF_SIP_TCP")]
+    pub sip_tcp: Option<String>,
+    /// Host[:port] advertised in Via/Contact of NOTIFYs.
+    #[arg(long, env = "UAPROF_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Content tier HTTP listen address.
+    #[arg(long, env = "UAPROF_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Admin (/live, /ready, /metrics) listen address.
+    #[arg(long, env = "UAPROF_ADMIN")]
+    pub admin: Option<SocketAddr>,
+    /// Base URL put in NOTIFYs for documents (default: http://<http listen address>).
+    #[arg(long, env = "UAPROF_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Minimum subscription duration in seconds (423 below it).
+    #[arg(long, env = "UAPROF_EXPIRES_MIN")]
+    pub expires_min: Option<u32>,
+    /// fsync the embedded journals on every commit (true/false).
+    #[arg(long, env = "UAPROF_FSYNC")]
+    pub fsync: Option<bool>,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "UAPROF_LOG", default_value = "info")]
+    pub log: String,
+}
+
+fn parse_listen(v: &str, what: &str) -> Result<Option<SocketAddr>, String> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|e| format!("{what}: invalid address {v:?}: {e}"))
+}
+
+impl Cli {
+    /// Builds the effective configuration; the error names the bad input.
+    pub fn load(&self) -> Result<Config, String> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                toml::from_str::<Config>(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(r) = self.role {
+            cfg.role = r;
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if let Some(v) = &self.sip_udp {
+            cfg.notifier.udp = parse_listen(v, "--sip-udp")?;
+        }
+        if let Some(v) = &self.sip_tcp {
+            cfg.notifier.tcp = parse_listen(v, "--sip-tcp")?;
+        }
+        if let Some(a) = &self.advertise {
+            cfg.notifier.advertise = Some(a.clone());
+        }
+        if let Some(a) = self.http {
+            cfg.http_listen = a;
+        }
+        if let Some(a) = self.admin {
+            cfg.admin_listen = a;
+        }
+        if let Some(u) = &self.public_url {
+            cfg.content.public_base_url = u.clone();
+        }
+        if let Some(m) = self.expires_min {
+            cfg.notifier.expires_min = m;
+        }
+        if let Some(f) = self.fsync {
+            cfg.fsync = f;
+        }
+        cfg.notifier.validate()?;
+        if cfg.shutdown_grace.is_zero() {
+            return Err("shutdown_grace must be positive".into());
+        }
+        Ok(cfg)
+    }
+}

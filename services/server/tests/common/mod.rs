@@ -1,0 +1,434 @@
+//! Test harness: the real `uaprof` binary on loopback ports chosen by the kernel, a small
+//! blocking SIP client, and a minimal HTTP/1.1 client. Nothing here is mocked.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Option<Child>,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let mut s = Self::start_in(&data, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts on an existing data directory (restart tests).
+    pub fn start_in(data: &Path, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_uaprof"));
+        cmd.args([
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+            "--sip-udp",
+            "127.0.0.1:0",
+            "--sip-tcp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--fsync",
+            "false",
+            "--log",
+            "warn",
+        ])
+        .args(extra)
+        .env_remove("UAPROF_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn uaprof");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("uaprof ready:") => break l,
+                Some(Ok(_)) => continue,
+                _ => panic!("uaprof exited before it was ready"),
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let field = |name: &str| -> SocketAddr {
+            let v = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"));
+            v.trim_start_matches("http://").parse().expect("address")
+        };
+        Server {
+            udp: field("sip-udp"),
+            tcp: field("sip-tcp"),
+            http: field("http"),
+            admin: field("admin"),
+            data: data.to_owned(),
+            child: Some(child),
+            _tmp: None,
+        }
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("uaprof did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Keeps the data directory alive beyond this server (for restarts).
+    pub fn take_tmp(&mut self) -> Option<tempfile::TempDir> {
+        self._tmp.take()
+    }
+
+    pub fn metric(&self, name_prefix: &str) -> f64 {
+        let (_, body) = http(self.admin, "GET", "/metrics", &[], b"");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| l.starts_with(name_prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A parsed SIP message, good enough for assertions.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub raw: String,
+    pub first: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Msg {
+    pub fn parse(bytes: &[u8]) -> Msg {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let (head, body) = match text.find("\r\n\r\n") {
+            Some(i) => (&text[..i], bytes[i + 4..].to_vec()),
+            None => (&text[..], Vec::new()),
+        };
+        let mut lines = head.split("\r\n");
+        let first = lines.next().unwrap_or_default().to_owned();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        Msg {
+            raw: text,
+            first,
+            headers,
+            body,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        self.first
+            .strip_prefix("SIP/2.0 ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|c| c.parse().ok())
+    }
+
+    pub fn is_request(&self, method: &str) -> bool {
+        self.first.starts_with(&format!("{method} "))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn cseq(&self) -> u32 {
+        self.header("CSeq")
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("CSeq")
+    }
+
+    pub fn tag(&self, header: &str) -> Option<String> {
+        self.header(header)?
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("tag="))
+            .map(str::to_owned)
+    }
+
+    /// A 200 OK for this request (copies Via, From, To, Call-ID, CSeq).
+    pub fn response(&self, status: u16, reason: &str) -> String {
+        let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            for v in self.headers_named(name) {
+                out.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        out.push_str("Content-Length: 0\r\n\r\n");
+        out
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(1);
+
+pub fn unique() -> u32 {
+    COUNTER.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() << 12)
+}
+
+/// A SIP phone on UDP: sends what it is told, receives with a timeout.
+pub struct Phone {
+    pub sock: UdpSocket,
+    pub server: SocketAddr,
+    pub local: SocketAddr,
+    pub call_id: String,
+    pub from_tag: String,
+    pub cseq: u32,
+    pub to_tag: Option<String>,
+    pub uri: String,
+}
+
+pub struct Sub<'a> {
+    pub event: &'a str,
+    pub expires: Option<u32>,
+    pub accept: Option<&'a str>,
+    pub extra: &'a str,
+}
+
+impl Default for Sub<'_> {
+    fn default() -> Self {
+        Sub {
+            event: "ua-profile;profile-type=device;vendor=\"acme\";model=\"Z100\";version=\"1.0\"",
+            expires: Some(3600),
+            accept: Some("message/external-body, application/x-acme+xml"),
+            extra: "",
+        }
+    }
+}
+
+impl Phone {
+    pub fn new(server: SocketAddr, uri_user: &str) -> Phone {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let local = sock.local_addr().expect("addr");
+        let n = unique();
+        Phone {
+            sock,
+            server,
+            local,
+            call_id: format!("call-{n}@test"),
+            from_tag: format!("ft{n}"),
+            cseq: 0,
+            to_tag: None,
+            uri: format!("sip:{uri_user}@example.com"),
+        }
+    }
+
+    pub fn send(&self, text: &str) {
+        self.sock.send_to(text.as_bytes(), self.server).expect("send");
+    }
+
+    pub fn subscribe_text(&mut self, s: &Sub<'_>, branch: &str) -> String {
+        self.cseq += 1;
+        let to = match &self.to_tag {
+            Some(t) => format!("<{}>;tag={t}", self.uri),
+            None => format!("<{}>", self.uri),
+        };
+        let mut m = format!(
+            "SUBSCRIBE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <{uri}>;tag={ft}\r\nTo: {to}\r\nCall-ID: {cid}\r\n\
+             CSeq: {cseq} SUBSCRIBE\r\nContact: <sip:phone@{local}>\r\nEvent: {event}\r\n",
+            uri = self.uri,
+            local = self.local,
+            ft = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+            event = s.event,
+        );
+        if let Some(e) = s.expires {
+            m.push_str(&format!("Expires: {e}\r\n"));
+        }
+        if let Some(a) = s.accept {
+            m.push_str(&format!("Accept: {a}\r\n"));
+        }
+        m.push_str(s.extra);
+        m.push_str("Content-Length: 0\r\n\r\n");
+        m
+    }
+
+    /// Sends a SUBSCRIBE and returns the final response (NOTIFYs arriving first are kept).
+    pub fn subscribe(&mut self, s: &Sub<'_>) -> (Msg, Vec<Msg>) {
+        let branch = format!("z9hG4bK{}", unique());
+        let text = self.subscribe_text(s, &branch);
+        self.send(&text);
+        let mut early = Vec::new();
+        loop {
+            let m = self.recv(Duration::from_secs(10)).expect("final response to SUBSCRIBE");
+            match m.status() {
+                Some(st) if st >= 200 => {
+                    if self.to_tag.is_none() && st < 300 {
+                        self.to_tag = m.tag("To");
+                    }
+                    return (m, early);
+                }
+                Some(_) => continue,
+                None => early.push(m),
+            }
+        }
+    }
+
+    pub fn recv(&self, timeout: Duration) -> Option<Msg> {
+        self.sock
+            .set_read_timeout(Some(timeout))
+            .expect("timeout");
+        let mut buf = vec![0u8; 65_536];
+        match self.sock.recv_from(&mut buf) {
+            Ok((n, _)) => Some(Msg::parse(&buf[..n])),
+            Err(_) => None,
+        }
+    }
+
+    /// Waits for the next NOTIFY (answering it with `status`), skipping other messages.
+    pub fn expect_notify(&self, timeout: Duration, status: u16) -> Msg {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no NOTIFY within {timeout:?}");
+            if let Some(m) = self.recv(left) {
+                if m.is_request("NOTIFY") {
+                    self.send(&m.response(status, if status == 200 { "OK" } else { "Error" }));
+                    return m;
+                }
+            }
+        }
+    }
+
+    /// Asserts nothing but (optionally) retransmissions arrives for `d`.
+    pub fn expect_silence(&self, d: Duration) -> Option<Msg> {
+        self.recv(d)
+    }
+}
+
+/// Minimal HTTP/1.1 client: one request per connection.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let (st, _, body) = http_full(addr, method, path, headers, body);
+    (st, body)
+}
+
+pub fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(body).expect("write body");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("http head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let hdrs: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if hdrs
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    (status, hdrs, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&b[..i]).split(';').next().unwrap_or("0").trim(),
+            16,
+        )
+        .unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + size]);
+        b = &b[i + 2 + size + 2..];
+    }
+}
+
+/// Provisions a document through the API; returns the HTTP status.
+pub fn put_doc(server: &Server, kind: &str, id: &str, name: &str, ctype: &str, body: &[u8]) -> u16 {
+    let path = format!("/provision/v1/{kind}/{id}/documents/{name}");
+    http(server.http, "PUT", &path, &[("Content-Type", ctype)], body).0
+}
+
+pub fn sha1_hex(data: &[u8]) -> String {
+    use sha1::Digest;
+    hex::encode(sha1::Sha1::digest(data))
+}

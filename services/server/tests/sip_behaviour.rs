@@ -1,0 +1,409 @@
+//! End-to-end SIP behaviour of the real binary (RFC 6665, RFC 6080, RFC 4483, RFC 5839),
+//! driven by a plain UDP/TCP client on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Msg, Phone, Server, Sub, http, http_full, put_doc, sha1_hex};
+
+const T: Duration = Duration::from_secs(10);
+
+fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    value.split(';').find_map(|p| {
+        let (n, v) = p.trim().split_once('=')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"'))
+    })
+}
+
+#[test]
+fn subscribe_gets_200_then_notify_and_change_notify_points_at_the_document() {
+    let srv = Server::start(&[]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a00df1e004cd0");
+    let (resp, early) = phone.subscribe(&Sub::default());
+    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+    assert_eq!(resp.header("Expires"), Some("3600"));
+    assert!(resp.header("Contact").is_some(), "2xx to SUBSCRIBE needs a Contact");
+    assert!(phone.to_tag.is_some());
+
+    // Unknown device: accepted, first NOTIFY active and empty.
+    let first = early
+        .into_iter()
+        .next()
+        .map(|m| {
+            phone.send(&m.response(200, "OK"));
+            m
+        })
+        .unwrap_or_else(|| phone.expect_notify(T, 200));
+    let state = first.header("Subscription-State").expect("Subscription-State");
+    assert!(state.starts_with("active"), "{state}");
+    assert!(param(state, "expires").is_some_and(|e| e.parse::<u32>().unwrap() <= 3600));
+    assert!(first.header("SIP-ETag").is_some());
+    assert!(first.header("Event").unwrap().starts_with("ua-profile"));
+    assert_eq!(first.header("Content-Length"), Some("0"));
+    assert_eq!(first.tag("From"), phone.to_tag);
+
+    // Provisioning the device triggers a URL-bearing NOTIFY.
+    let doc = b"<config><sip-server>sbc.example.net</sip-server></config>";
+    assert_eq!(
+        put_doc(&srv, "device", "00:DF:1E:00:4C:D0", "settings.xml", "application/x-acme+xml", doc),
+        201
+    );
+    let change = phone.expect_notify(T, 200);
+    assert!(change.cseq() > first.cseq(), "NOTIFY CSeq went backwards");
+    assert_ne!(change.header("SIP-ETag"), first.header("SIP-ETag"));
+    let ctype = change.header("Content-Type").expect("Content-Type");
+    assert!(ctype.starts_with("message/external-body"), "{ctype}");
+    assert_eq!(param(ctype, "access-type"), Some("URL"));
+    assert_eq!(param(ctype, "size"), Some(doc.len().to_string().as_str()));
+    assert_eq!(param(ctype, "hash"), Some(sha1_hex(doc).as_str()));
+    let expiration = param(ctype, "expiration").expect("expiration");
+    assert!(expiration.ends_with("GMT"), "{expiration}");
+    let body = String::from_utf8_lossy(&change.body).to_string();
+    assert!(body.contains("Content-ID:"), "{body}");
+    assert!(body.contains("application/x-acme+xml"), "{body}");
+
+    // The URL serves exactly those bytes, with ETag and 304 on revalidation.
+    let url = ctype
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("URL="))
+        .map(|u| u.trim_matches('"'))
+        .expect("URL");
+    let path = &url[url.find("/profiles/").expect("path")..];
+    let (st, hdrs, got) = http_full(srv.http, "GET", path, &[], b"");
+    assert_eq!(st, 200);
+    assert_eq!(got, doc);
+    let etag = hdrs
+        .iter()
+        .find(|(n, _)| n == "etag")
+        .map(|(_, v)| v.clone())
+        .expect("ETag");
+    let (st, _) = http(srv.http, "GET", path, &[("If-None-Match", &etag)], b"");
+    assert_eq!(st, 304);
+}
+
+#[test]
+fn protocol_rejections() {
+    let srv = Server::start(&[]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a001122334455");
+
+    let (r, _) = phone.subscribe(&Sub { event: "presence", ..Sub::default() });
+    assert_eq!(r.status(), Some(489), "{}", r.raw);
+    let allow = r.header("Allow-Events").expect("Allow-Events on 489");
+    assert!(allow.contains("ua-profile") && allow.contains("sip-profile"));
+
+    let (r, _) = phone.subscribe(&Sub {
+        event: "ua-profile;profile-type=application",
+        ..Sub::default()
+    });
+    assert_eq!(r.status(), Some(404), "{}", r.raw);
+
+    let (r, _) = phone.subscribe(&Sub { expires: Some(5), ..Sub::default() });
+    assert_eq!(r.status(), Some(423), "{}", r.raw);
+    assert_eq!(r.header("Min-Expires"), Some("60"));
+
+    let (r, _) = phone.subscribe(&Sub {
+        accept: Some("message/external-body;q=0"),
+        ..Sub::default()
+    });
+    assert_eq!(r.status(), Some(406), "{}", r.raw);
+
+    // Refresh of a dialog the server does not have.
+    phone.to_tag = Some("00000000deadbeef".into());
+    let (r, _) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(481), "{}", r.raw);
+
+    // Malformed: no CSeq at all. The server answers 400 with a reason and keeps running.
+    let bad = format!(
+        "SUBSCRIBE sip:x@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKbad1\r\n\
+         From: <sip:x@example.com>;tag=1\r\nTo: <sip:x@example.com>\r\nCall-ID: bad1\r\n\
+         Event: ua-profile;profile-type=device\r\nContent-Length: 0\r\n\r\n",
+        phone.local
+    );
+    phone.send(&bad);
+    let r = phone.recv(T).expect("answer to malformed request");
+    assert_eq!(r.status(), Some(400), "{}", r.raw);
+    // Garbage is dropped and counted; the server still answers afterwards.
+    phone.send("\u{1}\u{2}garbage that is not SIP\r\n\r\n");
+    let mut fresh = Phone::new(srv.udp, "MAC%3a001122334456");
+    let (r, _) = fresh.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200));
+    assert!(srv.metric("sip_malformed_total") >= 2.0);
+}
+
+#[test]
+fn retransmitted_subscribe_is_answered_from_cache_and_handled_once() {
+    let srv = Server::start(&[]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000aa");
+    let text = phone.subscribe_text(&Sub::default(), "z9hG4bKretrans1");
+    phone.send(&text);
+    let mut finals = Vec::new();
+    let mut notifies = Vec::new();
+    let mut sent_again = false;
+    while let Some(m) = phone.recv(Duration::from_millis(1500)) {
+        if m.is_request("NOTIFY") {
+            phone.send(&m.response(200, "OK"));
+            notifies.push(m);
+        } else if m.status().is_some_and(|s| s >= 200) {
+            finals.push(m);
+        }
+        if !sent_again && !finals.is_empty() {
+            phone.send(&text);
+            phone.send(&text);
+            sent_again = true;
+        }
+    }
+    assert_eq!(finals.len(), 3, "each retransmission gets the cached final response");
+    assert!(finals.iter().all(|f| f.tag("To") == finals[0].tag("To")), "same dialog");
+    assert_eq!(notifies.len(), 1, "the work is done once");
+}
+
+#[test]
+fn unsubscribe_fetch_and_conditional_refresh() {
+    let srv = Server::start(&[]);
+    assert_eq!(put_doc(&srv, "device", "0000000000bb", "a.xml", "application/xml", b"<a/>"), 201);
+
+    // Expires: 0 on a new dialog is a fetch: 200, one NOTIFY terminated, nothing stored.
+    let mut fetch = Phone::new(srv.udp, "MAC%3a0000000000bb");
+    let (r, _) = fetch.subscribe(&Sub { expires: Some(0), ..Sub::default() });
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    let n = fetch.expect_notify(T, 200);
+    assert!(n.header("Subscription-State").unwrap().starts_with("terminated"));
+    assert!(n.header("Content-Type").unwrap().starts_with("message/external-body"));
+
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000bb");
+    let (r, _) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200));
+    let first = phone.expect_notify(T, 200);
+    let etag = first.header("SIP-ETag").expect("SIP-ETag").to_owned();
+
+    // Refresh with a matching Suppress-If-Match: 204 and no NOTIFY.
+    let extra = format!("Suppress-If-Match: {etag}\r\n");
+    let (r, _) = phone.subscribe(&Sub { extra: &extra, ..Sub::default() });
+    assert_eq!(r.status(), Some(204), "{}", r.raw);
+    assert!(phone.expect_silence(Duration::from_millis(700)).is_none(), "NOTIFY after 204");
+
+    // Refresh with a stale tag: 200 and a NOTIFY.
+    let (r, _) = phone.subscribe(&Sub { extra: "Suppress-If-Match: stale\r\n", ..Sub::default() });
+    assert_eq!(r.status(), Some(200));
+    let again = phone.expect_notify(T, 200);
+    assert!(again.cseq() > first.cseq());
+
+    // Unsubscribe: 200, NOTIFY terminated, then the dialog is gone.
+    let (r, _) = phone.subscribe(&Sub { expires: Some(0), ..Sub::default() });
+    assert_eq!(r.status(), Some(200));
+    let last = phone.expect_notify(T, 200);
+    assert!(last.header("Subscription-State").unwrap().starts_with("terminated"));
+    assert!(last.cseq() > again.cseq());
+    let (r, _) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(481));
+}
+
+#[test]
+fn failed_notify_removes_the_subscription_and_instance_replaces() {
+    let srv = Server::start(&[]);
+    // A NOTIFY answered 481 ends the subscription.
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000cc");
+    let (r, _) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200));
+    phone.expect_notify(T, 481);
+    std::thread::sleep(Duration::from_millis(300));
+    let (r, _) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(481), "subscription survived a 481 to its NOTIFY");
+
+    // A rebooted phone (same +sip.instance, new Call-ID) replaces its old subscription.
+    let extra = "X-Test: reboot\r\n";
+    let mut old = Phone::new(srv.udp, "MAC%3a0000000000dd");
+    let sub = |p: &mut Phone| {
+        let branch = format!("z9hG4bK{}", common::unique());
+        let text = p
+            .subscribe_text(&Sub { extra, ..Sub::default() }, &branch)
+            .replace(
+                &format!("Contact: <sip:phone@{}>", p.local),
+                &format!(
+                    "Contact: <sip:phone@{}>;+sip.instance=\"<urn:uuid:6f3c1d52-0000-4000-8000-000000000001>\"",
+                    p.local
+                ),
+            );
+        p.send(&text);
+        loop {
+            let m = p.recv(T).expect("response");
+            if m.status().is_some_and(|s| s >= 200) {
+                if p.to_tag.is_none() {
+                    p.to_tag = m.tag("To");
+                }
+                return m;
+            }
+            if m.is_request("NOTIFY") {
+                p.send(&m.response(200, "OK"));
+            }
+        }
+    };
+    assert_eq!(sub(&mut old).status(), Some(200));
+    let mut new = Phone::new(srv.udp, "MAC%3a0000000000dd");
+    assert_eq!(sub(&mut new).status(), Some(200));
+    std::thread::sleep(Duration::from_millis(300));
+    let (r, _) = old.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(481), "old subscription of the same instance survived");
+    let (r, _) = new.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200));
+}
+
+#[test]
+fn expiry_sends_terminated_timeout() {
+    let srv = Server::start(&["--expires-min", "1"]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000ee");
+    let (r, _) = phone.subscribe(&Sub { expires: Some(2), ..Sub::default() });
+    assert_eq!(r.status(), Some(200));
+    let first = phone.expect_notify(T, 200);
+    let end = phone.expect_notify(T, 200);
+    let state = end.header("Subscription-State").expect("state");
+    assert!(state.starts_with("terminated"), "{state}");
+    assert_eq!(param(state, "reason"), Some("timeout"));
+    assert!(end.cseq() > first.cseq());
+    // Exactly one timeout NOTIFY.
+    assert!(phone.expect_silence(Duration::from_millis(1500)).is_none());
+}
+
+#[test]
+fn subscriptions_and_cseq_survive_a_restart() {
+    let mut srv = Server::start(&[]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000ff");
+    let (r, _) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200));
+    let first = phone.expect_notify(T, 200);
+    let data = srv.data.clone();
+    let tmp = srv.take_tmp();
+    assert!(srv.stop().success(), "graceful shutdown failed");
+
+    let srv2 = Server::start_in(&data, &[]);
+    phone.server = srv2.udp;
+    assert_eq!(put_doc(&srv2, "device", "0000000000ff", "s.xml", "application/xml", b"<s/>"), 201);
+    let change = phone.expect_notify(T, 200);
+    assert!(change.cseq() > first.cseq(), "CSeq went backwards across a restart");
+    assert_eq!(change.header("Call-ID"), first.header("Call-ID"));
+    // The refresh still finds the dialog.
+    let (r, _) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200));
+    drop(tmp);
+}
+
+#[test]
+fn device_subscription_gets_device_class_and_default_user_documents() {
+    let srv = Server::start(&[]);
+    assert_eq!(put_doc(&srv, "device", "0000000000a1", "dev.xml", "application/xml", b"<d/>"), 201);
+    assert_eq!(put_doc(&srv, "class", "acme:Z100", "fw.xml", "application/xml", b"<fw/>"), 201);
+    assert_eq!(put_doc(&srv, "user", "alice@example.com", "u.xml", "application/xml", b"<u/>"), 201);
+    let (st, _) = http(
+        srv.http,
+        "PUT",
+        "/provision/v1/device/0000000000a1",
+        &[("Content-Type", "application/json")],
+        br#"{"default_user": "sip:alice@example.com"}"#,
+    );
+    assert!(st == 200 || st == 201, "attributes: {st}");
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000a1");
+    let (r, _) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200));
+    let n = phone.expect_notify(T, 200);
+    let ctype = n.header("Content-Type").expect("Content-Type");
+    assert!(ctype.starts_with("multipart/mixed"), "{ctype}");
+    let body = String::from_utf8_lossy(&n.body);
+    for name in ["dev.xml", "fw.xml", "u.xml"] {
+        assert!(body.contains(name), "{name} missing from {body}");
+    }
+    assert_eq!(body.matches("message/external-body").count(), 3);
+
+    // A change to the default user's document reaches the device subscription.
+    assert_eq!(put_doc(&srv, "user", "alice@example.com", "u.xml", "application/xml", b"<u2/>"), 200);
+    let change = phone.expect_notify(T, 200);
+    assert!(String::from_utf8_lossy(&change.body).contains(&sha1_hex(b"<u2/>")));
+}
+
+#[test]
+fn notify_follows_record_route() {
+    let srv = Server::start(&[]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000a2");
+    // The "proxy" is the phone's own socket: the NOTIFY must come to it with a Route header.
+    let rr = format!("Record-Route: <sip:{};lr>\r\n", phone.local);
+    let (r, early) = phone.subscribe(&Sub { extra: &rr, ..Sub::default() });
+    assert_eq!(r.status(), Some(200));
+    let n = early.into_iter().next().unwrap_or_else(|| phone.expect_notify(T, 200));
+    let route = n.header("Route").expect("Route header from the route set");
+    assert!(route.contains(&phone.local.to_string()) && route.contains("lr"), "{route}");
+    assert!(n.first.contains("sip:phone@"), "Request-URI is the remote target: {}", n.first);
+}
+
+#[test]
+fn tcp_subscribe_and_oversize_refusal() {
+    let srv = Server::start(&[]);
+    let mut s = TcpStream::connect(srv.tcp).expect("connect");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    let local = s.local_addr().expect("addr");
+    let msg = format!(
+        "SUBSCRIBE sip:MAC%3a0000000000a3@example.com SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=t1\r\nTo: <sip:a@example.com>\r\nCall-ID: tcp1\r\n\
+         CSeq: 1 SUBSCRIBE\r\nContact: <sip:phone@{local};transport=tcp>\r\n\
+         Event: ua-profile;profile-type=device\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(msg.as_bytes()).expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut msgs = Vec::new();
+    while msgs.len() < 2 {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "connection closed");
+        got.extend_from_slice(&buf[..n]);
+        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let m = Msg::parse(&got[..end + 4]);
+            let len: usize = m.header("Content-Length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            if got.len() < end + 4 + len {
+                break;
+            }
+            msgs.push(Msg::parse(&got[..end + 4 + len]));
+            got.drain(..end + 4 + len);
+        }
+    }
+    assert_eq!(msgs[0].status(), Some(200), "{}", msgs[0].raw);
+    assert!(msgs[1].is_request("NOTIFY"), "{}", msgs[1].raw);
+    assert!(msgs[1].header("Via").unwrap().contains("TCP"));
+    s.write_all(msgs[1].response(200, "OK").as_bytes()).expect("answer");
+
+    // An oversized message is refused: the stream is closed rather than buffered.
+    let mut big = TcpStream::connect(srv.tcp).expect("connect");
+    big.set_read_timeout(Some(T)).expect("timeout");
+    let head = "SUBSCRIBE sip:x@example.com SIP/2.0\r\nContent-Length: 10000000\r\n\r\n";
+    big.write_all(head.as_bytes()).expect("write");
+    let _ = big.write_all(&vec![b'a'; 100_000]);
+    let mut sink = Vec::new();
+    let closed = big.read_to_end(&mut sink).is_ok();
+    assert!(closed, "oversized stream should be closed");
+}
+
+#[test]
+fn check_config_and_bad_config_exit_64() {
+    let bin = env!("CARGO_BIN_EXE_uaprof");
+    let ok = std::process::Command::new(bin)
+        .arg("--check-config")
+        .output()
+        .expect("run");
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("expires_default = 86400"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[notifier]\nexpires_min = 100\nexpires_default = 50\n").expect("write");
+    let out = std::process::Command::new(bin)
+        .args(["--check-config", "--config", bad.to_str().unwrap()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    std::fs::write(&bad, "no_such_field = 1\n").expect("write");
+    let out = std::process::Command::new(bin)
+        .args(["--check-config", "--config", bad.to_str().unwrap()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_field"));
+}
