@@ -100,8 +100,7 @@ impl NotifierConfig {
 
     /// Checks the values a file or flag can get wrong; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.expires_min <= self.expires_default && self.expires_default <= self.expires_max)
-        {
+        if !(self.expires_min <= self.expires_default && self.expires_default <= self.expires_max) {
             return Err(format!(
                 "notifier: need expires_min ({}) <= expires_default ({}) <= expires_max ({})",
                 self.expires_min, self.expires_default, self.expires_max

@@ -227,7 +227,13 @@ impl Engine {
                 transport,
             } => {
                 counter!("sip_retransmissions_absorbed_total").increment(1);
-                self.out.send(Peer { transport, addr: to }, bytes);
+                self.out.send(
+                    Peer {
+                        transport,
+                        addr: to,
+                    },
+                    bytes,
+                );
                 return;
             }
             _ => return,
@@ -275,9 +281,10 @@ impl Engine {
             }
             _ => {
                 let mut resp = message::response_for(&req, 405, None, None);
-                resp.headers.push(rsip::Header::Allow(
-                    rsip::headers::Allow::from("SUBSCRIBE, OPTIONS"),
-                ));
+                resp.headers
+                    .push(rsip::Header::Allow(rsip::headers::Allow::from(
+                        "SUBSCRIBE, OPTIONS",
+                    )));
                 self.reply_now(key, dest, message::to_bytes(&resp.into()));
             }
         }
@@ -298,7 +305,9 @@ impl Engine {
             let same = !n.terminal
                 && n.etag.is_some()
                 && (f.etag == n.etag
-                    || f.queued.as_ref().is_some_and(|q| q.etag == n.etag && !q.terminal));
+                    || f.queued
+                        .as_ref()
+                        .is_some_and(|q| q.etag == n.etag && !q.terminal));
             if same {
                 counter!("notify_coalesced_total").increment(1);
                 return;

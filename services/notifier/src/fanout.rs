@@ -48,8 +48,14 @@ pub async fn run(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
                 }
                 Some(last)
             }
-            Err(FeedError::Gap { after, resume_after }) => {
-                warn!(after, resume_after, "change feed gap: reconciling every subscription");
+            Err(FeedError::Gap {
+                after,
+                resume_after,
+            }) => {
+                warn!(
+                    after,
+                    resume_after, "change feed gap: reconciling every subscription"
+                );
                 if !reconcile_all(&ctx, &shutdown).await {
                     return;
                 }
@@ -178,7 +184,12 @@ async fn reconcile_all(ctx: &Arc<Ctx>, shutdown: &CancellationToken) -> bool {
 
 /// Notifies one subscription of its current state, retrying transient failures, and waits
 /// until the NOTIFY transaction has ended.
-async fn notify_until_done(ctx: &Ctx, id: SubId, effective_by: Option<u32>, stop: &CancellationToken) {
+async fn notify_until_done(
+    ctx: &Ctx,
+    id: SubId,
+    effective_by: Option<u32>,
+    stop: &CancellationToken,
+) {
     loop {
         match notify_one(ctx, id, effective_by).await {
             Ok(Some(done)) => {

@@ -161,7 +161,11 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(sock) = bound.udp.clone() {
-        tasks.spawn(transport::serve_udp(sock, Arc::clone(&out), listeners.clone()));
+        tasks.spawn(transport::serve_udp(
+            sock,
+            Arc::clone(&out),
+            listeners.clone(),
+        ));
     }
     if let Some(l) = bound.tcp {
         tasks.spawn(transport::serve_tcp(

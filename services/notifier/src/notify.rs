@@ -72,10 +72,9 @@ fn strip_brackets(s: &str) -> &str {
 }
 
 fn is_loose(route: &str) -> bool {
-    strip_brackets(route)
-        .split(';')
-        .skip(1)
-        .any(|p| p.trim().eq_ignore_ascii_case("lr") || p.trim().to_ascii_lowercase().starts_with("lr="))
+    strip_brackets(route).split(';').skip(1).any(|p| {
+        p.trim().eq_ignore_ascii_case("lr") || p.trim().to_ascii_lowercase().starts_with("lr=")
+    })
 }
 
 /// Resolves the transport address of the next hop. Stream subscribers behind NAT cannot be

@@ -72,12 +72,14 @@ pub async fn handle(ctx: &Ctx, req: &rsip::Request, peer: Peer) -> (Bytes, Optio
             notify,
         }) => {
             let mut resp = message::response_for(req, status, None, Some(&to_tag));
-            resp.headers.push(rsip::Header::Expires(
-                rsip::headers::Expires::from(expires.to_string()),
-            ));
-            resp.headers.push(rsip::Header::Contact(rsip::headers::Contact::from(
-                ctx.local.contact(peer.transport),
-            )));
+            resp.headers
+                .push(rsip::Header::Expires(rsip::headers::Expires::from(
+                    expires.to_string(),
+                )));
+            resp.headers
+                .push(rsip::Header::Contact(rsip::headers::Contact::from(
+                    ctx.local.contact(peer.transport),
+                )));
             (status, message::to_bytes(&resp.into()), notify)
         }
         Err(r) => {
@@ -147,9 +149,9 @@ fn parse_request<'a>(ctx: &Ctx, req: &'a rsip::Request) -> Result<Request<'a>, R
         Some(accept_values.iter().map(|s| s.to_string()).collect())
     };
     body_mode(&accept_values).map_err(|_| {
-        Reject::new(406, "Not Acceptable").with(rsip::Header::Accept(
-            rsip::headers::Accept::from("message/external-body, multipart/mixed"),
-        ))
+        Reject::new(406, "Not Acceptable").with(rsip::Header::Accept(rsip::headers::Accept::from(
+            "message/external-body, multipart/mixed",
+        )))
     })?;
     Ok(Request {
         event,
@@ -167,11 +169,14 @@ fn allow_events() -> rsip::Header {
 /// Adds what an OPTIONS answer (or any capability query) should tell.
 pub fn add_capabilities(resp: &mut rsip::Response) {
     resp.headers
-        .push(rsip::Header::Allow(rsip::headers::Allow::from("SUBSCRIBE, OPTIONS")));
+        .push(rsip::Header::Allow(rsip::headers::Allow::from(
+            "SUBSCRIBE, OPTIONS",
+        )));
     resp.headers.push(allow_events());
-    resp.headers.push(rsip::Header::Accept(rsip::headers::Accept::from(
-        "message/external-body, multipart/mixed",
-    )));
+    resp.headers
+        .push(rsip::Header::Accept(rsip::headers::Accept::from(
+            "message/external-body, multipart/mixed",
+        )));
 }
 
 fn to_tag(req: &rsip::Request) -> Option<String> {
@@ -195,7 +200,11 @@ fn from_tag(req: &rsip::Request) -> Option<String> {
 }
 
 fn cseq_number(req: &rsip::Request) -> Option<u32> {
-    header(&req.headers, "CSeq")?.split_whitespace().next()?.parse().ok()
+    header(&req.headers, "CSeq")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 async fn handle_inner(ctx: &Ctx, req: &rsip::Request, peer: Peer) -> Result<Accepted, Reject> {
@@ -221,7 +230,10 @@ fn instance_id(req: &rsip::Request) -> Option<String> {
         .into_iter()
         .find(|(n, _)| n == "+sip.instance")
         .and_then(|(_, v)| v)
-        .map(|v| v.trim_matches(|c| c == '<' || c == '>' || c == '"').to_ascii_lowercase())
+        .map(|v| {
+            v.trim_matches(|c| c == '<' || c == '>' || c == '"')
+                .to_ascii_lowercase()
+        })
         .filter(|v| !v.is_empty() && v.len() <= 256)
 }
 
@@ -234,13 +246,17 @@ fn subject(req: &rsip::Request, profile_type: ProfileType) -> Result<ProfileKey,
         ProfileType::Device => user
             .and_then(|u| ProfileKey::device(u).ok())
             .or_else(|| instance_id(req).and_then(|i| ProfileKey::device(&i).ok()))
-            .ok_or_else(|| Reject::new(400, "Request-URI does not name a device (MAC or instance id)")),
+            .ok_or_else(|| {
+                Reject::new(
+                    400,
+                    "Request-URI does not name a device (MAC or instance id)",
+                )
+            }),
         ProfileType::User => user
             .and_then(|u| ProfileKey::user(&format!("{u}@{host}")).ok())
             .ok_or_else(|| Reject::new(400, "Request-URI does not name a user")),
-        ProfileType::LocalNetwork => {
-            ProfileKey::local_network(host).map_err(|_| Reject::new(400, "Request-URI does not name a domain"))
-        }
+        ProfileType::LocalNetwork => ProfileKey::local_network(host)
+            .map_err(|_| Reject::new(400, "Request-URI does not name a domain")),
     }
 }
 
@@ -256,7 +272,11 @@ fn split_uri(uri: &str) -> (Option<&str>, &str) {
         None => (None, rest),
     };
     let host = if hostport.starts_with('[') {
-        hostport.split(']').next().map(|h| &hostport[..h.len() + 1]).unwrap_or(hostport)
+        hostport
+            .split(']')
+            .next()
+            .map(|h| &hostport[..h.len() + 1])
+            .unwrap_or(hostport)
     } else {
         hostport.split(':').next().unwrap_or(hostport)
     };
@@ -408,7 +428,8 @@ async fn refresh(
     let id = SubId::from_tag(tag).ok_or_else(gone)?;
     let mut sub = ctx.store.get(id).await?.ok_or_else(gone)?;
     let call_id = header(&req.headers, "Call-ID").unwrap_or_default();
-    if sub.dialog.call_id != call_id || from_tag(req).as_deref() != Some(sub.dialog.remote_tag.as_str())
+    if sub.dialog.call_id != call_id
+        || from_tag(req).as_deref() != Some(sub.dialog.remote_tag.as_str())
     {
         return Err(gone());
     }
@@ -502,8 +523,14 @@ mod tests {
 
     #[test]
     fn uri_split() {
-        assert_eq!(split_uri("sip:MAC%3a00df1e004cd0@example.com;transport=tcp"), (Some("MAC%3a00df1e004cd0"), "example.com"));
+        assert_eq!(
+            split_uri("sip:MAC%3a00df1e004cd0@example.com;transport=tcp"),
+            (Some("MAC%3a00df1e004cd0"), "example.com")
+        );
         assert_eq!(split_uri("sip:example.com:5060"), (None, "example.com"));
-        assert_eq!(split_uri("sips:alice:pw@[::1]:5061"), (Some("alice"), "[::1]"));
+        assert_eq!(
+            split_uri("sips:alice:pw@[::1]:5061"),
+            (Some("alice"), "[::1]")
+        );
     }
 }

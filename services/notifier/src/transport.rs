@@ -336,5 +336,6 @@ pub async fn serve_tcp(
 
 /// RFC 5626 keepalives (CRLF, double CRLF) and stray whitespace datagrams are not messages.
 fn is_keepalive(raw: &[u8]) -> bool {
-    raw.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+    raw.iter()
+        .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
 }

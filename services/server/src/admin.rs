@@ -69,11 +69,17 @@ fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
             admin.metrics.render(),
             "text/plain; version=0.0.4",
         ),
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned(), "text/plain"),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found\n".to_owned(),
+            "text/plain",
+        ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ctype),
+    );
     resp
 }

@@ -119,8 +119,7 @@ impl Cli {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                toml::from_str::<Config>(&text)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
+                toml::from_str::<Config>(&text).map_err(|e| format!("{}: {e}", path.display()))?
             }
             None => Config::default(),
         };

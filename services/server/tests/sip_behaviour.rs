@@ -14,7 +14,9 @@ const T: Duration = Duration::from_secs(10);
 fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
     value.split(';').find_map(|p| {
         let (n, v) = p.trim().split_once('=')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"'))
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"'))
     })
 }
 
@@ -25,7 +27,10 @@ fn subscribe_gets_200_then_notify_and_change_notify_points_at_the_document() {
     let (resp, early) = phone.subscribe(&Sub::default());
     assert_eq!(resp.status(), Some(200), "{}", resp.raw);
     assert_eq!(resp.header("Expires"), Some("3600"));
-    assert!(resp.header("Contact").is_some(), "2xx to SUBSCRIBE needs a Contact");
+    assert!(
+        resp.header("Contact").is_some(),
+        "2xx to SUBSCRIBE needs a Contact"
+    );
     assert!(phone.to_tag.is_some());
 
     // Unknown device: accepted, first NOTIFY active and empty.
@@ -37,7 +42,9 @@ fn subscribe_gets_200_then_notify_and_change_notify_points_at_the_document() {
             m
         })
         .unwrap_or_else(|| phone.expect_notify(T, 200));
-    let state = first.header("Subscription-State").expect("Subscription-State");
+    let state = first
+        .header("Subscription-State")
+        .expect("Subscription-State");
     assert!(state.starts_with("active"), "{state}");
     assert!(param(state, "expires").is_some_and(|e| e.parse::<u32>().unwrap() <= 3600));
     assert!(first.header("SIP-ETag").is_some());
@@ -48,7 +55,14 @@ fn subscribe_gets_200_then_notify_and_change_notify_points_at_the_document() {
     // Provisioning the device triggers a URL-bearing NOTIFY.
     let doc = b"<config><sip-server>sbc.example.net</sip-server></config>";
     assert_eq!(
-        put_doc(&srv, "device", "00:DF:1E:00:4C:D0", "settings.xml", "application/x-acme+xml", doc),
+        put_doc(
+            &srv,
+            "device",
+            "00:DF:1E:00:4C:D0",
+            "settings.xml",
+            "application/x-acme+xml",
+            doc
+        ),
         201
     );
     let change = phone.expect_notify(T, 200);
@@ -89,7 +103,10 @@ fn protocol_rejections() {
     let srv = Server::start(&[]);
     let mut phone = Phone::new(srv.udp, "MAC%3a001122334455");
 
-    let (r, _) = phone.subscribe(&Sub { event: "presence", ..Sub::default() });
+    let (r, _) = phone.subscribe(&Sub {
+        event: "presence",
+        ..Sub::default()
+    });
     assert_eq!(r.status(), Some(489), "{}", r.raw);
     let allow = r.header("Allow-Events").expect("Allow-Events on 489");
     assert!(allow.contains("ua-profile") && allow.contains("sip-profile"));
@@ -100,7 +117,10 @@ fn protocol_rejections() {
     });
     assert_eq!(r.status(), Some(404), "{}", r.raw);
 
-    let (r, _) = phone.subscribe(&Sub { expires: Some(5), ..Sub::default() });
+    let (r, _) = phone.subscribe(&Sub {
+        expires: Some(5),
+        ..Sub::default()
+    });
     assert_eq!(r.status(), Some(423), "{}", r.raw);
     assert_eq!(r.header("Min-Expires"), Some("60"));
 
@@ -115,22 +135,28 @@ fn protocol_rejections() {
     let (r, _) = phone.subscribe(&Sub::default());
     assert_eq!(r.status(), Some(481), "{}", r.raw);
 
-    // Malformed: no CSeq at all. The server answers 400 with a reason and keeps running.
+    // Malformed but answerable (CSeq names another method): 400 with a reason phrase.
     let bad = format!(
         "SUBSCRIBE sip:x@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKbad1\r\n\
          From: <sip:x@example.com>;tag=1\r\nTo: <sip:x@example.com>\r\nCall-ID: bad1\r\n\
-         Event: ua-profile;profile-type=device\r\nContent-Length: 0\r\n\r\n",
+         CSeq: 1 NOTIFY\r\nEvent: ua-profile;profile-type=device\r\nContent-Length: 0\r\n\r\n",
         phone.local
     );
     phone.send(&bad);
     let r = phone.recv(T).expect("answer to malformed request");
     assert_eq!(r.status(), Some(400), "{}", r.raw);
+    assert!(
+        r.first.len() > "SIP/2.0 400 ".len(),
+        "400 needs a reason phrase"
+    );
+    // Without a CSeq no response can be formed: dropped and counted.
+    phone.send(&bad.replace("CSeq: 1 NOTIFY\r\n", ""));
     // Garbage is dropped and counted; the server still answers afterwards.
     phone.send("\u{1}\u{2}garbage that is not SIP\r\n\r\n");
     let mut fresh = Phone::new(srv.udp, "MAC%3a001122334456");
     let (r, _) = fresh.subscribe(&Sub::default());
     assert_eq!(r.status(), Some(200));
-    assert!(srv.metric("sip_malformed_total") >= 2.0);
+    assert!(srv.metric("sip_malformed_total") >= 3.0);
 }
 
 #[test]
@@ -155,23 +181,51 @@ fn retransmitted_subscribe_is_answered_from_cache_and_handled_once() {
             sent_again = true;
         }
     }
-    assert_eq!(finals.len(), 3, "each retransmission gets the cached final response");
-    assert!(finals.iter().all(|f| f.tag("To") == finals[0].tag("To")), "same dialog");
+    assert_eq!(
+        finals.len(),
+        3,
+        "each retransmission gets the cached final response"
+    );
+    assert!(
+        finals.iter().all(|f| f.tag("To") == finals[0].tag("To")),
+        "same dialog"
+    );
     assert_eq!(notifies.len(), 1, "the work is done once");
 }
 
 #[test]
 fn unsubscribe_fetch_and_conditional_refresh() {
     let srv = Server::start(&[]);
-    assert_eq!(put_doc(&srv, "device", "0000000000bb", "a.xml", "application/xml", b"<a/>"), 201);
+    assert_eq!(
+        put_doc(
+            &srv,
+            "device",
+            "0000000000bb",
+            "a.xml",
+            "application/xml",
+            b"<a/>"
+        ),
+        201
+    );
 
     // Expires: 0 on a new dialog is a fetch: 200, one NOTIFY terminated, nothing stored.
     let mut fetch = Phone::new(srv.udp, "MAC%3a0000000000bb");
-    let (r, _) = fetch.subscribe(&Sub { expires: Some(0), ..Sub::default() });
+    let (r, _) = fetch.subscribe(&Sub {
+        expires: Some(0),
+        ..Sub::default()
+    });
     assert_eq!(r.status(), Some(200), "{}", r.raw);
     let n = fetch.expect_notify(T, 200);
-    assert!(n.header("Subscription-State").unwrap().starts_with("terminated"));
-    assert!(n.header("Content-Type").unwrap().starts_with("message/external-body"));
+    assert!(
+        n.header("Subscription-State")
+            .unwrap()
+            .starts_with("terminated")
+    );
+    assert!(
+        n.header("Content-Type")
+            .unwrap()
+            .starts_with("message/external-body")
+    );
 
     let mut phone = Phone::new(srv.udp, "MAC%3a0000000000bb");
     let (r, _) = phone.subscribe(&Sub::default());
@@ -181,21 +235,37 @@ fn unsubscribe_fetch_and_conditional_refresh() {
 
     // Refresh with a matching Suppress-If-Match: 204 and no NOTIFY.
     let extra = format!("Suppress-If-Match: {etag}\r\n");
-    let (r, _) = phone.subscribe(&Sub { extra: &extra, ..Sub::default() });
+    let (r, _) = phone.subscribe(&Sub {
+        extra: &extra,
+        ..Sub::default()
+    });
     assert_eq!(r.status(), Some(204), "{}", r.raw);
-    assert!(phone.expect_silence(Duration::from_millis(700)).is_none(), "NOTIFY after 204");
+    assert!(
+        phone.expect_silence(Duration::from_millis(700)).is_none(),
+        "NOTIFY after 204"
+    );
 
     // Refresh with a stale tag: 200 and a NOTIFY.
-    let (r, _) = phone.subscribe(&Sub { extra: "Suppress-If-Match: stale\r\n", ..Sub::default() });
+    let (r, _) = phone.subscribe(&Sub {
+        extra: "Suppress-If-Match: stale\r\n",
+        ..Sub::default()
+    });
     assert_eq!(r.status(), Some(200));
     let again = phone.expect_notify(T, 200);
     assert!(again.cseq() > first.cseq());
 
     // Unsubscribe: 200, NOTIFY terminated, then the dialog is gone.
-    let (r, _) = phone.subscribe(&Sub { expires: Some(0), ..Sub::default() });
+    let (r, _) = phone.subscribe(&Sub {
+        expires: Some(0),
+        ..Sub::default()
+    });
     assert_eq!(r.status(), Some(200));
     let last = phone.expect_notify(T, 200);
-    assert!(last.header("Subscription-State").unwrap().starts_with("terminated"));
+    assert!(
+        last.header("Subscription-State")
+            .unwrap()
+            .starts_with("terminated")
+    );
     assert!(last.cseq() > again.cseq());
     let (r, _) = phone.subscribe(&Sub::default());
     assert_eq!(r.status(), Some(481));
@@ -211,7 +281,11 @@ fn failed_notify_removes_the_subscription_and_instance_replaces() {
     phone.expect_notify(T, 481);
     std::thread::sleep(Duration::from_millis(300));
     let (r, _) = phone.subscribe(&Sub::default());
-    assert_eq!(r.status(), Some(481), "subscription survived a 481 to its NOTIFY");
+    assert_eq!(
+        r.status(),
+        Some(481),
+        "subscription survived a 481 to its NOTIFY"
+    );
 
     // A rebooted phone (same +sip.instance, new Call-ID) replaces its old subscription.
     let extra = "X-Test: reboot\r\n";
@@ -246,7 +320,11 @@ fn failed_notify_removes_the_subscription_and_instance_replaces() {
     assert_eq!(sub(&mut new).status(), Some(200));
     std::thread::sleep(Duration::from_millis(300));
     let (r, _) = old.subscribe(&Sub::default());
-    assert_eq!(r.status(), Some(481), "old subscription of the same instance survived");
+    assert_eq!(
+        r.status(),
+        Some(481),
+        "old subscription of the same instance survived"
+    );
     let (r, _) = new.subscribe(&Sub::default());
     assert_eq!(r.status(), Some(200));
 }
@@ -255,7 +333,10 @@ fn failed_notify_removes_the_subscription_and_instance_replaces() {
 fn expiry_sends_terminated_timeout() {
     let srv = Server::start(&["--expires-min", "1"]);
     let mut phone = Phone::new(srv.udp, "MAC%3a0000000000ee");
-    let (r, _) = phone.subscribe(&Sub { expires: Some(2), ..Sub::default() });
+    let (r, _) = phone.subscribe(&Sub {
+        expires: Some(2),
+        ..Sub::default()
+    });
     assert_eq!(r.status(), Some(200));
     let first = phone.expect_notify(T, 200);
     let end = phone.expect_notify(T, 200);
@@ -280,9 +361,22 @@ fn subscriptions_and_cseq_survive_a_restart() {
 
     let srv2 = Server::start_in(&data, &[]);
     phone.server = srv2.udp;
-    assert_eq!(put_doc(&srv2, "device", "0000000000ff", "s.xml", "application/xml", b"<s/>"), 201);
+    assert_eq!(
+        put_doc(
+            &srv2,
+            "device",
+            "0000000000ff",
+            "s.xml",
+            "application/xml",
+            b"<s/>"
+        ),
+        201
+    );
     let change = phone.expect_notify(T, 200);
-    assert!(change.cseq() > first.cseq(), "CSeq went backwards across a restart");
+    assert!(
+        change.cseq() > first.cseq(),
+        "CSeq went backwards across a restart"
+    );
     assert_eq!(change.header("Call-ID"), first.header("Call-ID"));
     // The refresh still finds the dialog.
     let (r, _) = phone.subscribe(&Sub::default());
@@ -293,9 +387,39 @@ fn subscriptions_and_cseq_survive_a_restart() {
 #[test]
 fn device_subscription_gets_device_class_and_default_user_documents() {
     let srv = Server::start(&[]);
-    assert_eq!(put_doc(&srv, "device", "0000000000a1", "dev.xml", "application/xml", b"<d/>"), 201);
-    assert_eq!(put_doc(&srv, "class", "acme:Z100", "fw.xml", "application/xml", b"<fw/>"), 201);
-    assert_eq!(put_doc(&srv, "user", "alice@example.com", "u.xml", "application/xml", b"<u/>"), 201);
+    assert_eq!(
+        put_doc(
+            &srv,
+            "device",
+            "0000000000a1",
+            "dev.xml",
+            "application/xml",
+            b"<d/>"
+        ),
+        201
+    );
+    assert_eq!(
+        put_doc(
+            &srv,
+            "class",
+            "acme:Z100",
+            "fw.xml",
+            "application/xml",
+            b"<fw/>"
+        ),
+        201
+    );
+    assert_eq!(
+        put_doc(
+            &srv,
+            "user",
+            "alice@example.com",
+            "u.xml",
+            "application/xml",
+            b"<u/>"
+        ),
+        201
+    );
     let (st, _) = http(
         srv.http,
         "PUT",
@@ -317,7 +441,17 @@ fn device_subscription_gets_device_class_and_default_user_documents() {
     assert_eq!(body.matches("message/external-body").count(), 3);
 
     // A change to the default user's document reaches the device subscription.
-    assert_eq!(put_doc(&srv, "user", "alice@example.com", "u.xml", "application/xml", b"<u2/>"), 200);
+    assert_eq!(
+        put_doc(
+            &srv,
+            "user",
+            "alice@example.com",
+            "u.xml",
+            "application/xml",
+            b"<u2/>"
+        ),
+        200
+    );
     let change = phone.expect_notify(T, 200);
     assert!(String::from_utf8_lossy(&change.body).contains(&sha1_hex(b"<u2/>")));
 }
@@ -328,12 +462,25 @@ fn notify_follows_record_route() {
     let mut phone = Phone::new(srv.udp, "MAC%3a0000000000a2");
     // The "proxy" is the phone's own socket: the NOTIFY must come to it with a Route header.
     let rr = format!("Record-Route: <sip:{};lr>\r\n", phone.local);
-    let (r, early) = phone.subscribe(&Sub { extra: &rr, ..Sub::default() });
+    let (r, early) = phone.subscribe(&Sub {
+        extra: &rr,
+        ..Sub::default()
+    });
     assert_eq!(r.status(), Some(200));
-    let n = early.into_iter().next().unwrap_or_else(|| phone.expect_notify(T, 200));
+    let n = early
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| phone.expect_notify(T, 200));
     let route = n.header("Route").expect("Route header from the route set");
-    assert!(route.contains(&phone.local.to_string()) && route.contains("lr"), "{route}");
-    assert!(n.first.contains("sip:phone@"), "Request-URI is the remote target: {}", n.first);
+    assert!(
+        route.contains(&phone.local.to_string()) && route.contains("lr"),
+        "{route}"
+    );
+    assert!(
+        n.first.contains("sip:phone@"),
+        "Request-URI is the remote target: {}",
+        n.first
+    );
 }
 
 #[test]
@@ -358,7 +505,10 @@ fn tcp_subscribe_and_oversize_refusal() {
         got.extend_from_slice(&buf[..n]);
         while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
             let m = Msg::parse(&got[..end + 4]);
-            let len: usize = m.header("Content-Length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let len: usize = m
+                .header("Content-Length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             if got.len() < end + 4 + len {
                 break;
             }
@@ -369,7 +519,8 @@ fn tcp_subscribe_and_oversize_refusal() {
     assert_eq!(msgs[0].status(), Some(200), "{}", msgs[0].raw);
     assert!(msgs[1].is_request("NOTIFY"), "{}", msgs[1].raw);
     assert!(msgs[1].header("Via").unwrap().contains("TCP"));
-    s.write_all(msgs[1].response(200, "OK").as_bytes()).expect("answer");
+    s.write_all(msgs[1].response(200, "OK").as_bytes())
+        .expect("answer");
 
     // An oversized message is refused: the stream is closed rather than buffered.
     let mut big = TcpStream::connect(srv.tcp).expect("connect");
@@ -393,7 +544,11 @@ fn check_config_and_bad_config_exit_64() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("expires_default = 86400"));
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[notifier]\nexpires_min = 100\nexpires_default = 50\n").expect("write");
+    std::fs::write(
+        &bad,
+        "[notifier]\nexpires_min = 100\nexpires_default = 50\n",
+    )
+    .expect("write");
     let out = std::process::Command::new(bin)
         .args(["--check-config", "--config", bad.to_str().unwrap()])
         .output()

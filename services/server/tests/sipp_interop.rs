@@ -45,7 +45,13 @@ fn run_sipp(bin: &PathBuf, srv: &Server, file: &str, extra: &[&str]) -> std::pro
         .current_dir(&dir)
         .args(["-sf", &scenario(file), "-nostdin", "-trace_err"])
         .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
-        .args(["-recv_timeout", "25000", "-timeout", "60s", "-timeout_error"])
+        .args([
+            "-recv_timeout",
+            "25000",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ])
         .args(extra)
         .arg(srv.udp.to_string())
         .stdout(std::process::Stdio::piped())
@@ -60,7 +66,11 @@ fn check(out: Output, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{what}: sipp failed ({:?})\n{log}", out.status);
+    assert!(
+        out.status.success(),
+        "{what}: sipp failed ({:?})\n{log}",
+        out.status
+    );
 }
 
 #[test]
@@ -71,7 +81,10 @@ fn sipp_lifecycle_subscribe_refresh_change_unsubscribe() {
     // Provision the phone once its refresh has been answered (two NOTIFYs delivered).
     let deadline = Instant::now() + Duration::from_secs(20);
     while srv.metric("notify_completed_total") < 2.0 {
-        assert!(Instant::now() < deadline, "SIPp never completed the first two NOTIFYs");
+        assert!(
+            Instant::now() < deadline,
+            "SIPp never completed the first two NOTIFYs"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let st = put_doc(

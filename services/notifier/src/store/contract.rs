@@ -91,11 +91,17 @@ async fn insert_get_remove(store: &impl SubscriptionStore) {
     assert!(up.replaced.is_empty());
     assert_eq!(store.get(sub.id).await.expect("get"), Some(sub.clone()));
     assert_eq!(store.count().await.expect("count"), 1);
-    assert_eq!(store.remove(sub.id).await.expect("remove"), Some(sub.clone()));
+    assert_eq!(
+        store.remove(sub.id).await.expect("remove"),
+        Some(sub.clone())
+    );
     assert_eq!(store.remove(sub.id).await.expect("remove twice"), None);
     assert_eq!(store.count().await.expect("count"), 0);
     let page = store.by_key(&class(), None, 10).await.expect("by_key");
-    assert!(page.ids.is_empty(), "removed subscription left in the index");
+    assert!(
+        page.ids.is_empty(),
+        "removed subscription left in the index"
+    );
     assert_eq!(store.next_expiry().await.expect("next_expiry"), None);
 }
 
@@ -114,12 +120,19 @@ async fn instance_replaces_older_subscription(store: &impl SubscriptionStore) {
     other_type.profile_type = ProfileType::User;
     other_type.depends_on = vec![ProfileKey::User("a@example.com".into())];
     store.insert(old.clone()).await.expect("insert old");
-    store.insert(other_type.clone()).await.expect("insert other type");
+    store
+        .insert(other_type.clone())
+        .await
+        .expect("insert other type");
 
     let mut new = sample(5, "mac:000000000003");
     new.instance = old.instance.clone();
     let up = store.insert(new.clone()).await.expect("insert new");
-    assert_eq!(up.replaced, vec![old.clone()], "same instance+type must be replaced");
+    assert_eq!(
+        up.replaced,
+        vec![old.clone()],
+        "same instance+type must be replaced"
+    );
     assert!(store.get(old.id).await.expect("get").is_none());
     assert!(store.get(other_type.id).await.expect("get").is_some());
     let page = store
@@ -177,11 +190,20 @@ async fn cseq_is_strictly_increasing_and_refresh_never_lowers_it(store: &impl Su
     // A refresh built from an older copy must not move the CSeq backwards.
     let mut stale = sub.clone();
     stale.expires_at_ms += 1000;
-    let c = store.refresh(stale).await.expect("refresh").expect("present");
+    let c = store
+        .refresh(stale)
+        .await
+        .expect("refresh")
+        .expect("present");
     assert!(c > last, "refresh reused cseq: {c} after {last}");
     last = c;
     assert_eq!(
-        store.get(sub.id).await.expect("get").expect("present").expires_at_ms,
+        store
+            .get(sub.id)
+            .await
+            .expect("get")
+            .expect("present")
+            .expires_at_ms,
         sub.expires_at_ms + 1000
     );
     let c = store
@@ -189,7 +211,10 @@ async fn cseq_is_strictly_increasing_and_refresh_never_lowers_it(store: &impl Su
         .await
         .expect("next_cseq")
         .expect("present");
-    assert!(c > last, "cseq went backwards after refresh: {c} after {last}");
+    assert!(
+        c > last,
+        "cseq went backwards after refresh: {c} after {last}"
+    );
     assert_eq!(
         store.next_cseq(SubId(999), None).await.expect("next_cseq"),
         None
@@ -212,9 +237,21 @@ async fn dependency_change_moves_index_entries(store: &impl SubscriptionStore) {
         store.by_key(&user, None, 10).await.expect("by_key").ids,
         vec![sub.id]
     );
-    assert!(store.by_key(&class(), None, 10).await.expect("by_key").ids.is_empty());
+    assert!(
+        store
+            .by_key(&class(), None, 10)
+            .await
+            .expect("by_key")
+            .ids
+            .is_empty()
+    );
     assert_eq!(
-        store.get(sub.id).await.expect("get").expect("present").depends_on,
+        store
+            .get(sub.id)
+            .await
+            .expect("get")
+            .expect("present")
+            .depends_on,
         keys
     );
 }
@@ -241,27 +278,45 @@ async fn take_due_is_exactly_once(store: &impl SubscriptionStore) {
     assert_eq!(store.count().await.expect("count"), 5);
     assert_eq!(store.next_expiry().await.expect("next"), Some(15_000));
     // Expired subscriptions leave no index entries behind.
-    assert!(store
-        .by_key(&ProfileKey::Device(format!("mac:{:012x}", 200)), None, 10)
-        .await
-        .expect("by_key")
-        .ids
-        .is_empty());
+    assert!(
+        store
+            .by_key(&ProfileKey::Device(format!("mac:{:012x}", 200)), None, 10)
+            .await
+            .expect("by_key")
+            .ids
+            .is_empty()
+    );
 }
 
 async fn confirm_etag_and_feed_offset(store: &impl SubscriptionStore) {
     let sub = sample(9, "mac:000000000009");
     store.insert(sub.clone()).await.expect("insert");
-    store.confirm_etag(sub.id, "abc".into()).await.expect("confirm");
+    store
+        .confirm_etag(sub.id, "abc".into())
+        .await
+        .expect("confirm");
     assert_eq!(
-        store.get(sub.id).await.expect("get").expect("present").confirmed_etag.as_deref(),
+        store
+            .get(sub.id)
+            .await
+            .expect("get")
+            .expect("present")
+            .confirmed_etag
+            .as_deref(),
         Some("abc")
     );
-    store.confirm_etag(SubId(12345), "x".into()).await.expect("confirm unknown is a no-op");
+    store
+        .confirm_etag(SubId(12345), "x".into())
+        .await
+        .expect("confirm unknown is a no-op");
     assert_eq!(store.feed_offset().await.expect("offset"), 0);
     store.set_feed_offset(10).await.expect("set");
     store.set_feed_offset(7).await.expect("set lower");
-    assert_eq!(store.feed_offset().await.expect("offset"), 10, "offset went backwards");
+    assert_eq!(
+        store.feed_offset().await.expect("offset"),
+        10,
+        "offset went backwards"
+    );
 }
 
 async fn scan_visits_everything(store: &impl SubscriptionStore) {

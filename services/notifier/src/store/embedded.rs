@@ -221,8 +221,8 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     pub fn open(dir: &Path, opts: JournalOptions) -> Result<Self, StoreError> {
-        let journal =
-            Journal::open(dir, opts).map_err(|e| StoreError::Other(format!("open {dir:?}: {e}")))?;
+        let journal = Journal::open(dir, opts)
+            .map_err(|e| StoreError::Other(format!("open {dir:?}: {e}")))?;
         Ok(Self { journal })
     }
 

@@ -261,7 +261,9 @@ impl Phone {
     }
 
     pub fn send(&self, text: &str) {
-        self.sock.send_to(text.as_bytes(), self.server).expect("send");
+        self.sock
+            .send_to(text.as_bytes(), self.server)
+            .expect("send");
     }
 
     pub fn subscribe_text(&mut self, s: &Sub<'_>, branch: &str) -> String {
@@ -299,7 +301,9 @@ impl Phone {
         self.send(&text);
         let mut early = Vec::new();
         loop {
-            let m = self.recv(Duration::from_secs(10)).expect("final response to SUBSCRIBE");
+            let m = self
+                .recv(Duration::from_secs(10))
+                .expect("final response to SUBSCRIBE");
             match m.status() {
                 Some(st) if st >= 200 => {
                     if self.to_tag.is_none() && st < 300 {
@@ -314,9 +318,7 @@ impl Phone {
     }
 
     pub fn recv(&self, timeout: Duration) -> Option<Msg> {
-        self.sock
-            .set_read_timeout(Some(timeout))
-            .expect("timeout");
+        self.sock.set_read_timeout(Some(timeout)).expect("timeout");
         let mut buf = vec![0u8; 65_536];
         match self.sock.recv_from(&mut buf) {
             Ok((n, _)) => Some(Msg::parse(&buf[..n])),
@@ -365,7 +367,8 @@ pub fn http_full(
     body: &[u8],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connect http");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -410,7 +413,11 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
             return out;
         };
         let size = usize::from_str_radix(
-            String::from_utf8_lossy(&b[..i]).split(';').next().unwrap_or("0").trim(),
+            String::from_utf8_lossy(&b[..i])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
             16,
         )
         .unwrap_or(0);
