@@ -128,7 +128,7 @@ impl Engine {
             out,
             rx,
             tx,
-            server: ServerTransactions::new(timers.clone()),
+            server: ServerTransactions::new(timers),
             client: ClientTransactions::new(timers),
             sent: HashMap::new(),
             inflight: HashMap::new(),
@@ -182,7 +182,7 @@ impl Engine {
     }
 
     fn is_idle(&self) -> bool {
-        self.client.len() == 0 && self.handlers.available_permits() == self.max_handlers
+        self.client.is_empty() && self.handlers.available_permits() == self.max_handlers
     }
 
     fn on_msg(&mut self, msg: EngineMsg, draining: bool) {
@@ -349,9 +349,10 @@ impl Engine {
     }
 
     fn on_response(&mut self, resp: &rsip::Response) {
-        match self.client.on_response(resp, Instant::now()) {
-            Some(ClientEvent::Final { id, status }) => self.finish(id, Some(status)),
-            _ => {}
+        if let Some(ClientEvent::Final { id, status }) =
+            self.client.on_response(resp, Instant::now())
+        {
+            self.finish(id, Some(status));
         }
     }
 
@@ -411,13 +412,14 @@ impl Engine {
             });
             return;
         }
-        if status.is_some_and(|s| (200..300).contains(&s)) && !sent.terminal {
-            if let Some(etag) = sent.etag {
-                let store = Arc::clone(&self.ctx.store);
-                tokio::spawn(async move {
-                    let _ = store.confirm_etag(sent.sub, etag).await;
-                });
-            }
+        if status.is_some_and(|s| (200..300).contains(&s))
+            && !sent.terminal
+            && let Some(etag) = sent.etag
+        {
+            let store = Arc::clone(&self.ctx.store);
+            tokio::spawn(async move {
+                let _ = store.confirm_etag(sent.sub, etag).await;
+            });
         }
         if let Some(next) = queued {
             self.start_notify(next);

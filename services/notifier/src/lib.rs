@@ -7,7 +7,7 @@
 //! * [`fanout`]: the change-feed consumer that turns document changes into NOTIFYs.
 //! * [`expiry`]: the sweep that ends expired subscriptions with `reason=timeout`.
 //! * [`store`]: the subscription store trait, its contract suite and the embedded store.
-//! * [`config`]: configuration.
+//! * [`config`] holds the configuration.
 //!
 //! [`run`] wires these together for one node.
 

@@ -236,12 +236,12 @@ fn deliver(out: &Arc<Outbound>, raw: &[u8], peer: Peer) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(EngineMsg::Inbound { msg, peer })) => {
                     counter!("sip_shed_total", "reason" => "engine_queue_full").increment(1);
-                    if let rsip::SipMessage::Request(req) = msg {
-                        if req.method != rsip::Method::Ack {
-                            let resp = crate::engine::overload_response(&req);
-                            let dest = sip_core::via::response_destination(&req, peer);
-                            out.send(Peer { addr: dest, ..peer }, resp);
-                        }
+                    if let rsip::SipMessage::Request(req) = msg
+                        && req.method != rsip::Method::Ack
+                    {
+                        let resp = crate::engine::overload_response(&req);
+                        let dest = sip_core::via::response_destination(&req, peer);
+                        out.send(Peer { addr: dest, ..peer }, resp);
                     }
                 }
                 Err(_) => {}

@@ -155,10 +155,8 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
     })
     .await;
     // Snapshots make the next start fast; the journals alone are already complete.
-    if let Some(s) = sub_store {
-        if let Err(e) = s.snapshot() {
-            tracing::warn!(%e, "subscription snapshot failed");
-        }
+    if let Some(Err(e)) = sub_store.map(|s| s.snapshot()) {
+        tracing::warn!(%e, "subscription snapshot failed");
     }
     if let Err(e) = service.snapshot() {
         tracing::warn!(%e, "content snapshot failed");

@@ -1,6 +1,8 @@
 //! End-to-end SIP behaviour of the real binary (RFC 6665, RFC 6080, RFC 4483, RFC 5839),
 //! driven by a plain UDP/TCP client on loopback.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -37,10 +39,7 @@ fn subscribe_gets_200_then_notify_and_change_notify_points_at_the_document() {
     let first = early
         .into_iter()
         .next()
-        .map(|m| {
-            phone.send(&m.response(200, "OK"));
-            m
-        })
+        .inspect(|m| phone.send(&m.response(200, "OK")))
         .unwrap_or_else(|| phone.expect_notify(T, 200));
     let state = first
         .header("Subscription-State")

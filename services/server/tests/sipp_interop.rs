@@ -2,6 +2,8 @@
 //! in `loadtest/sipp/` against the real binary. `bash deploy/install-test-deps.sh` installs
 //! SIPp; without it these tests fail (set UAPROF_SKIP_SIPP=1 to skip them knowingly).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::UdpSocket;

@@ -178,13 +178,13 @@ impl Replay for State {
                 };
                 sub.local_cseq = (sub.local_cseq + 1).min(MAX_CSEQ);
                 let cseq = sub.local_cseq;
-                if let Some(new_keys) = depends_on {
-                    if new_keys != sub.depends_on {
-                        let old = std::mem::replace(&mut sub.depends_on, new_keys.clone());
-                        self.unindex_keys(id, &old);
-                        for key in new_keys {
-                            self.index.entry(key).or_default().insert(id);
-                        }
+                if let Some(new_keys) = depends_on
+                    && new_keys != sub.depends_on
+                {
+                    let old = std::mem::replace(&mut sub.depends_on, new_keys.clone());
+                    self.unindex_keys(id, &old);
+                    for key in new_keys {
+                        self.index.entry(key).or_default().insert(id);
                     }
                 }
                 Outcome::Cseq(Some(cseq))

@@ -332,11 +332,11 @@ impl Phone {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "no NOTIFY within {timeout:?}");
-            if let Some(m) = self.recv(left) {
-                if m.is_request("NOTIFY") {
-                    self.send(&m.response(status, if status == 200 { "OK" } else { "Error" }));
-                    return m;
-                }
+            if let Some(m) = self.recv(left)
+                && m.is_request("NOTIFY")
+            {
+                self.send(&m.response(status, if status == 200 { "OK" } else { "Error" }));
+                return m;
             }
         }
     }
