@@ -13,6 +13,12 @@ use tracing_subscriber::EnvFilter;
 /// apart from a crash.
 const EXIT_CONFIG: u8 = 64;
 
+/// Every SIP exchange allocates many small, short-lived strings (parsed headers, built
+/// messages); mimalloc handles that pattern with markedly less CPU than glibc malloc
+/// (measured with perf: malloc/free were a fifth of the server's profile).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = config::Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));

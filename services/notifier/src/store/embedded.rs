@@ -18,19 +18,92 @@ use super::{Page, StoreError, SubId, Subscription, SubscriptionStore, Upserted};
 /// Largest CSeq we hand out: RFC 3261 §8.1.1.5 requires CSeq < 2**31.
 const MAX_CSEQ: u32 = (1 << 31) - 1;
 
+/// A subscription as held in memory: its postcard encoding, one allocation instead of the
+/// two dozen small strings of a decoded [`Subscription`]. Held subscriptions are read rarely
+/// (refresh, fan-out, expiry), so memory per subscription matters more than decode time.
+struct Packed(Box<[u8]>);
+
+impl Packed {
+    fn pack(sub: &Subscription) -> Packed {
+        // Encoding plain owned data into a Vec cannot fail short of allocation failure.
+        Packed(
+            postcard::to_allocvec(sub)
+                .expect("postcard encodes a Subscription")
+                .into_boxed_slice(),
+        )
+    }
+
+    fn unpack(&self) -> Option<Subscription> {
+        postcard::from_bytes(&self.0).ok()
+    }
+}
+
+/// The subscriptions of one profile key. Most keys (a device, a user) have one subscriber,
+/// so that case holds no tree node; classes with a million members use the tree.
+enum Members {
+    One(SubId),
+    Many(BTreeSet<SubId>),
+}
+
+impl Members {
+    fn insert(&mut self, id: SubId) {
+        match self {
+            Members::One(one) if *one == id => {}
+            Members::One(one) => *self = Members::Many(BTreeSet::from([*one, id])),
+            Members::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    /// Removes `id`; true when no member is left.
+    fn remove(&mut self, id: SubId) -> bool {
+        match self {
+            Members::One(one) => *one == id,
+            Members::Many(set) => {
+                set.remove(&id);
+                if set.len() == 1
+                    && let Some(last) = set.first().copied()
+                {
+                    *self = Members::One(last);
+                }
+                set_is_empty(self)
+            }
+        }
+    }
+
+    fn after(&self, after: Option<SubId>) -> Box<dyn Iterator<Item = SubId> + '_> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        match self {
+            Members::One(one) => {
+                Box::new(std::iter::once(*one).filter(move |id| after.is_none_or(|a| *id > a)))
+            }
+            Members::Many(set) => match after {
+                None => Box::new(set.iter().copied()),
+                Some(a) => Box::new(set.range((Excluded(a), Unbounded)).copied()),
+            },
+        }
+    }
+}
+
+fn set_is_empty(m: &Members) -> bool {
+    matches!(m, Members::Many(set) if set.is_empty())
+}
+
 #[derive(Default)]
 pub struct State {
-    subs: HashMap<SubId, Subscription>,
+    subs: HashMap<SubId, Packed>,
     feed_offset: u64,
     // Derived indexes, rebuilt from `subs` on load.
-    index: HashMap<ProfileKey, BTreeSet<SubId>>,
+    index: HashMap<ProfileKey, Members>,
     expiry: BTreeSet<(u64, SubId)>,
     instances: HashMap<(String, ProfileType), SubId>,
 }
 
+/// Snapshot layout: each subscription in its packed (postcard) form.
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
-    subs: Vec<Subscription>,
+    subs: Vec<Vec<u8>>,
     feed_offset: u64,
 }
 
@@ -38,10 +111,10 @@ impl Serialize for State {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         // Serialised as `Snapshot` without cloning the map.
-        struct Subs<'a>(&'a HashMap<SubId, Subscription>);
+        struct Subs<'a>(&'a HashMap<SubId, Packed>);
         impl Serialize for Subs<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(self.0.values())
+                s.collect_seq(self.0.values().map(|p| &*p.0))
             }
         }
         let mut st = s.serialize_struct("Snapshot", 2)?;
@@ -58,7 +131,10 @@ impl<'de> Deserialize<'de> for State {
             feed_offset: snap.feed_offset,
             ..State::default()
         };
-        for sub in snap.subs {
+        for bytes in snap.subs {
+            let sub = Packed(bytes.into_boxed_slice())
+                .unpack()
+                .ok_or_else(|| serde::de::Error::custom("undecodable subscription in snapshot"))?;
             state.link(sub);
         }
         Ok(state)
@@ -68,18 +144,18 @@ impl<'de> Deserialize<'de> for State {
 impl State {
     fn link(&mut self, sub: Subscription) {
         for key in &sub.depends_on {
-            self.index.entry(key.clone()).or_default().insert(sub.id);
+            self.index_key(key.clone(), sub.id);
         }
         self.expiry.insert((sub.expires_at_ms, sub.id));
         if let Some(instance) = &sub.instance {
             self.instances
                 .insert((instance.clone(), sub.profile_type), sub.id);
         }
-        self.subs.insert(sub.id, sub);
+        self.subs.insert(sub.id, Packed::pack(&sub));
     }
 
     fn unlink(&mut self, id: SubId) -> Option<Subscription> {
-        let sub = self.subs.remove(&id)?;
+        let sub = self.subs.remove(&id)?.unpack()?;
         self.unindex_keys(id, &sub.depends_on);
         self.expiry.remove(&(sub.expires_at_ms, id));
         if let Some(instance) = &sub.instance {
@@ -91,13 +167,21 @@ impl State {
         Some(sub)
     }
 
+    fn index_key(&mut self, key: ProfileKey, id: SubId) {
+        match self.index.get_mut(&key) {
+            Some(m) => m.insert(id),
+            None => {
+                self.index.insert(key, Members::One(id));
+            }
+        }
+    }
+
     fn unindex_keys(&mut self, id: SubId, keys: &[ProfileKey]) {
         for key in keys {
-            if let Some(set) = self.index.get_mut(key) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.index.remove(key);
-                }
+            if let Some(m) = self.index.get_mut(key)
+                && m.remove(id)
+            {
+                self.index.remove(key);
             }
         }
     }
@@ -173,7 +257,7 @@ impl Replay for State {
             },
             Op::Remove(id) => Outcome::Removed(self.unlink(id).map(Box::new)),
             Op::NextCseq { id, depends_on } => {
-                let Some(sub) = self.subs.get_mut(&id) else {
+                let Some(mut sub) = self.subs.get(&id).and_then(Packed::unpack) else {
                     return Outcome::Cseq(None);
                 };
                 sub.local_cseq = (sub.local_cseq + 1).min(MAX_CSEQ);
@@ -184,14 +268,16 @@ impl Replay for State {
                     let old = std::mem::replace(&mut sub.depends_on, new_keys.clone());
                     self.unindex_keys(id, &old);
                     for key in new_keys {
-                        self.index.entry(key).or_default().insert(id);
+                        self.index_key(key, id);
                     }
                 }
+                self.subs.insert(id, Packed::pack(&sub));
                 Outcome::Cseq(Some(cseq))
             }
             Op::Confirm { id, etag } => {
-                if let Some(sub) = self.subs.get_mut(&id) {
+                if let Some(mut sub) = self.subs.get(&id).and_then(Packed::unpack) {
                     sub.confirmed_etag = Some(etag);
+                    self.subs.insert(id, Packed::pack(&sub));
                 }
                 Outcome::Done
             }
@@ -266,7 +352,9 @@ impl SubscriptionStore for EmbeddedStore {
     }
 
     async fn get(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
-        Ok(self.journal.read(|s| s.subs.get(&id).cloned()))
+        Ok(self
+            .journal
+            .read(|s| s.subs.get(&id).and_then(Packed::unpack)))
     }
 
     async fn remove(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
@@ -295,6 +383,7 @@ impl SubscriptionStore for EmbeddedStore {
         let unchanged = self.journal.read(|s| {
             s.subs
                 .get(&id)
+                .and_then(Packed::unpack)
                 .is_none_or(|sub| sub.confirmed_etag.as_deref() == Some(etag.as_str()))
         });
         if unchanged {
@@ -311,14 +400,7 @@ impl SubscriptionStore for EmbeddedStore {
     ) -> Result<Page, StoreError> {
         Ok(self.journal.read(|s| match s.index.get(key) {
             None => Page::default(),
-            Some(set) => match after {
-                None => State::page(set.iter().copied(), limit),
-                Some(a) => State::page(
-                    set.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
-                        .copied(),
-                    limit,
-                ),
-            },
+            Some(m) => State::page(m.after(after), limit),
         }))
     }
 
