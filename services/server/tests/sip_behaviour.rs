@@ -561,3 +561,83 @@ fn check_config_and_bad_config_exit_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_field"));
 }
+
+fn config_file(dir: &tempfile::TempDir, text: &str) -> String {
+    let p = dir.path().join("uaprof.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn unanswered_notify_is_retransmitted_then_times_out_and_removes_the_subscription() {
+    // T1 = 50 ms makes Timer F 3.2 s (64 × T1) instead of 32 s.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(&dir, "[notifier]\nt1 = \"50ms\"\nt2 = \"400ms\"\n");
+    let srv = Server::start(&["--config", &cfg]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000a4");
+    let (r, early) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200));
+    // Never answer: count the copies of the first NOTIFY (Timer E retransmissions).
+    let mut copies = early.iter().filter(|m| m.is_request("NOTIFY")).count();
+    while let Some(m) = phone.recv(Duration::from_secs(5)) {
+        if m.is_request("NOTIFY") {
+            assert_eq!(m.cseq(), 1, "a retransmission keeps its CSeq");
+            copies += 1;
+        }
+    }
+    assert!(
+        copies >= 4,
+        "expected Timer E retransmissions, got {copies} copies"
+    );
+    let (r, _) = phone.subscribe(&Sub::default());
+    assert_eq!(
+        r.status(),
+        Some(481),
+        "subscription survived a NOTIFY timeout"
+    );
+    assert!(srv.metric("notify_retransmissions_total") >= 3.0);
+}
+
+#[test]
+fn effective_by_inline_bodies_and_reject_policy() {
+    let srv = Server::start(&[]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000a5");
+    let (r, _) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200));
+    phone.expect_notify(T, 200);
+    let path = "/provision/v1/device/0000000000a5/documents/p.xml?effective-by=120";
+    let (st, _) = http(
+        srv.http,
+        "PUT",
+        path,
+        &[("Content-Type", "application/xml")],
+        b"<p/>",
+    );
+    assert_eq!(st, 201);
+    let change = phone.expect_notify(T, 200);
+    let event = change.header("Event").expect("Event");
+    assert_eq!(param(event, "effective-by"), Some("120"), "{event}");
+
+    // A subscriber that cannot take content indirection gets the document inline.
+    let mut inline = Phone::new(srv.udp, "MAC%3a0000000000a5");
+    let (r, _) = inline.subscribe(&Sub {
+        accept: Some("application/xml"),
+        ..Sub::default()
+    });
+    assert_eq!(r.status(), Some(200));
+    let n = inline.expect_notify(T, 200);
+    assert_eq!(
+        n.header("Content-Type")
+            .map(|c| c.split(';').next().unwrap().trim()),
+        Some("application/xml")
+    );
+    assert_eq!(n.body, b"<p/>");
+
+    // Policy switch: unknown subscribers get 403.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(&dir, "[notifier]\nunknown_subscriber = \"reject\"\n");
+    let strict = Server::start(&["--config", &cfg]);
+    let mut unknown = Phone::new(strict.udp, "MAC%3a0000000000a6");
+    let (r, _) = unknown.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(403), "{}", r.raw);
+}
