@@ -179,24 +179,10 @@ pub fn add_capabilities(resp: &mut rsip::Response) {
         )));
 }
 
-fn to_tag(req: &rsip::Request) -> Option<String> {
-    header(&req.headers, "To").and_then(|v| {
-        header_params(v)
-            .1
-            .into_iter()
-            .find(|(n, _)| n == "tag")
-            .and_then(|(_, v)| v)
-    })
-}
-
-fn from_tag(req: &rsip::Request) -> Option<String> {
-    header(&req.headers, "From").and_then(|v| {
-        header_params(v)
-            .1
-            .into_iter()
-            .find(|(n, _)| n == "tag")
-            .and_then(|(_, v)| v)
-    })
+fn tag_param(req: &rsip::Request, header_name: &str) -> Option<String> {
+    header(&req.headers, header_name)
+        .and_then(message::tag_of)
+        .map(str::to_owned)
 }
 
 fn cseq_number(req: &rsip::Request) -> Option<u32> {
@@ -209,7 +195,7 @@ fn cseq_number(req: &rsip::Request) -> Option<u32> {
 
 async fn handle_inner(ctx: &Ctx, req: &rsip::Request, peer: Peer) -> Result<Accepted, Reject> {
     let parsed = parse_request(ctx, req)?;
-    match to_tag(req) {
+    match tag_param(req, "To") {
         Some(tag) => refresh(ctx, req, peer, parsed, &tag).await,
         None => create(ctx, req, peer, parsed).await,
     }
@@ -300,6 +286,37 @@ fn resolve_request(sub: &Subscription) -> ResolveRequest {
     }
 }
 
+/// The `200` for an accepted SUBSCRIBE and the NOTIFY that follows it: `active` with the
+/// granted duration, or `terminated;reason=timeout` when the subscription ends with it.
+async fn accepted(
+    ctx: &Ctx,
+    sub: &Subscription,
+    cseq: u32,
+    expires: u32,
+    resolution: &Resolution,
+    kind: NotifyKind,
+) -> Accepted {
+    let state = if expires == 0 {
+        SubState::Terminated {
+            reason: TerminationReason::Timeout,
+            retry_after: None,
+        }
+    } else {
+        SubState::Active { expires }
+    };
+    // The destination was checked when the dialog was created; a later failure (a name that
+    // stopped resolving) leaves the subscription to the retry and Timer F machinery.
+    let notify = notify::prepare(ctx, sub, cseq, state, resolution, None, kind)
+        .await
+        .ok();
+    Accepted {
+        status: 200,
+        to_tag: sub.dialog.local_tag.clone(),
+        expires,
+        notify,
+    }
+}
+
 async fn create(
     ctx: &Ctx,
     req: &rsip::Request,
@@ -343,26 +360,7 @@ async fn create(
 
     if p.expires == 0 {
         // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, and no subscription.
-        let notify = notify::prepare(
-            ctx,
-            &sub,
-            1,
-            SubState::Terminated {
-                reason: TerminationReason::Timeout,
-                retry_after: None,
-            },
-            &resolution,
-            None,
-            NotifyKind::Initial,
-        )
-        .await
-        .map_err(|e| Reject::new(400, format!("Bad Contact: {e}")))?;
-        return Ok(Accepted {
-            status: 200,
-            to_tag: sub.dialog.local_tag.clone(),
-            expires: 0,
-            notify: Some(notify),
-        });
+        return Ok(accepted(ctx, &sub, 1, 0, &resolution, NotifyKind::Initial).await);
     }
 
     let suppressed = p.suppress.is_some_and(|s| suppress_matches(Some(s), &etag));
@@ -398,23 +396,7 @@ async fn create(
             notify: None,
         });
     }
-    let notify = notify::prepare(
-        ctx,
-        &sub,
-        1,
-        SubState::Active { expires: p.expires },
-        &resolution,
-        None,
-        NotifyKind::Initial,
-    )
-    .await
-    .ok();
-    Ok(Accepted {
-        status: 200,
-        to_tag: sub.dialog.local_tag.clone(),
-        expires: p.expires,
-        notify,
-    })
+    Ok(accepted(ctx, &sub, 1, p.expires, &resolution, NotifyKind::Initial).await)
 }
 
 async fn refresh(
@@ -429,7 +411,7 @@ async fn refresh(
     let mut sub = ctx.store.get(id).await?.ok_or_else(gone)?;
     let call_id = header(&req.headers, "Call-ID").unwrap_or_default();
     if sub.dialog.call_id != call_id
-        || from_tag(req).as_deref() != Some(sub.dialog.remote_tag.as_str())
+        || tag_param(req, "From").as_deref() != Some(sub.dialog.remote_tag.as_str())
     {
         return Err(gone());
     }
@@ -462,26 +444,8 @@ async fn refresh(
         };
         counter!("subscriptions_removed_total", "reason" => "unsubscribed").increment(1);
         sub.local_cseq = gone_sub.local_cseq.max(sub.local_cseq) + 1;
-        let notify = notify::prepare(
-            ctx,
-            &sub,
-            sub.local_cseq,
-            SubState::Terminated {
-                reason: TerminationReason::Timeout,
-                retry_after: None,
-            },
-            &resolution,
-            None,
-            NotifyKind::Terminate,
-        )
-        .await
-        .ok();
-        return Ok(Accepted {
-            status: 200,
-            to_tag: sub.dialog.local_tag.clone(),
-            expires: 0,
-            notify,
-        });
+        let cseq = sub.local_cseq;
+        return Ok(accepted(ctx, &sub, cseq, 0, &resolution, NotifyKind::Terminate).await);
     }
 
     sub.expires_at_ms = now_ms + u64::from(p.expires) * 1000;
@@ -498,23 +462,7 @@ async fn refresh(
             notify: None,
         });
     }
-    let notify = notify::prepare(
-        ctx,
-        &sub,
-        cseq,
-        SubState::Active { expires: p.expires },
-        &resolution,
-        None,
-        NotifyKind::Refresh,
-    )
-    .await
-    .ok();
-    Ok(Accepted {
-        status: 200,
-        to_tag: sub.dialog.local_tag.clone(),
-        expires: p.expires,
-        notify,
-    })
+    Ok(accepted(ctx, &sub, cseq, p.expires, &resolution, NotifyKind::Refresh).await)
 }
 
 #[cfg(test)]
