@@ -44,10 +44,10 @@ const MAX_DEPTH: u8 = 4;
 /// The documents in a NOTIFY with this Content-Type and body.
 pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Vec<DocRef>, BodyError> {
     let mut docs = Vec::new();
-    if let Some(ct) = content_type {
-        if !body.is_empty() || media_type(ct).eq_ignore_ascii_case("message/external-body") {
-            entity(ct, body, &mut docs, 0)?;
-        }
+    if let Some(ct) = content_type
+        && (!body.is_empty() || media_type(ct).eq_ignore_ascii_case("message/external-body"))
+    {
+        entity(ct, body, &mut docs, 0)?;
     }
     Ok(docs)
 }
@@ -70,7 +70,7 @@ fn entity(ct: &str, body: &[u8], docs: &mut Vec<DocRef>, depth: u8) -> Result<()
             } else if n.eq_ignore_ascii_case("size") {
                 size = v.parse().ok();
             } else if n.eq_ignore_ascii_case("hash") {
-                hash = parse_sha1(v);
+                hash = parse_sha1(&v);
             } else if n.eq_ignore_ascii_case("access-type") {
                 access = Some(v);
             }
@@ -78,7 +78,7 @@ fn entity(ct: &str, body: &[u8], docs: &mut Vec<DocRef>, depth: u8) -> Result<()
         if let Some(a) = access
             && !a.eq_ignore_ascii_case("url")
         {
-            return Err(BodyError::AccessType(a.to_owned()));
+            return Err(BodyError::AccessType(a));
         }
         let url = url.filter(|u| !u.is_empty()).ok_or(BodyError::MissingUrl)?;
         docs.push(DocRef {
@@ -252,15 +252,20 @@ mod tests {
             ext("http://h/a;x=1"),
             ext("http://h/b"),
         );
-        let docs =
-            parse_body(Some(&format!("multipart/mixed;boundary={b}")), body.as_bytes()).expect("ok");
+        let docs = parse_body(
+            Some(&format!("multipart/mixed;boundary={b}")),
+            body.as_bytes(),
+        )
+        .expect("ok");
         let urls: Vec<_> = docs.iter().map(|d| d.url.as_str()).collect();
         assert_eq!(urls, ["http://h/a;x=1", "http://h/b"]);
         // Quoted boundary and a preamble.
         let quoted = format!("multipart/mixed; boundary=\"{b}\"");
         let with_preamble = format!("preamble\r\n{body}");
         assert_eq!(
-            parse_body(Some(&quoted), with_preamble.as_bytes()).expect("ok").len(),
+            parse_body(Some(&quoted), with_preamble.as_bytes())
+                .expect("ok")
+                .len(),
             2
         );
     }

@@ -119,7 +119,8 @@ fn dechunk(mut b: &[u8]) -> Result<Option<(Vec<u8>, usize)>, HttpError> {
         let Some(eol) = crate::sip::find(b, b"\r\n") else {
             return Ok(None);
         };
-        let size_text = std::str::from_utf8(&b[..eol]).map_err(|_| HttpError::Malformed("chunk"))?;
+        let size_text =
+            std::str::from_utf8(&b[..eol]).map_err(|_| HttpError::Malformed("chunk"))?;
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|_| HttpError::Malformed("chunk size"))?;
         b = &b[eol + 2..];
@@ -256,7 +257,10 @@ mod tests {
         let mut two = raw.to_vec();
         two.extend_from_slice(b"HTTP/1.1 304");
         let (r, used) = parse_response(&two).expect("ok").expect("complete");
-        assert_eq!((r.status, r.body.as_slice(), r.close), (200, &b"hello"[..], false));
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.close),
+            (200, &b"hello"[..], false)
+        );
         assert_eq!(used, raw.len());
     }
 
@@ -283,7 +287,9 @@ mod tests {
         assert!(r.close, "HTTP/1.0 closes by default");
         assert!(parse_response(b"SIP/2.0 200 OK\r\n\r\n").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
+        );
         assert_eq!(
             parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n"),
             Err(HttpError::TooLarge)
@@ -292,7 +298,10 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(url_path("http://127.0.0.1:8080/profiles/a?x=1"), Some("/profiles/a?x=1"));
+        assert_eq!(
+            url_path("http://127.0.0.1:8080/profiles/a?x=1"),
+            Some("/profiles/a?x=1")
+        );
         assert_eq!(url_path("http://h"), Some("/"));
         assert_eq!(url_path("https://h/x"), None);
     }

@@ -1,1 +1,27 @@
-pub fn x() {}
+//! `uaprof-storm`: plays thousands to millions of RFC 6080 phones against a running
+//! deployment and reports what happened (issue 4).
+//!
+//! Module map:
+//!
+//! * [`config`] — the scenario and every knob ([`Config`]), validated bounds.
+//! * [`run`] — the controller: provisioning, shards, phases, progress, the [`RunResult`].
+//! * [`engine`] — one shard: phone state machines, sockets, timers, HTTP fetch pool.
+//! * [`sip`] — the small allocation-free SIP reader/writer used on the hot path.
+//! * [`body`] — NOTIFY bodies: external-body, multipart/mixed, inline.
+//! * [`http`] — a keep-alive HTTP/1.1 client and its sans-IO response parser.
+//! * [`timers`] — RFC 3261 transaction timers, RFC 6080 back-off, the timer queue, RNG.
+//! * [`stats`] — counters, HDR-style histograms, the timeline.
+//! * [`report`] — summary table, JSON, HTML with SVG plots, PNG.
+
+pub mod body;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod report;
+pub mod run;
+pub mod sip;
+pub mod stats;
+pub mod timers;
+
+pub use config::{Config, ProfileKind, Scenario, Transport};
+pub use run::{RunResult, run};

@@ -101,9 +101,7 @@ pub fn parse(buf: &[u8]) -> Option<SipMsg<'_>> {
         let name = name.trim_end();
         let value = value.trim();
         let lname = expand(name);
-        let is = |long: &str| {
-            lname.map_or_else(|| name.eq_ignore_ascii_case(long), |l| l == long)
-        };
+        let is = |long: &str| lname.map_or_else(|| name.eq_ignore_ascii_case(long), |l| l == long);
         if is("via") || is("from") || is("to") || is("call-id") || is("cseq") {
             if m.n_copied == MAX_COPIED {
                 return None;
@@ -153,25 +151,33 @@ pub fn parse(buf: &[u8]) -> Option<SipMsg<'_>> {
     Some(m)
 }
 
+/// A stream carries bytes that cannot be framed as SIP; the connection is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameError;
+
 /// For stream transports: the length of the first complete message in `buf` (head plus
 /// Content-Length body), `Ok(None)` if more bytes are needed, `Err` if the head is unusable.
-pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     // Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped by the caller.
     let Some(end) = find(buf, b"\r\n\r\n") else {
-        return if buf.len() > 64 * 1024 { Err(()) } else { Ok(None) };
+        return if buf.len() > 64 * 1024 {
+            Err(FrameError)
+        } else {
+            Ok(None)
+        };
     };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| ())?;
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| FrameError)?;
     let mut len = None;
     for line in head.split("\r\n").skip(1) {
         if let Some((n, v)) = line.split_once(':') {
             let n = n.trim();
             if n.eq_ignore_ascii_case("content-length") || n == "l" || n == "L" {
-                len = Some(v.trim().parse::<usize>().map_err(|_| ())?);
+                len = Some(v.trim().parse::<usize>().map_err(|_| FrameError)?);
             }
         }
     }
     // RFC 3261 §18.3: Content-Length is mandatory on streams.
-    let len = len.ok_or(())?;
+    let len = len.ok_or(FrameError)?;
     let total = end + 4 + len;
     Ok((buf.len() >= total).then_some(total))
 }
@@ -296,8 +302,14 @@ mod tests {
         assert_eq!(m.from_tag, Some("srv1"));
         assert_eq!(m.to_tag, Some("ph1"));
         assert_eq!(m.etag, Some("e42"));
-        assert_eq!(m.sub_state.and_then(|s| param(s, "expires")).as_deref(), Some("3599"));
-        assert_eq!(m.event.and_then(|e| param(e, "effective-by")).as_deref(), Some("30"));
+        assert_eq!(
+            m.sub_state.and_then(|s| param(s, "expires")).as_deref(),
+            Some("3599")
+        );
+        assert_eq!(
+            m.event.and_then(|e| param(e, "effective-by")).as_deref(),
+            Some("30")
+        );
         assert_eq!(m.body, b"body");
         let mut out = Vec::new();
         write_response(&mut out, &m, 200, "OK");
@@ -316,7 +328,12 @@ mod tests {
         assert_eq!((m.status, m.retry_after), (Some(503), Some(17)));
         assert!(parse(b"garbage\r\n\r\n").is_none());
         assert!(parse(b"SIP/2.0 200 OK\r\nCSeq: 1 SUBSCRIBE\r\n\r\n").is_none());
-        assert!(parse(b"SIP/2.0 200 OK\r\nCall-ID: x\r\nCSeq: 1 SUBSCRIBE\r\nContent-Length: 9\r\n\r\nab").is_none());
+        assert!(
+            parse(
+                b"SIP/2.0 200 OK\r\nCall-ID: x\r\nCSeq: 1 SUBSCRIBE\r\nContent-Length: 9\r\n\r\nab"
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -327,7 +344,7 @@ mod tests {
         assert_eq!(frame_len(one), Ok(Some(one.len())));
         assert_eq!(frame_len(&two), Ok(Some(one.len())));
         assert_eq!(frame_len(&one[..one.len() - 1]), Ok(None));
-        assert_eq!(frame_len(b"SIP/2.0 200 OK\r\n\r\n"), Err(()));
+        assert_eq!(frame_len(b"SIP/2.0 200 OK\r\n\r\n"), Err(FrameError));
     }
 
     #[test]

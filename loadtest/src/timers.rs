@@ -207,7 +207,9 @@ mod tests {
         let ms: Vec<u64> = sends.iter().map(|s| s / MS).collect();
         assert_eq!(
             ms,
-            [0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+            [
+                0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ]
         );
     }
 
@@ -225,9 +227,7 @@ mod tests {
         assert_eq!(tx.next, 4100 * MS);
         assert_eq!(
             tx.on_timer(tx.next),
-            TxAction::Retransmit {
-                next: 8100 * MS
-            }
+            TxAction::Retransmit { next: 8100 * MS }
         );
     }
 
@@ -263,8 +263,12 @@ mod tests {
 
     #[test]
     fn rng_is_seeded() {
-        let a: Vec<u64> = (0..3).scan(Rng::new(7), |r, _| Some(r.next_u64())).collect();
-        let b: Vec<u64> = (0..3).scan(Rng::new(7), |r, _| Some(r.next_u64())).collect();
+        let a: Vec<u64> = (0..3)
+            .scan(Rng::new(7), |r, _| Some(r.next_u64()))
+            .collect();
+        let b: Vec<u64> = (0..3)
+            .scan(Rng::new(7), |r, _| Some(r.next_u64()))
+            .collect();
         assert_eq!(a, b);
         let mut r = Rng::new(1);
         assert!((0..1000).all(|_| r.upto(5) <= 5 && r.unit() < 1.0));
