@@ -5,4 +5,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash deploy/install-test-deps.sh
-CARGO_TERM_COLOR=never cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+CARGO_TERM_COLOR=never cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# cargo's last lines are the (empty) doc-test runs; close with the totals of every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
