@@ -26,6 +26,9 @@ pub struct NotifierConfig {
     pub udp: Option<SocketAddr>,
     /// TCP listen address for SIP; omit to disable TCP.
     pub tcp: Option<SocketAddr>,
+    /// Kernel send/receive buffer of the UDP socket, in bytes (absorbs power-up bursts;
+    /// capped by the kernel's net.core.rmem_max / wmem_max).
+    pub udp_buffer_bytes: usize,
     /// Host (or host:port) this node puts in Via and Contact; default: the bound address.
     /// Set it to the address phones (or the edge proxy) can reach.
     pub advertise: Option<String>,
@@ -65,6 +68,8 @@ impl Default for NotifierConfig {
             udp: Some(([127, 0, 0, 1], 5060).into()),
             tcp: Some(([127, 0, 0, 1], 5060).into()),
             advertise: None,
+            // 4 MiB holds ~8000 SUBSCRIBEs: a building's worth of phones booting at once.
+            udp_buffer_bytes: 4 << 20,
             expires_default: 86_400,
             expires_min: 60,
             expires_max: 7 * 86_400,

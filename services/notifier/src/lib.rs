@@ -97,7 +97,7 @@ pub struct Bound {
 impl Bound {
     pub async fn bind(config: &NotifierConfig) -> std::io::Result<Self> {
         let udp = match config.udp {
-            Some(a) => Some(Arc::new(UdpSocket::bind(a).await?)),
+            Some(a) => Some(Arc::new(bind_udp(a, config.udp_buffer_bytes)?)),
             None => None,
         };
         let tcp = match config.tcp {
@@ -114,6 +114,24 @@ impl Bound {
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp.as_ref().and_then(|s| s.local_addr().ok())
     }
+}
+
+/// Binds the SIP UDP socket with large kernel buffers. A power-up burst arrives faster than
+/// one scheduling slice can drain; with the default ~200 KiB buffer the kernel drops it and
+/// every phone retransmits 500 ms later, which doubles the load exactly when it peaks. The
+/// kernel caps the size at `net.core.rmem_max`/`wmem_max`.
+fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = sock.set_recv_buffer_size(buffer) {
+        tracing::warn!(%e, buffer, "cannot set UDP receive buffer");
+    }
+    if let Err(e) = sock.set_send_buffer_size(buffer) {
+        tracing::warn!(%e, buffer, "cannot set UDP send buffer");
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
 }
 
 /// Runs one notifier node until `shutdown` fires, then drains for at most `grace`.
