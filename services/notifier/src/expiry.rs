@@ -37,23 +37,26 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                 retry_after: None,
             };
             let cseq = sub.local_cseq.saturating_add(1);
-            match crate::notify::prepare(
+            let route = match crate::notify::route(&ctx, &sub).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(%e, sub = %sub.id, "cannot route timeout NOTIFY");
+                    continue;
+                }
+            };
+            let out = crate::notify::prepare(
                 &ctx,
                 &sub,
+                &route,
                 cseq,
                 state,
                 &Resolution::default(),
                 None,
                 NotifyKind::Terminate,
             )
-            .await
-            {
-                Ok(out) => {
-                    if ctx.engine.send(EngineMsg::Notify(out)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => warn!(%e, sub = %sub.id, "cannot route timeout NOTIFY"),
+            .await;
+            if ctx.engine.send(EngineMsg::Notify(out)).await.is_err() {
+                return;
             }
         }
         if full {

@@ -249,6 +249,15 @@ async fn notify_one(
         counter!("fanout_notifies_total", "result" => "unchanged").increment(1);
         return Ok(None);
     }
+    let route = match crate::notify::route(ctx, &sub).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(%e, sub = %id, "unroutable subscriber; removing");
+            ctx.store.remove(id).await?;
+            counter!("subscriptions_removed_total", "reason" => "unroutable").increment(1);
+            return Ok(None);
+        }
+    };
     let Some(cseq) = ctx
         .store
         .next_cseq(id, Some(resolution.depends_on.clone()))
@@ -257,31 +266,22 @@ async fn notify_one(
         return Ok(None);
     };
     let expires = u32::try_from(remaining).unwrap_or(u32::MAX);
-    match crate::notify::prepare(
+    let mut out = crate::notify::prepare(
         ctx,
         &sub,
+        &route,
         cseq,
         SubState::Active { expires },
         &resolution,
         effective_by,
         NotifyKind::Change,
     )
-    .await
-    {
-        Ok(mut out) => {
-            let (tx, rx) = oneshot::channel();
-            out.done = Some(tx);
-            counter!("fanout_notifies_total", "result" => "sent").increment(1);
-            if ctx.engine.send(EngineMsg::Notify(out)).await.is_err() {
-                return Ok(None);
-            }
-            Ok(Some(rx))
-        }
-        Err(e) => {
-            warn!(%e, sub = %id, "unroutable subscriber; removing");
-            ctx.store.remove(id).await?;
-            counter!("subscriptions_removed_total", "reason" => "unroutable").increment(1);
-            Ok(None)
-        }
+    .await;
+    let (tx, rx) = oneshot::channel();
+    out.done = Some(tx);
+    counter!("fanout_notifies_total", "result" => "sent").increment(1);
+    if ctx.engine.send(EngineMsg::Notify(out)).await.is_err() {
+        return Ok(None);
     }
+    Ok(Some(rx))
 }

@@ -9,6 +9,7 @@ use profile_event::body::build_body;
 use profile_event::event::{Package, notify_event_header};
 use profile_event::notify::{NotifyParams, build_notify};
 use profile_event::state::SubState;
+use sip_core::dialog::RequestTarget;
 use sip_core::transport::{Peer, Transport};
 use uaprof_api::Resolution;
 
@@ -26,61 +27,26 @@ pub enum NotifyError {
     Unroutable(String),
 }
 
-/// Where a request in the dialog goes (RFC 3261 §12.2.1.1): Request-URI, Route set and the
-/// URI whose host and port are the next hop.
-pub struct Target {
-    pub request_uri: String,
-    pub routes: Vec<String>,
-    pub next_hop: String,
+/// Where a NOTIFY of a subscription goes: the dialog's Request-URI and Route set, and the
+/// transport address of the next hop. Computed once per NOTIFY (it may need DNS).
+pub struct Route {
+    pub target: RequestTarget,
+    pub peer: Peer,
 }
 
-pub fn target(sub: &Subscription) -> Target {
-    let d = &sub.dialog;
-    match d.route_set.first() {
-        None => Target {
-            request_uri: d.remote_target.clone(),
-            routes: Vec::new(),
-            next_hop: d.remote_target.clone(),
-        },
-        Some(first) if is_loose(first) => Target {
-            request_uri: d.remote_target.clone(),
-            routes: d.route_set.clone(),
-            next_hop: strip_brackets(first).to_owned(),
-        },
-        Some(first) => {
-            // Strict routing: the first route becomes the Request-URI, the remote target
-            // goes last in the Route set.
-            let mut routes: Vec<String> = d.route_set[1..].to_vec();
-            routes.push(format!("<{}>", d.remote_target));
-            let uri = strip_brackets(first);
-            let uri = uri.split(';').next().unwrap_or(uri).to_owned();
-            Target {
-                request_uri: uri.clone(),
-                routes,
-                next_hop: uri,
-            }
-        }
-    }
+/// Resolves where a NOTIFY of `sub` goes. Stream subscribers behind NAT cannot be dialled
+/// back, so with no route set a NOTIFY reuses the SUBSCRIBE's flow (RFC 5626 §5.3 behaviour).
+pub async fn route(ctx: &Ctx, sub: &Subscription) -> Result<Route, NotifyError> {
+    let target = sub.dialog.target();
+    let peer = destination(ctx, sub, &target).await?;
+    Ok(Route { target, peer })
 }
 
-fn strip_brackets(s: &str) -> &str {
-    let s = s.trim();
-    match (s.find('<'), s.rfind('>')) {
-        (Some(a), Some(b)) if a < b => &s[a + 1..b],
-        _ => s,
-    }
-}
-
-fn is_loose(route: &str) -> bool {
-    strip_brackets(route).split(';').skip(1).any(|p| {
-        p.trim().eq_ignore_ascii_case("lr") || p.trim().to_ascii_lowercase().starts_with("lr=")
-    })
-}
-
-/// Resolves the transport address of the next hop. Stream subscribers behind NAT cannot be
-/// dialled back, so when there is no route set and the SUBSCRIBE's connection is still open,
-/// the NOTIFY reuses it (RFC 5626 §5.3 behaviour for flows).
-pub async fn destination(ctx: &Ctx, sub: &Subscription, t: &Target) -> Result<Peer, NotifyError> {
+async fn destination(
+    ctx: &Ctx,
+    sub: &Subscription,
+    t: &RequestTarget,
+) -> Result<Peer, NotifyError> {
     let unroutable = || NotifyError::Unroutable(t.next_hop.clone());
     let (transport, host, port) =
         sip_core::dialog::next_hop(&t.next_hop, sub.transport).map_err(|_| unroutable())?;
@@ -107,18 +73,19 @@ pub async fn destination(ctx: &Ctx, sub: &Subscription, t: &Target) -> Result<Pe
     Ok(Peer { transport, addr })
 }
 
-/// Builds a NOTIFY for `sub` with the given CSeq (already allocated durably).
+/// Builds a NOTIFY for `sub` along `route`, with the given CSeq (already allocated durably).
+#[allow(clippy::too_many_arguments)]
 pub async fn prepare(
     ctx: &Ctx,
     sub: &Subscription,
+    route: &Route,
     cseq: u32,
     state: SubState,
     resolution: &Resolution,
     effective_by: Option<u32>,
     kind: NotifyKind,
-) -> Result<OutNotify, NotifyError> {
-    let t = target(sub);
-    let peer = destination(ctx, sub, &t).await?;
+) -> OutNotify {
+    let (t, peer) = (&route.target, route.peer);
     let accept: Vec<&str> = sub
         .accept
         .as_deref()
@@ -186,7 +153,7 @@ pub async fn prepare(
         max_forwards: MAX_FORWARDS,
         user_agent: None,
     });
-    Ok(OutNotify {
+    OutNotify {
         sub: sub.id,
         peer,
         branch,
@@ -195,5 +162,5 @@ pub async fn prepare(
         terminal,
         kind,
         done: None,
-    })
+    }
 }

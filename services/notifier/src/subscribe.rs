@@ -291,6 +291,7 @@ fn resolve_request(sub: &Subscription) -> ResolveRequest {
 async fn accepted(
     ctx: &Ctx,
     sub: &Subscription,
+    route: Option<&notify::Route>,
     cseq: u32,
     expires: u32,
     resolution: &Resolution,
@@ -304,11 +305,12 @@ async fn accepted(
     } else {
         SubState::Active { expires }
     };
-    // The destination was checked when the dialog was created; a later failure (a name that
-    // stopped resolving) leaves the subscription to the retry and Timer F machinery.
-    let notify = notify::prepare(ctx, sub, cseq, state, resolution, None, kind)
-        .await
-        .ok();
+    // A new dialog's route was checked before it was accepted; a refreshed one that stopped
+    // resolving gets its 200 and no NOTIFY, and is ended by expiry or a later failed NOTIFY.
+    let notify = match route {
+        Some(r) => Some(notify::prepare(ctx, sub, r, cseq, state, resolution, None, kind).await),
+        None => None,
+    };
     Accepted {
         status: 200,
         to_tag: sub.dialog.local_tag.clone(),
@@ -348,7 +350,7 @@ async fn create(
         depends_on: Vec::new(),
     };
     // Refuse an unroutable Contact now, not after promising NOTIFYs we cannot deliver.
-    notify::destination(ctx, &sub, &notify::target(&sub))
+    let route = notify::route(ctx, &sub)
         .await
         .map_err(|e| Reject::new(400, format!("Bad Contact: {e}")))?;
     let resolution = resolve(ctx, &resolve_request(&sub)).await?;
@@ -360,7 +362,16 @@ async fn create(
 
     if p.expires == 0 {
         // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, and no subscription.
-        return Ok(accepted(ctx, &sub, 1, 0, &resolution, NotifyKind::Initial).await);
+        return Ok(accepted(
+            ctx,
+            &sub,
+            Some(&route),
+            1,
+            0,
+            &resolution,
+            NotifyKind::Initial,
+        )
+        .await);
     }
 
     let suppressed = p.suppress.is_some_and(|s| suppress_matches(Some(s), &etag));
@@ -396,7 +407,16 @@ async fn create(
             notify: None,
         });
     }
-    Ok(accepted(ctx, &sub, 1, p.expires, &resolution, NotifyKind::Initial).await)
+    Ok(accepted(
+        ctx,
+        &sub,
+        Some(&route),
+        1,
+        p.expires,
+        &resolution,
+        NotifyKind::Initial,
+    )
+    .await)
 }
 
 async fn refresh(
@@ -437,6 +457,7 @@ async fn refresh(
     let resolution = resolve(ctx, &resolve_request(&sub)).await?;
     let etag = resolution.entity_tag();
     sub.depends_on = resolution.depends_on.clone();
+    let route = notify::route(ctx, &sub).await.ok();
 
     if p.expires == 0 {
         let Some(gone_sub) = ctx.store.remove(id).await? else {
@@ -445,7 +466,16 @@ async fn refresh(
         counter!("subscriptions_removed_total", "reason" => "unsubscribed").increment(1);
         sub.local_cseq = gone_sub.local_cseq.max(sub.local_cseq) + 1;
         let cseq = sub.local_cseq;
-        return Ok(accepted(ctx, &sub, cseq, 0, &resolution, NotifyKind::Terminate).await);
+        return Ok(accepted(
+            ctx,
+            &sub,
+            route.as_ref(),
+            cseq,
+            0,
+            &resolution,
+            NotifyKind::Terminate,
+        )
+        .await);
     }
 
     sub.expires_at_ms = now_ms + u64::from(p.expires) * 1000;
@@ -462,7 +492,16 @@ async fn refresh(
             notify: None,
         });
     }
-    Ok(accepted(ctx, &sub, cseq, p.expires, &resolution, NotifyKind::Refresh).await)
+    Ok(accepted(
+        ctx,
+        &sub,
+        route.as_ref(),
+        cseq,
+        p.expires,
+        &resolution,
+        NotifyKind::Refresh,
+    )
+    .await)
 }
 
 #[cfg(test)]

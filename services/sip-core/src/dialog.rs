@@ -166,21 +166,11 @@ impl Dialog {
         use rsip::Header;
         use rsip::headers::{self as h, UntypedHeader};
 
-        let first = self.route_set.first().and_then(|r| name_addr_uri(r));
-        let loose = first.is_some_and(|u| uri_param(u, "lr").is_some());
-        let mut routes: Vec<String> = Vec::with_capacity(self.route_set.len() + 1);
-        let (request_uri, next) = match first {
-            None => (self.remote_target.as_str(), self.remote_target.as_str()),
-            Some(first) if loose => {
-                routes.extend(self.route_set.iter().cloned());
-                (self.remote_target.as_str(), first)
-            }
-            Some(first) => {
-                routes.extend(self.route_set.iter().skip(1).cloned());
-                routes.push(format!("<{}>", self.remote_target));
-                (strip_for_request_uri(first), first)
-            }
-        };
+        let RequestTarget {
+            request_uri,
+            routes,
+            next_hop,
+        } = self.target();
 
         let mut headers: Vec<Header> = Vec::with_capacity(8 + routes.len());
         headers.push(Header::Via(h::Via::new(format!(
@@ -209,13 +199,52 @@ impl Dialog {
 
         let req = rsip::Request {
             method,
-            uri: rsip::Uri::try_from(request_uri).unwrap_or_default(),
+            uri: rsip::Uri::try_from(request_uri.as_str()).unwrap_or_default(),
             version: rsip::Version::V2,
             headers: headers.into(),
             body: Vec::new(),
         };
-        (req, next.to_owned())
+        (req, next_hop)
     }
+
+    /// Where a request in this dialog goes (RFC 3261 §12.2.1.1): with no route set, or a
+    /// loose-routing first route, the Request-URI is the remote target and the Route set is
+    /// sent as is; with a strict router first, that router becomes the Request-URI and the
+    /// remote target joins the end of the Route set. `next_hop` is the URI whose host and
+    /// port the request is sent to (see [`next_hop`]).
+    pub fn target(&self) -> RequestTarget {
+        let first = self.route_set.first().and_then(|r| name_addr_uri(r));
+        match first {
+            None => RequestTarget {
+                request_uri: self.remote_target.clone(),
+                routes: Vec::new(),
+                next_hop: self.remote_target.clone(),
+            },
+            Some(first) if uri_param(first, "lr").is_some() => RequestTarget {
+                request_uri: self.remote_target.clone(),
+                routes: self.route_set.clone(),
+                next_hop: first.to_owned(),
+            },
+            Some(first) => {
+                let mut routes: Vec<String> = self.route_set[1..].to_vec();
+                routes.push(format!("<{}>", self.remote_target));
+                RequestTarget {
+                    request_uri: strip_for_request_uri(first).to_owned(),
+                    routes,
+                    next_hop: first.to_owned(),
+                }
+            }
+        }
+    }
+}
+
+/// The Request-URI, Route headers and next hop of a request in a dialog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTarget {
+    pub request_uri: String,
+    /// Route header values, in order.
+    pub routes: Vec<String>,
+    pub next_hop: String,
 }
 
 /// The id under which an incoming in-dialog request's dialog is stored: (Call-ID, To tag as
