@@ -112,6 +112,47 @@ pub struct Engine {
     inflight: HashMap<SubId, InFlight>,
     handlers: Arc<Semaphore>,
     max_handlers: usize,
+    updates: Option<mpsc::Sender<StoreUpdate>>,
+}
+
+/// Store writes that follow a NOTIFY's outcome. The engine must never wait on the store, so
+/// it hands them to [`run_store_updates`] through a bounded channel.
+enum StoreUpdate {
+    /// The subscriber answered 2xx to a NOTIFY carrying this entity tag.
+    Confirm(SubId, String),
+    /// The NOTIFY failed in a way that ends the subscription (RFC 6665 §4.2.2).
+    Remove(SubId),
+}
+
+/// Queued NOTIFY outcomes waiting for the store: a few seconds of completions at full rate.
+const STORE_UPDATE_QUEUE: usize = 16_384;
+/// Outcome writes in flight at once: enough for the journal's group commit (or a Redis
+/// pipeline) to batch them, few enough to bound tasks and memory.
+const STORE_UPDATE_CONCURRENCY: usize = 256;
+
+/// Applies NOTIFY outcomes to the store with bounded concurrency.
+async fn run_store_updates(
+    store: Arc<dyn crate::store::SubscriptionStore>,
+    mut rx: mpsc::Receiver<StoreUpdate>,
+) {
+    let permits = Arc::new(Semaphore::new(STORE_UPDATE_CONCURRENCY));
+    while let Some(update) = rx.recv().await {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (op, result) = match update {
+                StoreUpdate::Confirm(id, etag) => ("confirm", store.confirm_etag(id, etag).await),
+                StoreUpdate::Remove(id) => ("remove", store.remove(id).await.map(|_| ())),
+            };
+            if let Err(e) = result {
+                counter!("store_errors_total", "op" => op).increment(1);
+                tracing::warn!(%e, op, "NOTIFY outcome not recorded");
+            }
+        });
+    }
 }
 
 impl Engine {
@@ -134,11 +175,24 @@ impl Engine {
             inflight: HashMap::new(),
             handlers: Arc::new(Semaphore::new(max_handlers)),
             max_handlers,
+            updates: None,
+        }
+    }
+
+    fn record(&mut self, update: StoreUpdate) {
+        let Some(tx) = &self.updates else { return };
+        if tx.try_send(update).is_err() {
+            // A lost confirmation costs one redundant NOTIFY if a change is redelivered; a
+            // lost removal leaves the dialog to expiry. Both are counted, neither blocks SIP.
+            counter!("sip_shed_total", "reason" => "store_update_queue_full").increment(1);
         }
     }
 
     /// Runs until `stop` fires, or until `drain` has fired and nothing is left in flight.
     pub async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
+        let (tx, rx) = mpsc::channel(STORE_UPDATE_QUEUE);
+        self.updates = Some(tx);
+        tokio::spawn(run_store_updates(Arc::clone(&self.ctx.store), rx));
         let mut draining = false;
         loop {
             if draining && self.is_idle() {
@@ -404,22 +458,14 @@ impl Engine {
         if remove && !sent.terminal {
             debug!(sub = %sent.sub, ?status, "NOTIFY failed; removing subscription");
             counter!("subscriptions_removed_total", "reason" => "notify_failed").increment(1);
-            let store = Arc::clone(&self.ctx.store);
-            tokio::spawn(async move {
-                if let Err(e) = store.remove(sent.sub).await {
-                    tracing::warn!(sub = %sent.sub, %e, "could not remove failed subscription");
-                }
-            });
+            self.record(StoreUpdate::Remove(sent.sub));
             return;
         }
         if status.is_some_and(|s| (200..300).contains(&s))
             && !sent.terminal
             && let Some(etag) = sent.etag
         {
-            let store = Arc::clone(&self.ctx.store);
-            tokio::spawn(async move {
-                let _ = store.confirm_etag(sent.sub, etag).await;
-            });
+            self.record(StoreUpdate::Confirm(sent.sub, etag));
         }
         if let Some(next) = queued {
             self.start_notify(next);
@@ -450,13 +496,16 @@ pub fn bad_request_response(
     Some((message::to_bytes(&resp.into()), dest))
 }
 
-/// `503` with a randomised `Retry-After` (5–20 s): lockstep retries are how avalanches form.
+/// A randomised `Retry-After` (5–20 s) for every 503: lockstep retries are how avalanches
+/// form.
+pub fn retry_after() -> rsip::Header {
+    let secs: u32 = rand::rng().random_range(5..=20);
+    rsip::Header::RetryAfter(rsip::headers::RetryAfter::from(secs.to_string()))
+}
+
+/// `503` with a randomised `Retry-After`.
 pub fn overload_response(req: &rsip::Request) -> Bytes {
     let mut resp = message::response_for(req, 503, None, None);
-    let secs: u32 = rand::rng().random_range(5..=20);
-    resp.headers
-        .push(rsip::Header::RetryAfter(rsip::headers::RetryAfter::from(
-            secs.to_string(),
-        )));
+    resp.headers.push(retry_after());
     message::to_bytes(&resp.into())
 }

@@ -46,10 +46,7 @@ impl Reject {
     }
 
     fn unavailable(what: &str) -> Self {
-        let secs: u32 = rand::rng().random_range(5..=20);
-        Self::new(503, format!("{what} unavailable")).with(rsip::Header::RetryAfter(
-            rsip::headers::RetryAfter::from(secs.to_string()),
-        ))
+        Self::new(503, format!("{what} unavailable")).with(crate::engine::retry_after())
     }
 }
 

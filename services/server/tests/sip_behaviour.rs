@@ -527,9 +527,19 @@ fn tcp_subscribe_and_oversize_refusal() {
     let head = "SUBSCRIBE sip:x@example.com SIP/2.0\r\nContent-Length: 10000000\r\n\r\n";
     big.write_all(head.as_bytes()).expect("write");
     let _ = big.write_all(&vec![b'a'; 100_000]);
+    // Closed shows as end of stream, or as a reset when our unread bytes were discarded; a
+    // read timeout means the server kept buffering.
     let mut sink = Vec::new();
-    let closed = big.read_to_end(&mut sink).is_ok();
-    assert!(closed, "oversized stream should be closed");
+    match big.read_to_end(&mut sink) {
+        Ok(_) => {}
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "oversized stream should be closed, got {e}"
+        ),
+    }
 }
 
 #[test]
