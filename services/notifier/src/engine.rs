@@ -83,10 +83,9 @@ impl NotifyKind {
     }
 }
 
+/// The NOTIFY transaction of a dialog now in flight (its details are in `sent`).
 struct InFlight {
     client: ClientId,
-    etag: Option<String>,
-    terminal: bool,
     /// At most one NOTIFY waits behind the one in flight (RFC 6665 §4.2.2: one outstanding
     /// NOTIFY per dialog); a newer one replaces it, which is how bursts coalesce.
     queued: Option<OutNotify>,
@@ -351,27 +350,21 @@ impl Engine {
     }
 
     fn send_notify(&mut self, n: OutNotify) {
-        if let Some(f) = self.inflight.get_mut(&n.sub) {
-            if f.terminal {
-                return;
-            }
-            // Same content already on its way: nothing new to tell (coalescing).
-            let same = !n.terminal
-                && n.etag.is_some()
-                && (f.etag == n.etag
-                    || f.queued
-                        .as_ref()
-                        .is_some_and(|q| q.etag == n.etag && !q.terminal));
-            if same {
-                counter!("notify_coalesced_total").increment(1);
-                return;
-            }
-            if f.queued.replace(n).is_some() {
-                counter!("notify_coalesced_total").increment(1);
-            }
-            return;
+        let Some(f) = self.inflight.get_mut(&n.sub) else {
+            return self.start_notify(n);
+        };
+        let current = self.sent.get(&f.client);
+        // Nothing follows the end of a dialog, and a NOTIFY with the content already on its
+        // way (or queued) tells the subscriber nothing new: both are merged away.
+        let ended =
+            current.is_some_and(|c| c.terminal) || f.queued.as_ref().is_some_and(|q| q.terminal);
+        let same = !n.terminal
+            && n.etag.is_some()
+            && (current.is_some_and(|c| c.etag == n.etag)
+                || f.queued.as_ref().is_some_and(|q| q.etag == n.etag));
+        if ended || same || f.queued.replace(n).is_some() {
+            counter!("notify_coalesced_total").increment(1);
         }
-        self.start_notify(n);
     }
 
     fn start_notify(&mut self, n: OutNotify) {
@@ -383,7 +376,7 @@ impl Engine {
             id,
             Sent {
                 sub: n.sub,
-                etag: n.etag.clone(),
+                etag: n.etag,
                 terminal: n.terminal,
                 kind: n.kind,
                 at: now,
@@ -394,8 +387,6 @@ impl Engine {
             n.sub,
             InFlight {
                 client: id,
-                etag: n.etag,
-                terminal: n.terminal,
                 queued: None,
             },
         );
