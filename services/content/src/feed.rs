@@ -10,31 +10,32 @@ use uaprof_api::{ChangeSource, FeedError, ProfileChange};
 
 use crate::service::ContentService;
 
-/// Reads the retained change log after a position; commits go to a callback so the
-/// consumer can persist its offset wherever it keeps its own state.
+/// Reads the retained change log after a position. The consumer persists its committed
+/// offset in its own store (the notifier keeps it with the subscriptions) and passes it back
+/// as `start_after` on restart, so this side keeps no durable state per consumer.
 pub struct InProcessFeed {
     service: Arc<ContentService>,
     position: u64,
+    committed: u64,
     changes: watch::Receiver<u64>,
-    on_commit: Box<dyn Fn(u64) + Send>,
 }
 
 impl InProcessFeed {
     /// A feed delivering changes with seq greater than `start_after` (the consumer's last
-    /// committed seq, 0 for "from the beginning"). `on_commit` is called with every
-    /// committed seq.
-    pub fn new(
-        service: Arc<ContentService>,
-        start_after: u64,
-        on_commit: Box<dyn Fn(u64) + Send>,
-    ) -> Self {
+    /// committed seq, 0 for "from the beginning").
+    pub fn new(service: Arc<ContentService>, start_after: u64) -> Self {
         let changes = service.subscribe_changes();
         Self {
             service,
             position: start_after,
+            committed: start_after,
             changes,
-            on_commit,
         }
+    }
+
+    /// The highest seq committed so far.
+    pub fn committed(&self) -> u64 {
+        self.committed
     }
 
     /// Seq of the last change handed out (or skipped over by a gap).
@@ -96,7 +97,7 @@ impl ChangeSource for InProcessFeed {
     }
 
     async fn commit(&mut self, seq: u64) -> Result<(), FeedError> {
-        (self.on_commit)(seq);
+        self.committed = self.committed.max(seq);
         Ok(())
     }
 }

@@ -1,8 +1,7 @@
 //! Store, resolver and feed tests against the Rust API.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -356,27 +355,18 @@ async fn feed_resumes_after_commit_and_waits_for_changes() {
             .await
             .expect("put");
     }
-    let committed = Arc::new(AtomicU64::new(0));
-    let c = Arc::clone(&committed);
-    let mut feed = InProcessFeed::new(
-        Arc::clone(&svc),
-        0,
-        Box::new(move |seq| c.store(seq, Ordering::SeqCst)),
-    );
+    let mut feed = InProcessFeed::new(Arc::clone(&svc), 0);
     let batch = feed.next_batch(2, Duration::ZERO).await.expect("batch");
     assert_eq!(batch.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(batch[1].key, dev);
     assert_eq!(batch[1].version, 2);
     feed.commit(2).await.expect("commit");
-    assert_eq!(committed.load(Ordering::SeqCst), 2);
+    let committed = feed.committed();
+    assert_eq!(committed, 2);
     drop(feed);
 
     // A restarted consumer resumes after its committed offset.
-    let mut feed = InProcessFeed::new(
-        Arc::clone(&svc),
-        committed.load(Ordering::SeqCst),
-        Box::new(|_| {}),
-    );
+    let mut feed = InProcessFeed::new(Arc::clone(&svc), committed);
     let batch = feed.next_batch(10, Duration::ZERO).await.expect("batch");
     assert_eq!(batch.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3]);
     assert!(
@@ -417,13 +407,7 @@ async fn feed_reports_gap_beyond_retention() {
             .await
             .expect("put");
     }
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = Arc::clone(&seen);
-    let mut feed = InProcessFeed::new(
-        Arc::clone(&svc),
-        1,
-        Box::new(move |seq| s.lock().expect("lock").push(seq)),
-    );
+    let mut feed = InProcessFeed::new(Arc::clone(&svc), 1);
     assert_eq!(
         feed.next_batch(10, Duration::ZERO).await,
         Err(FeedError::Gap {
@@ -444,11 +428,11 @@ async fn feed_reports_gap_beyond_retention() {
         .expect("put");
     let batch = feed.next_batch(10, Duration::ZERO).await.expect("batch");
     assert_eq!(batch.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![6]);
-    assert_eq!(*seen.lock().expect("lock"), vec![5]);
+    assert_eq!(feed.committed(), 5);
 
     drop(feed);
     // Still-retained positions are fine.
-    let mut feed = InProcessFeed::new(Arc::clone(&svc), 4, Box::new(|_| {}));
+    let mut feed = InProcessFeed::new(Arc::clone(&svc), 4);
     assert_eq!(
         feed.next_batch(10, Duration::ZERO)
             .await

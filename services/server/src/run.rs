@@ -104,7 +104,7 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
             .await
             .map_err(|e| RunError::Other(anyhow::anyhow!("{e}")))?;
         // The fan-out records its position in the subscription store itself.
-        let feed = InProcessFeed::new(Arc::clone(&service), offset, Box::new(|_| {}));
+        let feed = InProcessFeed::new(Arc::clone(&service), offset);
         let store_arc: Arc<dyn SubscriptionStore> = Arc::new(store.clone());
         sub_store = Some(store);
         let resolver: Arc<dyn uaprof_api::ContentResolver> = service.clone();
