@@ -7,15 +7,16 @@
 # the apt lists on a fresh machine may be missing or stale.
 #
 # Always installed:
-#   sipp        Debian `sip-tester`  interop scenarios in loadtest/sipp/ (an independent SIP peer)
-# Opt-in via UAPROF_TEST_DEPS (comma/space separated words, e.g. UAPROF_TEST_DEPS="redis kafka"):
-#   redis       Debian `redis-server`                  the Redis store's tests
+#   sipp          Debian `sip-tester`  interop scenarios in loadtest/sipp/ (an independent SIP peer)
+#   redis-server  Debian `redis-server` and `redis-tools` (redis-cli)  the Redis tests; the
+#                 `testkit` crate starts its own servers and clusters on free loopback ports
+# Opt-in via UAPROF_TEST_DEPS (comma/space separated words, e.g. UAPROF_TEST_DEPS="kafka"):
 #   kafka       `cargo install tansu --features dynostore`  a Kafka-protocol broker for the bus tests
 #
 # The test runner is plain `cargo test`; cargo-nextest is deliberately not required.
 set -euo pipefail
 
-# Later issues flip these defaults to include redis / kafka once their tests exist.
+# A later issue flips this default to include kafka once its tests exist.
 UAPROF_TEST_DEPS="${UAPROF_TEST_DEPS:-}"
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
@@ -53,16 +54,18 @@ install_sipp() {
     log "installed sipp: $(command -v sipp)"
 }
 
-# --- redis: enabled by UAPROF_TEST_DEPS=redis (a later issue makes it the default) -----------
+# --- redis: always (services/testkit starts real redis-server processes) ----------------------
 install_redis() {
-    if command -v redis-server >/dev/null 2>&1; then
-        log "redis-server already present: $(command -v redis-server)"
+    if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+        log "redis-server already present: $(command -v redis-server) (redis-cli: $(command -v redis-cli))"
         return
     fi
-    apt_install redis-server
+    apt_install redis-server redis-tools
     # The tests start their own redis-server on a free port; the packaged system service is not
     # used, and on machines without systemd it does not start anyway.
-    log "installed redis-server: $(command -v redis-server)"
+    command -v redis-server >/dev/null 2>&1 || { log "redis-server installed but not on PATH" >&2; exit 1; }
+    command -v redis-cli >/dev/null 2>&1 || { log "redis-tools installed but no redis-cli on PATH" >&2; exit 1; }
+    log "installed redis-server: $(command -v redis-server) (redis-cli: $(command -v redis-cli))"
 }
 
 # --- kafka: enabled by UAPROF_TEST_DEPS=kafka (a later issue makes it the default) -----------
@@ -82,6 +85,6 @@ install_kafka() {
 }
 
 install_sipp
-if wants redis; then install_redis; else log "redis-server skipped (UAPROF_TEST_DEPS has no 'redis')"; fi
+install_redis
 if wants kafka; then install_kafka; else log "tansu skipped (UAPROF_TEST_DEPS has no 'kafka')"; fi
 log "done"

@@ -33,7 +33,23 @@ const FEED_WAIT: Duration = Duration::from_millis(500);
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 pub async fn run(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: CancellationToken) {
+    // Where this consumer's feed starts; shards taken over later are measured against it.
+    let mut position = loop {
+        match ctx.store.feed_offset().await {
+            Ok(p) => break p,
+            Err(e) => {
+                warn!(%e, "cannot read the feed offset; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_BACKOFF) => {}
+                }
+            }
+        }
+    };
     loop {
+        if !adopt(&ctx, position, &shutdown).await {
+            return;
+        }
         let batch = tokio::select! {
             _ = shutdown.cancelled() => return,
             b = feed.next_batch(FEED_BATCH, FEED_WAIT) => b,
@@ -56,7 +72,7 @@ pub async fn run(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
                     after,
                     resume_after, "change feed gap: reconciling every subscription"
                 );
-                if !reconcile_all(&ctx, &shutdown).await {
+                if !reconcile(&ctx, None, &shutdown).await {
                     return;
                 }
                 Some(resume_after)
@@ -70,8 +86,45 @@ pub async fn run(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
         };
         if let Some(seq) = result {
             commit(&ctx, feed.as_mut(), seq, &shutdown).await;
+            position = position.max(seq);
         }
     }
+}
+
+/// Takes on the shards this node was handed (a node died or left, or the tier grew). A
+/// shard whose recorded position is behind ours may have missed changes its previous owner
+/// never fanned out: every subscription in it is checked against current content, and only
+/// those whose confirmed entity tag differs are notified. Returns `false` on shutdown.
+async fn adopt(ctx: &Arc<Ctx>, position: u64, shutdown: &CancellationToken) -> bool {
+    let acquired = match ctx.store.take_acquired().await {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(%e, "cannot take on new shards yet");
+            return true;
+        }
+    };
+    for (shard, offset) in acquired {
+        if offset < position {
+            info!(shard, offset, position, "reconciling a shard taken over");
+            counter!("fanout_shards_reconciled_total").increment(1);
+            if !reconcile(ctx, Some(shard), shutdown).await {
+                return false;
+            }
+        }
+        loop {
+            match ctx.store.set_shard_offset(shard, position).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(%e, shard, "cannot record shard offset; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(RETRY_BACKOFF) => {}
+                    }
+                }
+            }
+        }
+    }
+    true
 }
 
 async fn commit(ctx: &Ctx, feed: &mut dyn ChangeSource, seq: u64, shutdown: &CancellationToken) {
@@ -144,12 +197,18 @@ async fn process(ctx: &Arc<Ctx>, changes: &[ProfileChange], shutdown: &Cancellat
     !shutdown.is_cancelled()
 }
 
-/// Walks every subscription (after a feed gap, when we no longer know what changed).
-async fn reconcile_all(ctx: &Arc<Ctx>, shutdown: &CancellationToken) -> bool {
+/// Walks every subscription, or those of one shard (after a feed gap or a takeover, when
+/// we no longer know what changed).
+async fn reconcile(ctx: &Arc<Ctx>, shard: Option<u16>, shutdown: &CancellationToken) -> bool {
     let mut after = None;
     let mut n = 0u64;
     loop {
-        let page = match ctx.store.scan(after, ctx.config.fanout_page).await {
+        let limit = ctx.config.fanout_page;
+        let page = match shard {
+            Some(s) => ctx.store.scan_shard(s, after, limit).await,
+            None => ctx.store.scan(after, limit).await,
+        };
+        let page = match page {
             Ok(p) => p,
             Err(e) => {
                 warn!(%e, "scan failed; retrying");
@@ -178,7 +237,7 @@ async fn reconcile_all(ctx: &Arc<Ctx>, shutdown: &CancellationToken) -> bool {
             None => break,
         }
     }
-    info!(subscriptions = n, "reconciliation done");
+    info!(subscriptions = n, ?shard, "reconciliation done");
     true
 }
 

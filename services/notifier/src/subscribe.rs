@@ -324,7 +324,7 @@ async fn create(
 ) -> Result<Accepted, Reject> {
     let subject = subject(req, p.profile_type)?;
     let now_ms = ctx.clock.now_ms();
-    let mut id = SubId(rand::rng().random());
+    let mut id = ctx.store.allocate_id(&subject, rand::rng().random());
     let dialog = Dialog::from_request(req, id.tag())
         .map_err(|e| Reject::new(400, format!("Cannot create dialog: {e}")))?;
     let mut sub = Subscription {
@@ -384,7 +384,7 @@ async fn create(
             Ok(u) => break u,
             Err(StoreError::Conflict(_)) if attempts < 3 => {
                 attempts += 1;
-                id = SubId(rand::rng().random());
+                id = ctx.store.allocate_id(&sub.subject, rand::rng().random());
                 sub.id = id;
                 sub.dialog.local_tag = id.tag();
             }

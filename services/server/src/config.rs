@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use content::ContentConfig;
 use notifier::NotifierConfig;
+use notifier::store::redis::RedisConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -38,6 +39,16 @@ pub struct Config {
     /// How long SIGTERM waits for in-flight work before exiting.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// gRPC listener of the content tier (roles `content` and `all`); off when unset.
+    pub grpc_listen: Option<SocketAddr>,
+    /// gRPC endpoint of the content tier (`http://host:port`), for role `notifier`.
+    pub content_url: Option<String>,
+    /// This node's name in the tier (partition leases); default: host name, pid and a
+    /// random suffix, so a restarted process never mistakes an old lease for its own.
+    pub node_id: Option<String>,
+    /// Subscription store in Redis, shared by every notifier node. Without it, role `all`
+    /// keeps subscriptions in its embedded journal store.
+    pub redis: Option<RedisConfig>,
     pub notifier: NotifierConfig,
     pub content: ContentConfig,
 }
@@ -51,6 +62,10 @@ impl Default for Config {
             admin_listen: ([127, 0, 0, 1], 9090).into(),
             http_listen: ([127, 0, 0, 1], 8080).into(),
             shutdown_grace: Duration::from_secs(10),
+            grpc_listen: None,
+            content_url: None,
+            node_id: None,
+            redis: None,
             notifier: NotifierConfig::default(),
             content: ContentConfig::default(),
         }
@@ -98,6 +113,20 @@ pub struct Cli {
     /// fsync the embedded journals on every commit (true/false).
     #[arg(long, env = "UAPROF_FSYNC")]
     pub fsync: Option<bool>,
+    /// gRPC listen address of the content tier, or `off`.
+    #[arg(long, env = "UAPROF_GRPC")]
+    pub grpc: Option<String>,
+    /// Content tier gRPC endpoint for role notifier, e.g. `http://10.0.0.5:8090`.
+    #[arg(long, env = "UAPROF_CONTENT_URL")]
+    pub content_url: Option<String>,
+    /// Redis URL(s), comma-separated (`redis://host:6379/`); several seeds imply a Cluster.
+    #[arg(long, env = "UAPROF_REDIS")]
+    pub redis: Option<String>,
+    /// Treat the Redis URL(s) as a Redis Cluster.
+    #[arg(long, env = "UAPROF_REDIS_CLUSTER")]
+    pub redis_cluster: Option<bool>,
+    #[arg(long, env = "UAPROF_NODE_ID")]
+    pub node_id: Option<String>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "UAPROF_LOG", default_value = "info")]
     pub log: String,
@@ -153,7 +182,43 @@ impl Cli {
         if let Some(f) = self.fsync {
             cfg.fsync = f;
         }
+        if let Some(v) = &self.grpc {
+            cfg.grpc_listen = parse_listen(v, "--grpc")?;
+        }
+        if let Some(u) = &self.content_url {
+            cfg.content_url = Some(u.clone());
+        }
+        if let Some(urls) = &self.redis {
+            let urls: Vec<String> = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let r = cfg.redis.get_or_insert_with(RedisConfig::default);
+            r.cluster = r.cluster || urls.len() > 1;
+            r.urls = urls;
+        }
+        if let Some(c) = self.redis_cluster {
+            cfg.redis.get_or_insert_with(RedisConfig::default).cluster = c;
+        }
+        if let Some(n) = &self.node_id {
+            cfg.node_id = Some(n.clone());
+        }
         cfg.notifier.validate()?;
+        if let Some(r) = &cfg.redis {
+            r.validate()?;
+        }
+        if cfg.role == Role::Notifier {
+            if cfg.redis.is_none() {
+                return Err("role notifier needs a shared store: set redis (--redis URL)".into());
+            }
+            if cfg.content_url.is_none() {
+                return Err(
+                    "role notifier needs the content tier: set content_url (--content-url)".into(),
+                );
+            }
+        }
         if cfg.shutdown_grace.is_zero() {
             return Err("shutdown_grace must be positive".into());
         }

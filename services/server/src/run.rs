@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use content::{ContentConfig, ContentService, InProcessFeed};
+use content_rpc::{RemoteContent, RemoteFeed};
 use journal::JournalOptions;
 use notifier::store::SubscriptionStore;
 use notifier::store::embedded::EmbeddedStore;
+use notifier::store::redis::RedisStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+use uaprof_api::{ChangeSource, ContentResolver};
 
 use crate::admin::{self, Admin};
 use crate::config::{Config, Role};
@@ -29,49 +32,67 @@ impl From<anyhow::Error> for RunError {
 }
 
 pub async fn run(mut cfg: Config) -> Result<(), RunError> {
-    if cfg.role == Role::Notifier {
-        // The notifier needs a content tier to resolve subscriptions; across processes that
-        // is the gRPC seam, which does not exist yet.
-        return Err(RunError::Config(
-            "role notifier needs a remote content tier (gRPC), which this version does not \
-             have yet; run role all (notifier and content in one process)"
-                .into(),
-        ));
-    }
     let metrics = admin::install_metrics().map_err(RunError::Other)?;
     let ready = Arc::new(AtomicBool::new(false));
     let admin_listener = TcpListener::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("bind admin {}", cfg.admin_listen))?;
-    let http_listener = TcpListener::bind(cfg.http_listen)
-        .await
-        .with_context(|| format!("bind http {}", cfg.http_listen))?;
-    let http_addr = http_listener.local_addr().context("http address")?;
-    if cfg.content.public_base_url == ContentConfig::default().public_base_url {
-        cfg.content.public_base_url = format!("http://{http_addr}");
-    }
     let journal_opts = JournalOptions {
         fsync: cfg.fsync,
         ..JournalOptions::default()
     };
-
-    let content_dir = cfg.data_dir.join("content");
-    let service = ContentService::open(&content_dir, cfg.content.clone(), journal_opts.clone())
-        .map_err(|e| RunError::Other(anyhow::anyhow!("open {}: {e}", content_dir.display())))?;
-    content::describe_metrics();
-
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut line = String::new();
+
+    // The content tier: documents over HTTP, the resolver and change feed over gRPC.
     let http_stop = CancellationToken::new();
-    tasks.spawn({
-        let service = Arc::clone(&service);
-        let stop = http_stop.clone();
-        async move {
-            if let Err(e) = content::serve(http_listener, service, stop).await {
-                tracing::error!(%e, "content HTTP server failed");
-            }
+    let service = if cfg.role == Role::Notifier {
+        None
+    } else {
+        let http_listener = TcpListener::bind(cfg.http_listen)
+            .await
+            .with_context(|| format!("bind http {}", cfg.http_listen))?;
+        let http_addr = http_listener.local_addr().context("http address")?;
+        if cfg.content.public_base_url == ContentConfig::default().public_base_url {
+            cfg.content.public_base_url = format!("http://{http_addr}");
         }
-    });
+        let content_dir = cfg.data_dir.join("content");
+        let service = ContentService::open(&content_dir, cfg.content.clone(), journal_opts.clone())
+            .map_err(|e| RunError::Other(anyhow::anyhow!("open {}: {e}", content_dir.display())))?;
+        content::describe_metrics();
+        tasks.spawn({
+            let service = Arc::clone(&service);
+            let stop = http_stop.clone();
+            async move {
+                if let Err(e) = content::serve(http_listener, service, stop).await {
+                    tracing::error!(%e, "content HTTP server failed");
+                }
+            }
+        });
+        line.push_str(&format!(" http=http://{http_addr}"));
+        if let Some(addr) = cfg.grpc_listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind gRPC {addr}"))?;
+            line.push_str(&format!(
+                " grpc=http://{}",
+                l.local_addr().context("gRPC address")?
+            ));
+            content_rpc::describe_metrics();
+            tasks.spawn({
+                let service = Arc::clone(&service);
+                let stop = http_stop.clone();
+                async move {
+                    if let Err(e) = content_rpc::serve(l, service, stop).await {
+                        tracing::error!(%e, "content gRPC server failed");
+                    }
+                }
+            });
+        }
+        Some(service)
+    };
+
     let admin_stop = CancellationToken::new();
     let admin_addr = admin_listener.local_addr().context("admin address")?;
     tasks.spawn(admin::serve(
@@ -83,37 +104,71 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
         admin_stop.clone(),
     ));
 
+    // The notifier: subscriptions in the embedded store or in Redis, shared by the tier.
     let mut notifier_task = None;
-    let mut sub_store = None;
-    let mut sip_line = String::new();
-    if cfg.role == Role::All {
-        let store_dir = cfg.data_dir.join("subscriptions");
-        let store = EmbeddedStore::open(&store_dir, journal_opts)
-            .map_err(|e| RunError::Other(anyhow::anyhow!("{e}")))?;
+    let mut membership = None;
+    let mut embedded = None;
+    if cfg.role != Role::Content {
+        let store: Arc<dyn SubscriptionStore> = match &cfg.redis {
+            Some(rc) => {
+                let node = cfg.node_id.clone().unwrap_or_else(default_node_id);
+                let store = RedisStore::connect(rc, node.clone())
+                    .await
+                    .map_err(|e| RunError::Other(anyhow::anyhow!("redis: {e}")))?;
+                let store = Arc::new(store);
+                // Take this node's share before serving, so a lone node starts complete.
+                if let Err(e) = store.membership_tick().await {
+                    tracing::warn!(%e, "first membership tick failed; retrying in the background");
+                }
+                membership = Some(tokio::spawn(
+                    Arc::clone(&store).run_membership(shutdown.clone()),
+                ));
+                line.push_str(&format!(" node={node} store=redis"));
+                store
+            }
+            None => {
+                let store_dir = cfg.data_dir.join("subscriptions");
+                let store = EmbeddedStore::open(&store_dir, journal_opts)
+                    .map_err(|e| RunError::Other(anyhow::anyhow!("{e}")))?;
+                embedded = Some(store.clone());
+                line.push_str(" store=embedded");
+                Arc::new(store)
+            }
+        };
         let bound = notifier::Bound::bind(&cfg.notifier)
             .await
             .context("bind SIP listeners")?;
         if let Some(a) = bound.udp_addr() {
-            sip_line.push_str(&format!(" sip-udp={a}"));
+            line.push_str(&format!(" sip-udp={a}"));
         }
         if let Some(a) = bound.tcp_addr() {
-            sip_line.push_str(&format!(" sip-tcp={a}"));
+            line.push_str(&format!(" sip-tcp={a}"));
         }
         let offset = store
             .feed_offset()
             .await
             .map_err(|e| RunError::Other(anyhow::anyhow!("{e}")))?;
         // The fan-out records its position in the subscription store itself.
-        let feed = InProcessFeed::new(Arc::clone(&service), offset);
-        let store_arc: Arc<dyn SubscriptionStore> = Arc::new(store.clone());
-        sub_store = Some(store);
-        let resolver: Arc<dyn uaprof_api::ContentResolver> = service.clone();
+        let (resolver, feed): (Arc<dyn ContentResolver>, Box<dyn ChangeSource>) = match &service {
+            Some(service) => (
+                service.clone(),
+                Box::new(InProcessFeed::new(Arc::clone(service), offset)),
+            ),
+            None => {
+                let url = cfg.content_url.clone().unwrap_or_default();
+                let remote = RemoteContent::new(&url).map_err(RunError::Config)?;
+                (
+                    Arc::new(remote.clone()),
+                    Box::new(RemoteFeed::new(remote, offset)),
+                )
+            }
+        };
         notifier_task = Some(tokio::spawn(notifier::run(
             cfg.notifier.clone(),
             bound,
-            store_arc,
+            store,
             resolver,
-            Box::new(feed),
+            feed,
             shutdown.clone(),
             cfg.shutdown_grace,
         )));
@@ -122,7 +177,7 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
     ready.store(true, Ordering::Relaxed);
     // One machine-readable line on stdout: scripts and tests read the bound addresses here.
     println!(
-        "uaprof ready: role={}{sip_line} http=http://{http_addr} admin=http://{admin_addr} data={}",
+        "uaprof ready: role={}{line} admin=http://{admin_addr} data={}",
         match cfg.role {
             Role::All => "all",
             Role::Notifier => "notifier",
@@ -135,6 +190,7 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
     let fast = wait_for_signal().await;
     info!(fast, "shutting down");
     ready.store(false, Ordering::Relaxed);
+    // Stops the listeners and, in a tier, hands this node's partitions to the others now.
     shutdown.cancel();
     let grace = if fast {
         Duration::from_millis(200)
@@ -148,6 +204,13 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
             Err(_) => tracing::warn!("notifier did not stop within the grace period"),
         }
     }
+    if let Some(m) = membership
+        && tokio::time::timeout(Duration::from_secs(2), m)
+            .await
+            .is_err()
+    {
+        tracing::warn!("leases not released in time; they lapse by themselves");
+    }
     http_stop.cancel();
     admin_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -155,14 +218,28 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
     })
     .await;
     // Snapshots make the next start fast; the journals alone are already complete.
-    if let Some(Err(e)) = sub_store.map(|s| s.snapshot()) {
+    if let Some(Err(e)) = embedded.map(|s| s.snapshot()) {
         tracing::warn!(%e, "subscription snapshot failed");
     }
-    if let Err(e) = service.snapshot() {
+    if let Some(Err(e)) = service.map(|s| s.snapshot()) {
         tracing::warn!(%e, "content snapshot failed");
     }
     info!("stopped");
     Ok(())
+}
+
+/// A node name unique across restarts: host, process and 32 random bits.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// Waits for SIGTERM (graceful: returns false) or SIGINT (fast: returns true).

@@ -109,7 +109,10 @@ async fn insert_rejects_existing_id(store: &impl SubscriptionStore) {
     let sub = sample(2, "mac:000000000002");
     store.insert(sub.clone()).await.expect("insert");
     let err = store.insert(sub).await.expect_err("duplicate id accepted");
-    assert!(matches!(err, StoreError::Conflict(SubId(2))));
+    assert!(
+        matches!(err, StoreError::Conflict(SubId(2))),
+        "not a conflict: {err:?}"
+    );
 }
 
 async fn instance_replaces_older_subscription(store: &impl SubscriptionStore) {

@@ -7,6 +7,7 @@
 
 pub mod contract;
 pub mod embedded;
+pub mod redis;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -129,6 +130,13 @@ pub struct Page {
 /// * `take_due` removes and returns expired subscriptions exactly once.
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync + 'static {
+    /// The id of a new subscription to `subject`, from 64 random bits. A shared store
+    /// places the subscription by its id and uses this to put it next to its subject.
+    fn allocate_id(&self, subject: &ProfileKey, random: u64) -> SubId {
+        let _ = subject;
+        SubId(random)
+    }
+
     /// Stores a new subscription (its `local_cseq` is the CSeq of the first NOTIFY).
     async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError>;
 
@@ -175,4 +183,29 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     async fn feed_offset(&self) -> Result<u64, StoreError>;
 
     async fn set_feed_offset(&self, seq: u64) -> Result<(), StoreError>;
+
+    /// Shards this node became responsible for since the last call, each with the feed
+    /// position recorded for it. A shard whose position is behind the fan-out's is
+    /// reconciled ([`Self::scan_shard`]) before the fan-out counts it as current. A store
+    /// that one node owns entirely has nothing to hand over.
+    async fn take_acquired(&self) -> Result<Vec<(u16, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// [`Self::scan`] restricted to one shard.
+    async fn scan_shard(
+        &self,
+        shard: u16,
+        after: Option<SubId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let _ = shard;
+        self.scan(after, limit).await
+    }
+
+    /// [`Self::set_feed_offset`] for one shard.
+    async fn set_shard_offset(&self, shard: u16, seq: u64) -> Result<(), StoreError> {
+        let _ = shard;
+        self.set_feed_offset(seq).await
+    }
 }

@@ -16,6 +16,8 @@ pub struct Server {
     pub tcp: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// Content tier gRPC (`--grpc`), when served.
+    pub grpc: Option<SocketAddr>,
     pub data: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -64,18 +66,20 @@ impl Server {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let field = |name: &str| -> SocketAddr {
+        // A role serves only some of these; an absent one reads as 0.0.0.0:0.
+        let opt = |name: &str| -> Option<SocketAddr> {
             let v = line
                 .split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{name}=")))
-                .unwrap_or_else(|| panic!("no {name} in {line:?}"));
-            v.trim_start_matches("http://").parse().expect("address")
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))?;
+            Some(v.trim_start_matches("http://").parse().expect("address"))
         };
+        let field = |name: &str| opt(name).unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         Server {
             udp: field("sip-udp"),
             tcp: field("sip-tcp"),
             http: field("http"),
             admin: field("admin"),
+            grpc: opt("grpc"),
             data: data.to_owned(),
             child: Some(child),
             _tmp: None,
@@ -97,6 +101,14 @@ impl Server {
                 panic!("uaprof did not exit after SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the node dies with no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 
@@ -318,10 +330,15 @@ impl Phone {
     }
 
     pub fn recv(&self, timeout: Duration) -> Option<Msg> {
+        self.recv_from(timeout).map(|(m, _)| m)
+    }
+
+    /// Receives one message and who sent it (in a tier, NOTIFYs come from any node).
+    pub fn recv_from(&self, timeout: Duration) -> Option<(Msg, SocketAddr)> {
         self.sock.set_read_timeout(Some(timeout)).expect("timeout");
         let mut buf = vec![0u8; 65_536];
         match self.sock.recv_from(&mut buf) {
-            Ok((n, _)) => Some(Msg::parse(&buf[..n])),
+            Ok((n, from)) => Some((Msg::parse(&buf[..n]), from)),
             Err(_) => None,
         }
     }
@@ -332,10 +349,11 @@ impl Phone {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "no NOTIFY within {timeout:?}");
-            if let Some(m) = self.recv(left)
+            if let Some((m, from)) = self.recv_from(left)
                 && m.is_request("NOTIFY")
             {
-                self.send(&m.response(status, if status == 200 { "OK" } else { "Error" }));
+                let reply = m.response(status, if status == 200 { "OK" } else { "Error" });
+                self.sock.send_to(reply.as_bytes(), from).expect("send");
                 return m;
             }
         }

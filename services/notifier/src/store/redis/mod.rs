@@ -1,0 +1,960 @@
+//! The Redis store: subscriptions shared by a tier of notifier nodes, on a single Redis
+//! server or a Redis Cluster.
+//!
+//! # Layout
+//! The keyspace is cut into [`PARTITIONS`] partitions of [`BUCKETS`] buckets. A partition is
+//! one hash tag (`{prefix}:{p}:...`), so every script touches one slot and is atomic on a
+//! Cluster; it is also the unit of ownership between nodes. A subscription lives in the
+//! bucket named by the high bits of its id, and new ids are allocated in the bucket their
+//! subject hashes to ([`RedisStore::allocate_id`]), so a device's subscriptions sit where a
+//! change of that device looks for them. Per bucket: one hash of records (small enough to
+//! stay a compact listpack when Redis is tuned as the README says) and one small set per
+//! other dependency key (a class, a default user), whose integer ids Redis packs as an
+//! intset. A per-key hint set (`{prefix}:x:{key}`) lists the partitions holding explicit
+//! entries for that key, so a change looks only where its subscribers are.
+//!
+//! # Ownership
+//! Any node accepts any SUBSCRIBE. The timed duties — expiry and change fan-out — belong to
+//! the partition's lease holder. Nodes heartbeat into a registry; each computes the same
+//! rendezvous assignment of partitions to live nodes, acquires its share with `SET NX PX`
+//! leases, renews them every tick and releases the partitions assigned elsewhere. A node
+//! that dies stops renewing: its leases and its registry entry lapse after `lease_ttl`, and
+//! the survivors acquire the partitions at their next tick. Expiry is fenced by the lease
+//! inside the script that removes expired subscriptions, so no two nodes end the same one.
+
+mod codec;
+mod scripts;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use metrics::{counter, gauge};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, RedisError, RedisFuture, Value};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uaprof_api::ProfileKey;
+
+use super::{Page, StoreError, SubId, Subscription, SubscriptionStore, Upserted};
+use crate::Clock;
+
+/// Partitions: the unit of ownership and of atomicity (one hash slot each).
+pub const PARTITIONS: u16 = 256;
+/// Buckets per partition.
+pub const BUCKETS: u16 = 64;
+const ALL_BUCKETS: u64 = PARTITIONS as u64 * BUCKETS as u64;
+/// Id bits below the bucket number.
+const RANDOM_BITS: u32 = 49;
+/// Layout version written to the meta key; a store with another layout is refused.
+const LAYOUT: &str = "1:256:64";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/` of a standalone server, or seed nodes of a Cluster.
+    pub urls: Vec<String>,
+    /// Use the Cluster protocol (slot routing, redirects).
+    pub cluster: bool,
+    /// Prefix of every key, so several deployments can share a Redis.
+    pub prefix: String,
+    /// How long a partition lease lasts without renewal: the takeover time after a node dies
+    /// is at most this plus one tick (a third of it).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Per-command timeout and connect timeout: past it the SUBSCRIBE gets 503.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            cluster: false,
+            prefix: "uaprof".into(),
+            lease_ttl: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RedisConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err("redis.urls is empty".into());
+        }
+        if !self.cluster && self.urls.len() > 1 {
+            return Err("several redis.urls need redis.cluster = true".into());
+        }
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return Err("redis.prefix must be non-empty and without braces".into());
+        }
+        if self.lease_ttl < Duration::from_millis(600) {
+            return Err("redis.lease_ttl must be at least 600ms".into());
+        }
+        for u in &self.urls {
+            redis::Client::open(u.as_str()).map_err(|e| format!("redis url {u}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// One multiplexed connection: concurrent callers' commands are pipelined on it, so
+/// SUBSCRIBE throughput is not one round trip per request.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Whether `e` is the error reply `code` raised by one of our scripts (Redis reports a
+/// script's `error_reply` as a generic response error carrying the text).
+fn is_script_error(e: &RedisError, code: &str) -> bool {
+    e.code() == Some(code) || e.detail() == Some(code) || e.to_string().ends_with(code)
+}
+
+fn map_err(e: RedisError) -> StoreError {
+    match e.code() {
+        _ if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_cluster_error() =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        Some("LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "BUSY") => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+/// FNV-1a 64 then a finaliser: a hash that is the same on every node and every build.
+fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
+fn bucket_of_key(key: &[u8]) -> u64 {
+    stable_hash(&[key]) % ALL_BUCKETS
+}
+
+fn bucket_of_id(id: SubId) -> u64 {
+    (id.0 >> RANDOM_BITS) % ALL_BUCKETS
+}
+
+fn split(bucket: u64) -> (u16, u16) {
+    // Both fit: bucket < PARTITIONS * BUCKETS.
+    (
+        (bucket / u64::from(BUCKETS)) as u16,
+        (bucket % u64::from(BUCKETS)) as u16,
+    )
+}
+
+/// Which partitions this node holds, and which of them the fan-out has taken on.
+#[derive(Default)]
+struct Owned {
+    /// Partition → when our lease lapses (by our clock, with margin).
+    leased: BTreeMap<u16, Instant>,
+    /// Partitions the fan-out has been told about ([`RedisStore::take_acquired`]).
+    active: BTreeSet<u16>,
+}
+
+pub struct RedisStore {
+    conn: Conn,
+    prefix: String,
+    node: String,
+    lease_ttl: Duration,
+    owned: Mutex<Owned>,
+    /// (key, partition) hints already written by this node; hints only ever grow.
+    hinted: Mutex<HashSet<(Vec<u8>, u16)>>,
+}
+
+/// Bound on the hint cache; cleared when full (it is only an optimisation).
+const HINT_CACHE: usize = 200_000;
+
+impl RedisStore {
+    /// Connects (failing if Redis cannot be reached within the timeout) and checks the
+    /// stored layout. `node` names this node in leases and must be unique in the tier.
+    pub async fn connect(config: &RedisConfig, node: String) -> Result<Self, StoreError> {
+        config.validate().map_err(StoreError::Other)?;
+        let conn = if config.cluster {
+            let client = redis::cluster::ClusterClientBuilder::new(config.urls.clone())
+                .connection_timeout(config.timeout)
+                .response_timeout(config.timeout)
+                .retries(2)
+                .build()
+                .map_err(map_err)?;
+            Conn::Cluster(client.get_async_connection().await.map_err(map_err)?)
+        } else {
+            let client = redis::Client::open(config.urls[0].as_str()).map_err(map_err)?;
+            let cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.timeout))
+                .set_response_timeout(Some(config.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            Conn::Single(
+                ConnectionManager::new_with_config(client, cfg)
+                    .await
+                    .map_err(map_err)?,
+            )
+        };
+        let store = Self {
+            conn,
+            prefix: config.prefix.clone(),
+            node,
+            lease_ttl: config.lease_ttl,
+            owned: Mutex::new(Owned::default()),
+            hinted: Mutex::new(HashSet::new()),
+        };
+        store.check_layout().await?;
+        Ok(store)
+    }
+
+    async fn check_layout(&self) -> Result<(), StoreError> {
+        let key = format!("{}:{{m}}:layout", self.prefix);
+        let mut c = self.conn.clone();
+        let set: bool = redis::cmd("SET")
+            .arg(&key)
+            .arg(LAYOUT)
+            .arg("NX")
+            .query_async::<Option<String>>(&mut c)
+            .await
+            .map_err(map_err)?
+            .is_some();
+        if set {
+            return Ok(());
+        }
+        let have: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        match have.as_deref() {
+            Some(LAYOUT) => Ok(()),
+            other => Err(StoreError::Other(format!(
+                "Redis holds store layout {other:?} under prefix {:?}; this build uses {LAYOUT}",
+                self.prefix
+            ))),
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// An id for a new subscription to `subject`: random, placed in the subject's bucket.
+    pub fn allocate(subject: &ProfileKey, random: u64) -> SubId {
+        let bucket = bucket_of_key(&codec::key_bytes(subject));
+        SubId((bucket << RANDOM_BITS) | (random & ((1 << RANDOM_BITS) - 1)))
+    }
+
+    fn part(&self, p: u16) -> String {
+        format!("{}:{{{p}}}", self.prefix)
+    }
+
+    fn hint_key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = format!("{}:x:{{", self.prefix).into_bytes();
+        k.extend_from_slice(key);
+        k.push(b'}');
+        k
+    }
+
+    fn locate(&self, id: SubId) -> (String, u16, String) {
+        let (p, b) = split(bucket_of_id(id));
+        let part = self.part(p);
+        let hash = format!("{part}:h:{b}");
+        (part, b, hash)
+    }
+
+    fn colocated(id: SubId, subject: &ProfileKey) -> bool {
+        bucket_of_id(id) == bucket_of_key(&codec::key_bytes(subject))
+    }
+
+    /// Records, before the index entries exist, which partition will hold entries for
+    /// each explicitly indexed key (a superset is harmless; a missing hint is not).
+    async fn hint(
+        &self,
+        id: SubId,
+        sub: &Subscription,
+        keys: &[ProfileKey],
+    ) -> Result<(), StoreError> {
+        let (p, _) = split(bucket_of_id(id));
+        let implicit = Self::colocated(id, &sub.subject);
+        for k in keys {
+            if implicit && *k == sub.subject {
+                continue;
+            }
+            let ks = codec::key_bytes(k);
+            if self.lock_hints().contains(&(ks.clone(), p)) {
+                continue;
+            }
+            let mut c = self.conn.clone();
+            let _: i64 = redis::cmd("SADD")
+                .arg(self.hint_key(&ks))
+                .arg(p)
+                .query_async(&mut c)
+                .await
+                .map_err(map_err)?;
+            let mut cache = self.lock_hints();
+            if cache.len() >= HINT_CACHE {
+                cache.clear();
+            }
+            cache.insert((ks, p));
+        }
+        Ok(())
+    }
+
+    fn lock_hints(&self) -> std::sync::MutexGuard<'_, HashSet<(Vec<u8>, u16)>> {
+        self.hinted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_owned(&self) -> std::sync::MutexGuard<'_, Owned> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Partitions whose lease we hold now (by our clock).
+    fn leased_now(&self) -> Vec<u16> {
+        let now = Instant::now();
+        let mut o = self.lock_owned();
+        o.leased.retain(|_, until| *until > now);
+        o.leased.keys().copied().collect()
+    }
+
+    /// Partitions the fan-out works on: taken on and still leased.
+    fn active_now(&self) -> Vec<u16> {
+        let now = Instant::now();
+        let mut o = self.lock_owned();
+        o.leased.retain(|_, until| *until > now);
+        let Owned { leased, active } = &mut *o;
+        active.retain(|p| leased.contains_key(p));
+        active.iter().copied().collect()
+    }
+
+    fn decode_pairs(values: Vec<Vec<u8>>) -> Result<Vec<Subscription>, StoreError> {
+        let mut out = Vec::with_capacity(values.len() / 2);
+        let mut it = values.into_iter();
+        while let (Some(id), Some(rec)) = (it.next(), it.next()) {
+            let id = parse_id(&id)?;
+            out.push(decode(id, &rec)?);
+        }
+        Ok(out)
+    }
+
+    /// One round of membership: heartbeat, compute this node's share, acquire, renew and
+    /// release leases. Returns how many partitions this node holds afterwards.
+    pub async fn membership_tick(&self) -> Result<usize, StoreError> {
+        let mut c = self.conn.clone();
+        let registry = format!("{}:{{m}}:nodes", self.prefix);
+        let now_ms = crate::SystemClock.now_ms();
+        let ttl_ms = u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+        let (_, live): (i64, Vec<String>) = redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&registry)
+            .arg(now_ms + ttl_ms)
+            .arg(&self.node)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&registry)
+            .arg("-inf")
+            .arg(now_ms)
+            .cmd("ZRANGE")
+            .arg(&registry)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        let mine: BTreeSet<u16> = (0..PARTITIONS)
+            .filter(|p| owner_of(*p, &live).is_some_and(|n| n == self.node))
+            .collect();
+        let started = Instant::now();
+        // A lease is trusted locally for 80% of its TTL from when we asked for it.
+        let valid_until = started + self.lease_ttl.mul_f64(0.8);
+        let held: Vec<u16> = self.lock_owned().leased.keys().copied().collect();
+        let release: Vec<u16> = held.iter().copied().filter(|p| !mine.contains(p)).collect();
+        let mut jobs = tokio::task::JoinSet::new();
+        for p in mine.iter().copied() {
+            let mut c = self.conn.clone();
+            let key = format!("{}:lease", self.part(p));
+            let node = self.node.clone();
+            jobs.spawn(async move {
+                let r: Result<i64, _> = scripts::ACQUIRE
+                    .key(key)
+                    .arg(node)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await;
+                (p, r)
+            });
+        }
+        let mut failures = 0usize;
+        while let Some(Ok((p, r))) = jobs.join_next().await {
+            let mut o = self.lock_owned();
+            match r {
+                Ok(1) | Ok(2) => {
+                    if o.leased.insert(p, valid_until).is_none() {
+                        counter!("ownership_changes_total", "change" => "acquired").increment(1);
+                    }
+                }
+                Ok(_) => {
+                    o.leased.remove(&p);
+                    o.active.remove(&p);
+                }
+                Err(_) => failures += 1,
+            }
+        }
+        // Give up what is assigned elsewhere now: stop using it first, then release.
+        {
+            let mut o = self.lock_owned();
+            for p in &release {
+                o.leased.remove(p);
+                o.active.remove(p);
+            }
+        }
+        for p in release {
+            self.release(p).await;
+            counter!("ownership_changes_total", "change" => "released").increment(1);
+        }
+        let n = self.leased_now().len();
+        gauge!("ownership_partitions").set(n as f64);
+        gauge!("ownership_live_nodes").set(live.len() as f64);
+        if failures > 0 {
+            return Err(StoreError::Unavailable(format!(
+                "{failures} lease renewals failed"
+            )));
+        }
+        Ok(n)
+    }
+
+    async fn release(&self, p: u16) {
+        let mut c = self.conn.clone();
+        let r: Result<i64, _> = scripts::RELEASE
+            .key(format!("{}:lease", self.part(p)))
+            .arg(&self.node)
+            .invoke_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            warn!(%e, partition = p, "lease release failed; it lapses by itself");
+        }
+    }
+
+    /// Gives up every lease and leaves the registry, so the other nodes take over at their
+    /// next tick instead of waiting for the leases to lapse (SIGTERM drain).
+    pub async fn resign(&self) {
+        let held: Vec<u16> = {
+            let mut o = self.lock_owned();
+            o.active.clear();
+            std::mem::take(&mut o.leased).into_keys().collect()
+        };
+        for p in &held {
+            self.release(*p).await;
+        }
+        let mut c = self.conn.clone();
+        let r: Result<i64, _> = redis::cmd("ZREM")
+            .arg(format!("{}:{{m}}:nodes", self.prefix))
+            .arg(&self.node)
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            warn!(%e, "cannot leave the node registry; the entry lapses by itself");
+        }
+        gauge!("ownership_partitions").set(0.0);
+        info!(partitions = held.len(), "released ownership");
+    }
+
+    /// Runs membership ticks every third of the lease TTL until `shutdown`, then resigns.
+    pub async fn run_membership(self: Arc<Self>, shutdown: CancellationToken) {
+        let tick = self.lease_ttl / 3;
+        let mut last_ok = true;
+        loop {
+            match self.membership_tick().await {
+                Ok(n) if !last_ok => {
+                    info!(partitions = n, "membership restored");
+                    last_ok = true;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if last_ok {
+                        warn!(%e, "membership tick failed");
+                    }
+                    last_ok = false;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+        self.resign().await;
+    }
+
+    async fn by_key_in(
+        &self,
+        p: u16,
+        key: &[u8],
+        subject_bucket: i64,
+        first: u16,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SubId>, StoreError> {
+        let part = self.part(p);
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = scripts::BY_KEY
+            .key(format!("{part}:due"))
+            .arg(&part)
+            .arg(key)
+            .arg(subject_bucket)
+            .arg(first)
+            .arg(after)
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        ids.iter().map(|s| parse_id(s.as_bytes())).collect()
+    }
+
+    async fn scan_in(
+        &self,
+        p: u16,
+        first: u16,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SubId>, StoreError> {
+        let part = self.part(p);
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = scripts::SCAN
+            .key(format!("{part}:due"))
+            .arg(&part)
+            .arg(first)
+            .arg(after)
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        ids.iter().map(|s| parse_id(s.as_bytes())).collect()
+    }
+
+    /// Walks `partitions` (ascending) from the cursor, filling one page.
+    async fn walk<F, Fut>(
+        partitions: impl Iterator<Item = u16>,
+        after: Option<SubId>,
+        limit: usize,
+        mut step: F,
+    ) -> Result<Page, StoreError>
+    where
+        F: FnMut(u16, u16, String, usize) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<SubId>, StoreError>>,
+    {
+        let limit = limit.max(1);
+        let (start_p, start_b) = after.map(|a| split(bucket_of_id(a))).unwrap_or((0, 0));
+        let mut ids = Vec::new();
+        for p in partitions.filter(|p| *p >= start_p) {
+            let (first, cursor) = match after {
+                Some(a) if p == start_p => (start_b, a.0.to_string()),
+                _ => (0, String::new()),
+            };
+            ids.extend(step(p, first, cursor, limit - ids.len()).await?);
+            if ids.len() >= limit {
+                let next = ids.last().copied();
+                return Ok(Page { ids, next });
+            }
+        }
+        Ok(Page { ids, next: None })
+    }
+
+    async fn partition_offset(&self, p: u16) -> Result<u64, StoreError> {
+        let mut c = self.conn.clone();
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(format!("{}:off", self.part(p)))
+            .query_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        Ok(v.unwrap_or(0))
+    }
+}
+
+/// Rendezvous (highest random weight) assignment: every node computes the same owner from
+/// the same live list, and a node joining or leaving moves only its own share.
+fn owner_of(p: u16, live: &[String]) -> Option<&str> {
+    live.iter()
+        .max_by_key(|n| stable_hash(&[n.as_bytes(), &p.to_be_bytes()]))
+        .map(String::as_str)
+}
+
+fn parse_id(raw: &[u8]) -> Result<SubId, StoreError> {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(SubId)
+        .ok_or_else(|| StoreError::Other("malformed subscription id in Redis".into()))
+}
+
+fn decode(id: SubId, rec: &[u8]) -> Result<Subscription, StoreError> {
+    codec::decode(id, rec)
+        .ok_or_else(|| StoreError::Other(format!("undecodable subscription record {id}")))
+}
+
+#[async_trait]
+impl SubscriptionStore for RedisStore {
+    fn allocate_id(&self, subject: &ProfileKey, random: u64) -> SubId {
+        Self::allocate(subject, random)
+    }
+
+    async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError> {
+        let colocated = Self::colocated(sub.id, &sub.subject);
+        let rec = codec::encode(&sub, colocated)?;
+        self.hint(sub.id, &sub, &sub.depends_on).await?;
+        let (part, b, hash) = self.locate(sub.id);
+        let mut c = self.conn.clone();
+        let r: Result<Vec<Vec<u8>>, _> = scripts::INSERT
+            .key(hash)
+            .arg(part)
+            .arg(b)
+            .arg(sub.id.0)
+            .arg(rec)
+            .invoke_async(&mut c)
+            .await;
+        match r {
+            Ok(replaced) => Ok(Upserted {
+                replaced: Self::decode_pairs(replaced)?,
+            }),
+            Err(e) if is_script_error(&e, "CONFLICT") => Err(StoreError::Conflict(sub.id)),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn refresh(&self, sub: Subscription) -> Result<Option<u32>, StoreError> {
+        let colocated = Self::colocated(sub.id, &sub.subject);
+        let rec = codec::encode(&sub, colocated)?;
+        self.hint(sub.id, &sub, &sub.depends_on).await?;
+        let (part, b, hash) = self.locate(sub.id);
+        let mut c = self.conn.clone();
+        scripts::REFRESH
+            .key(hash)
+            .arg(part)
+            .arg(b)
+            .arg(sub.id.0)
+            .arg(rec)
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn get(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
+        let (_, _, hash) = self.locate(id);
+        let mut c = self.conn.clone();
+        let rec: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(hash)
+            .arg(id.0)
+            .query_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        rec.map(|r| decode(id, &r)).transpose()
+    }
+
+    async fn remove(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
+        let (part, b, hash) = self.locate(id);
+        let mut c = self.conn.clone();
+        let rec: Option<Vec<u8>> = scripts::REMOVE
+            .key(hash)
+            .arg(part)
+            .arg(b)
+            .arg(id.0)
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        rec.map(|r| decode(id, &r)).transpose()
+    }
+
+    async fn next_cseq(
+        &self,
+        id: SubId,
+        depends_on: Option<Vec<ProfileKey>>,
+    ) -> Result<Option<u32>, StoreError> {
+        let (part, b, hash) = self.locate(id);
+        let (replace, implicit, section) = match &depends_on {
+            Some(keys) => {
+                // The subject is needed to write the section; the record has it.
+                let Some(sub) = self.get(id).await? else {
+                    return Ok(None);
+                };
+                if sub.depends_on == *keys {
+                    ("0", false, Vec::new())
+                } else {
+                    self.hint(id, &sub, keys).await?;
+                    let colocated = Self::colocated(id, &sub.subject);
+                    let (section, implicit) = codec::deps_section(&sub.subject, keys, colocated)?;
+                    ("1", implicit, section)
+                }
+            }
+            None => ("0", false, Vec::new()),
+        };
+        let mut c = self.conn.clone();
+        scripts::NEXT_CSEQ
+            .key(hash)
+            .arg(part)
+            .arg(b)
+            .arg(id.0)
+            .arg(replace)
+            .arg(u8::from(implicit))
+            .arg(section)
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn confirm_etag(&self, id: SubId, etag: String) -> Result<(), StoreError> {
+        let (_, _, hash) = self.locate(id);
+        let mut c = self.conn.clone();
+        let _: i64 = scripts::CONFIRM
+            .key(hash)
+            .arg(id.0)
+            .arg(codec::compact(&etag))
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Subscriptions depending on `key` in the partitions this node has taken on.
+    async fn by_key(
+        &self,
+        key: &ProfileKey,
+        after: Option<SubId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let ks = codec::key_bytes(key);
+        let (sp, sb) = split(bucket_of_key(&ks));
+        let mut c = self.conn.clone();
+        let mut candidates: BTreeSet<u16> = redis::cmd("SMEMBERS")
+            .arg(self.hint_key(&ks))
+            .query_async::<Vec<u16>>(&mut c)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .collect();
+        candidates.insert(sp);
+        let active: BTreeSet<u16> = self.active_now().into_iter().collect();
+        let parts = candidates
+            .intersection(&active)
+            .copied()
+            .collect::<Vec<_>>();
+        let ks = &ks;
+        Self::walk(
+            parts.into_iter(),
+            after,
+            limit,
+            |p, first, cursor, n| async move {
+                let subject_bucket = if p == sp { i64::from(sb) } else { -1 };
+                self.by_key_in(p, ks, subject_bucket, first, &cursor, n)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Expired subscriptions of the partitions whose lease this node holds.
+    async fn take_due(&self, now_ms: u64, limit: usize) -> Result<Vec<Subscription>, StoreError> {
+        let mut out = Vec::new();
+        for p in self.leased_now() {
+            if out.len() >= limit {
+                break;
+            }
+            let part = self.part(p);
+            let mut c = self.conn.clone();
+            let r: Result<Vec<Vec<u8>>, _> = scripts::TAKE_DUE
+                .key(format!("{part}:due"))
+                .arg(&part)
+                .arg(now_ms)
+                .arg(limit - out.len())
+                .arg(&self.node)
+                .invoke_async(&mut c)
+                .await;
+            match r {
+                Ok(pairs) => out.extend(Self::decode_pairs(pairs)?),
+                Err(e) if is_script_error(&e, "NOTOWNER") => {
+                    warn!(partition = p, "lease lost; dropping the partition");
+                    let mut o = self.lock_owned();
+                    o.leased.remove(&p);
+                    o.active.remove(&p);
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn next_expiry(&self) -> Result<Option<u64>, StoreError> {
+        let mut earliest: Option<u64> = None;
+        for p in self.leased_now() {
+            let mut c = self.conn.clone();
+            let first: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(format!("{}:due", self.part(p)))
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES")
+                .query_async(&mut c)
+                .await
+                .map_err(map_err)?;
+            if let Some((_, score)) = first.first() {
+                let at = *score as u64;
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+        }
+        Ok(earliest)
+    }
+
+    /// Subscriptions held by the whole tier.
+    async fn count(&self) -> Result<u64, StoreError> {
+        let mut jobs = tokio::task::JoinSet::new();
+        for p in 0..PARTITIONS {
+            let mut c = self.conn.clone();
+            let key = format!("{}:n", self.part(p));
+            jobs.spawn(async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<i64>>(&mut c)
+                    .await
+            });
+        }
+        let mut total = 0i64;
+        while let Some(r) = jobs.join_next().await {
+            let n = r
+                .map_err(|e| StoreError::Other(e.to_string()))?
+                .map_err(map_err)?;
+            total += n.unwrap_or(0);
+        }
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    /// Every subscription in the partitions this node has taken on.
+    async fn scan(&self, after: Option<SubId>, limit: usize) -> Result<Page, StoreError> {
+        let parts = self.active_now();
+        Self::walk(
+            parts.into_iter(),
+            after,
+            limit,
+            |p, first, cursor, n| async move { self.scan_in(p, first, &cursor, n).await },
+        )
+        .await
+    }
+
+    /// The lowest position any partition has processed: where a starting node must read
+    /// from so that no partition misses a change.
+    async fn feed_offset(&self) -> Result<u64, StoreError> {
+        let mut lowest = u64::MAX;
+        for p in 0..PARTITIONS {
+            lowest = lowest.min(self.partition_offset(p).await?);
+        }
+        Ok(lowest)
+    }
+
+    /// Records `seq` as processed for the partitions this node has taken on.
+    async fn set_feed_offset(&self, seq: u64) -> Result<(), StoreError> {
+        for p in self.active_now() {
+            self.set_shard_offset(p, seq).await?;
+        }
+        Ok(())
+    }
+
+    async fn take_acquired(&self) -> Result<Vec<(u16, u64)>, StoreError> {
+        let fresh: Vec<u16> = {
+            let now = Instant::now();
+            let mut o = self.lock_owned();
+            o.leased.retain(|_, until| *until > now);
+            let Owned { leased, active } = &mut *o;
+            let fresh: Vec<u16> = leased
+                .keys()
+                .copied()
+                .filter(|p| !active.contains(p))
+                .collect();
+            active.extend(fresh.iter().copied());
+            fresh
+        };
+        let mut out = Vec::with_capacity(fresh.len());
+        for p in &fresh {
+            match self.partition_offset(*p).await {
+                Ok(off) => out.push((*p, off)),
+                Err(e) => {
+                    // Not taken on after all: offer them again next time.
+                    let mut o = self.lock_owned();
+                    for p in &fresh {
+                        o.active.remove(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn scan_shard(
+        &self,
+        shard: u16,
+        after: Option<SubId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        Self::walk(
+            std::iter::once(shard),
+            after,
+            limit,
+            |p, first, cursor, n| async move { self.scan_in(p, first, &cursor, n).await },
+        )
+        .await
+    }
+
+    async fn set_shard_offset(&self, shard: u16, seq: u64) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = scripts::RAISE
+            .key(format!("{}:off", self.part(shard)))
+            .arg(seq)
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}

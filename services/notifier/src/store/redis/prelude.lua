@@ -1,0 +1,99 @@
+-- Shared helpers of the subscription store scripts (prepended to each script).
+--
+-- Every script runs in one partition, whose keys share the hash tag in ARGV[1] (the
+-- partition prefix, e.g. "uaprof:{17}"), so each script is atomic on a Redis Cluster too.
+--   P..':h:'..b          HASH  id -> record (bucket b of the partition)
+--   P..':k:'..b..':'..K  SET   ids in bucket b that depend on key K (explicit index entries)
+--   P..':due'            ZSET  bucket -> earliest expiry in it (may be early, never late)
+--   P..':n'              count of subscriptions in the partition
+--   P..':lease'          the node that owns the partition's timed duties
+-- Records: see codec.rs (flags, expires, cseq, type, subject, etag, instance, deps, tail).
+
+local MAX_CSEQ = 2147483647
+
+local function u16(s, pos)
+  return string.byte(s, pos) * 256 + string.byte(s, pos + 1)
+end
+
+local function field(s, pos)
+  local n = u16(s, pos)
+  return string.sub(s, pos + 2, pos + 1 + n), pos + 2 + n
+end
+
+local function be(s, from, to)
+  local v = 0
+  for i = from, to do v = v * 256 + string.byte(s, i) end
+  return v
+end
+
+local function expires(rec) return be(rec, 2, 9) end
+local function cseq(rec) return be(rec, 10, 13) end
+
+local function with_cseq(rec, c)
+  local b = {}
+  for i = 4, 1, -1 do
+    b[i] = string.char(c % 256)
+    c = math.floor(c / 256)
+  end
+  return string.sub(rec, 1, 9) .. table.concat(b) .. string.sub(rec, 14)
+end
+
+local function parse(rec)
+  local h = { flags = string.byte(rec, 1), ptype = string.byte(rec, 14) }
+  local pos = 15
+  h.subject, pos = field(rec, pos)
+  h.etag_at = pos
+  h.etag, pos = field(rec, pos)
+  h.etag_end = pos
+  h.instance, pos = field(rec, pos)
+  h.deps_at = pos
+  local n = string.byte(rec, pos)
+  pos = pos + 1
+  h.explicit = {}
+  for _ = 1, n do
+    local k
+    k, pos = field(rec, pos)
+    if k ~= '' then h.explicit[#h.explicit + 1] = k end
+  end
+  h.deps_end = pos
+  return h
+end
+
+-- Ids are decimal u64 strings: numeric order is (length, bytes).
+local function idless(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+
+local function set_key(P, b, k) return P .. ':k:' .. b .. ':' .. k end
+
+local function fix_due(P, b)
+  local recs = redis.call('HVALS', P .. ':h:' .. b)
+  local min = nil
+  for _, rec in ipairs(recs) do
+    local e = expires(rec)
+    if min == nil or e < min then min = e end
+  end
+  if min == nil then
+    redis.call('ZREM', P .. ':due', b)
+  else
+    redis.call('ZADD', P .. ':due', min, b)
+  end
+end
+
+local function unlink(P, b, id, h)
+  redis.call('HDEL', P .. ':h:' .. b, id)
+  for _, k in ipairs(h.explicit) do redis.call('SREM', set_key(P, b, k), id) end
+  redis.call('INCRBY', P .. ':n', -1)
+end
+
+local function relink(P, b, id, old, new)
+  local keep = {}
+  for _, k in ipairs(new.explicit) do keep[k] = true end
+  for _, k in ipairs(old.explicit) do
+    if not keep[k] then redis.call('SREM', set_key(P, b, k), id) end
+  end
+  for _, k in ipairs(new.explicit) do redis.call('SADD', set_key(P, b, k), id) end
+end
+
+local function u16s(n) return string.char(math.floor(n / 256), n % 256) end

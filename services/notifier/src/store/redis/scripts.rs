@@ -1,0 +1,229 @@
+//! The Lua scripts of the Redis store. Each touches one partition (one hash slot) and is
+//! atomic there; `prelude.lua` documents the key layout they share.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+macro_rules! script {
+    ($name:ident, $body:literal) => {
+        pub static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(concat!(include_str!("prelude.lua"), $body)));
+    };
+}
+
+// KEYS[1] bucket hash; ARGV: P, b, id, record. Returns the replaced [id, record, ...] or a
+// CONFLICT error if the id exists.
+script!(
+    INSERT,
+    r#"
+local P, b, id, rec = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local h = KEYS[1]
+if redis.call('HEXISTS', h, id) == 1 then return redis.error_reply('CONFLICT') end
+local new = parse(rec)
+local replaced = {}
+if new.instance ~= '' then
+  local all = redis.call('HGETALL', h)
+  for i = 1, #all, 2 do
+    local o = parse(all[i + 1])
+    if o.instance == new.instance and o.ptype == new.ptype then
+      unlink(P, b, all[i], o)
+      replaced[#replaced + 1] = all[i]
+      replaced[#replaced + 1] = all[i + 1]
+    end
+  end
+end
+redis.call('HSET', h, id, rec)
+for _, k in ipairs(new.explicit) do redis.call('SADD', set_key(P, b, k), id) end
+redis.call('INCRBY', P .. ':n', 1)
+if #replaced > 0 then fix_due(P, b) else redis.call('ZADD', P .. ':due', 'LT', expires(rec), b) end
+return replaced
+"#
+);
+
+// KEYS[1] bucket hash; ARGV: P, b, id, record. Returns the new CSeq, or nil if gone.
+script!(
+    REFRESH,
+    r#"
+local P, b, id, rec = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local old = redis.call('HGET', KEYS[1], id)
+if not old then return false end
+local c = math.min(math.max(cseq(old), cseq(rec)) + 1, MAX_CSEQ)
+rec = with_cseq(rec, c)
+relink(P, b, id, parse(old), parse(rec))
+redis.call('HSET', KEYS[1], id, rec)
+if expires(rec) < expires(old) then
+  redis.call('ZADD', P .. ':due', 'LT', expires(rec), b)
+end
+return c
+"#
+);
+
+// KEYS[1] bucket hash; ARGV: P, b, id, replace ('0'/'1'), implicit ('0'/'1'), deps section.
+// Returns the new CSeq, or nil if gone.
+script!(
+    NEXT_CSEQ,
+    r#"
+local P, b, id = ARGV[1], ARGV[2], ARGV[3]
+local old = redis.call('HGET', KEYS[1], id)
+if not old then return false end
+local c = math.min(cseq(old) + 1, MAX_CSEQ)
+local rec = with_cseq(old, c)
+if ARGV[4] == '1' then
+  local o = parse(old)
+  local flags = bit.band(o.flags, 254) + tonumber(ARGV[5])
+  rec = string.char(flags) .. string.sub(rec, 2, o.deps_at - 1) .. ARGV[6] .. string.sub(rec, o.deps_end)
+  relink(P, b, id, o, parse(rec))
+end
+redis.call('HSET', KEYS[1], id, rec)
+return c
+"#
+);
+
+// KEYS[1] bucket hash; ARGV: id, etag. Returns 1 if written.
+script!(
+    CONFIRM,
+    r#"
+local id, etag = ARGV[1], ARGV[2]
+local old = redis.call('HGET', KEYS[1], id)
+if not old then return 0 end
+local o = parse(old)
+if bit.band(o.flags, 2) == 2 and o.etag == etag then return 0 end
+local rec = string.char(bit.bor(o.flags, 2)) .. string.sub(old, 2, o.etag_at - 1)
+  .. u16s(#etag) .. etag .. string.sub(old, o.etag_end)
+redis.call('HSET', KEYS[1], id, rec)
+return 1
+"#
+);
+
+// KEYS[1] bucket hash; ARGV: P, b, id. Returns the removed record or nil.
+script!(
+    REMOVE,
+    r#"
+local P, b, id = ARGV[1], ARGV[2], ARGV[3]
+local old = redis.call('HGET', KEYS[1], id)
+if not old then return false end
+unlink(P, b, id, parse(old))
+local due = redis.call('ZSCORE', P .. ':due', b)
+if due and expires(old) <= tonumber(due) then fix_due(P, b) end
+return old
+"#
+);
+
+// KEYS[1] due zset; ARGV: P, key, subject bucket (-1: none here), first bucket, after, limit.
+// Ids depending on `key`, in (bucket, id) order from (first bucket, after), at most limit.
+script!(
+    BY_KEY,
+    r#"
+local P, key = ARGV[1], ARGV[2]
+local sb, first, after, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local out = {}
+for b = first, 63 do
+  local ids = redis.call('SMEMBERS', set_key(P, b, key))
+  if b == sb then
+    local all = redis.call('HGETALL', P .. ':h:' .. b)
+    for i = 1, #all, 2 do
+      local rec = all[i + 1]
+      if bit.band(string.byte(rec, 1), 1) == 1 and field(rec, 15) == key then
+        ids[#ids + 1] = all[i]
+      end
+    end
+  end
+  table.sort(ids, idless)
+  for _, id in ipairs(ids) do
+    if b ~= first or after == '' or idless(after, id) then
+      out[#out + 1] = id
+      if #out >= limit then return out end
+    end
+  end
+end
+return out
+"#
+);
+
+// KEYS[1] due zset; ARGV: P, first bucket, after, limit. Every id, in (bucket, id) order.
+script!(
+    SCAN,
+    r#"
+local P = ARGV[1]
+local first, after, limit = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local out = {}
+for b = first, 63 do
+  local ids = redis.call('HKEYS', P .. ':h:' .. b)
+  table.sort(ids, idless)
+  for _, id in ipairs(ids) do
+    if b ~= first or after == '' or idless(after, id) then
+      out[#out + 1] = id
+      if #out >= limit then return out end
+    end
+  end
+end
+return out
+"#
+);
+
+// KEYS[1] due zset; ARGV: P, now_ms, limit, node. Removes and returns [id, record, ...] of the
+// `limit` earliest expired subscriptions, only while `node` holds the partition's lease
+// (NOTOWNER otherwise): a node that lost its lease cannot end a subscription a second time.
+script!(
+    TAKE_DUE,
+    r#"
+local P, now, limit, node = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if redis.call('GET', P .. ':lease') ~= node then return redis.error_reply('NOTOWNER') end
+local buckets = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+local cands = {}
+for _, b in ipairs(buckets) do
+  local all = redis.call('HGETALL', P .. ':h:' .. b)
+  for i = 1, #all, 2 do
+    local e = expires(all[i + 1])
+    if e <= now then cands[#cands + 1] = { e, all[i], all[i + 1], b } end
+  end
+end
+table.sort(cands, function(x, y)
+  if x[1] ~= y[1] then return x[1] < y[1] end
+  return idless(x[2], y[2])
+end)
+local out = {}
+for i = 1, math.min(limit, #cands) do
+  local c = cands[i]
+  unlink(P, c[4], c[2], parse(c[3]))
+  out[#out + 1] = c[2]
+  out[#out + 1] = c[3]
+end
+for _, b in ipairs(buckets) do fix_due(P, b) end
+return out
+"#
+);
+
+// KEYS[1] lease; ARGV: node, ttl_ms. 1 renewed, 2 acquired, 0 held by another node.
+pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
+return 0
+"#,
+    )
+});
+
+// KEYS[1] lease; ARGV: node. 1 if released.
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
+// KEYS[1] offset; ARGV: seq. Raises the offset, never lowers it.
+pub static RAISE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"#,
+    )
+});
