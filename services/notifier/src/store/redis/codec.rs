@@ -55,8 +55,90 @@ struct Tail {
     vendor: Option<String>,
     model: Option<String>,
     version: Option<String>,
-    accept: Option<Vec<String>>,
+    accept: Option<Vec<AcceptValue>>,
     event_id: Option<String>,
+}
+
+/// Accept values phones send, stored as one byte.
+const KNOWN_ACCEPT: [&str; 8] = [
+    "message/external-body",
+    "multipart/mixed",
+    "application/xml",
+    "text/xml",
+    "text/plain",
+    "application/octet-stream",
+    "*/*",
+    "application/*",
+];
+
+#[derive(Serialize, Deserialize)]
+enum AcceptValue {
+    Known(u8),
+    Other(String),
+}
+
+impl AcceptValue {
+    fn pack(v: &str) -> Self {
+        KNOWN_ACCEPT
+            .iter()
+            .position(|k| *k == v)
+            .and_then(|i| u8::try_from(i).ok())
+            .map_or_else(|| Self::Other(v.to_owned()), Self::Known)
+    }
+
+    fn unpack(self) -> Option<String> {
+        match self {
+            Self::Known(i) => KNOWN_ACCEPT.get(usize::from(i)).map(|s| (*s).to_owned()),
+            Self::Other(s) => Some(s),
+        }
+    }
+}
+
+/// Dialog strings repeat the phone's address and identity: a Contact of
+/// `sip:0004f2aabbcc@10.1.2.3:5060` from 10.1.2.3:5060 for device mac:0004f2aabbcc. Each
+/// occurrence of those tokens is stored as one control byte (which SIP text never holds; a
+/// string that does is stored verbatim behind a 0 byte).
+struct Tokens([String; 3]);
+
+impl Tokens {
+    fn new(source: SocketAddr, subject: &ProfileKey) -> Self {
+        let id = match subject {
+            ProfileKey::Device(d) => d.strip_prefix("mac:").unwrap_or(d).to_owned(),
+            ProfileKey::User(a) => a.split('@').next().unwrap_or_default().to_owned(),
+            _ => String::new(),
+        };
+        Tokens([source.ip().to_string(), id, source.port().to_string()])
+    }
+
+    fn squeeze(&self, s: &str) -> String {
+        if s.bytes().any(|b| b < 4) {
+            return format!("\0{s}");
+        }
+        let mut out = s.to_owned();
+        for (i, t) in self.0.iter().enumerate() {
+            if t.len() >= 3 && !t.bytes().any(|b| b < 4) {
+                out = out.replace(t.as_str(), &char::from(i as u8 + 1).to_string());
+            }
+        }
+        out
+    }
+
+    fn expand(&self, s: String) -> String {
+        if let Some(raw) = s.strip_prefix('\0') {
+            return raw.to_owned();
+        }
+        if !s.bytes().any(|b| b < 4) {
+            return s;
+        }
+        let mut out = String::with_capacity(s.len() + 32);
+        for c in s.chars() {
+            match c {
+                '\u{1}' | '\u{2}' | '\u{3}' => out.push_str(&self.0[c as usize - 1]),
+                c => out.push(c),
+            }
+        }
+        out
+    }
 }
 
 /// A key as stored (record header, index set names, hints): a kind byte, then the id.
@@ -250,14 +332,15 @@ pub fn encode(sub: &Subscription, colocated: bool) -> Result<Vec<u8>, StoreError
     put_bytes(&mut out, &compact(sub.instance.as_deref().unwrap_or("")))?;
     out.extend_from_slice(&deps);
     let d = &sub.dialog;
+    let t = Tokens::new(sub.source, &sub.subject);
     let tail = Tail {
-        call_id: d.call_id.clone(),
+        call_id: t.squeeze(&d.call_id),
         local_tag: (d.local_tag != sub.id.tag()).then(|| d.local_tag.clone()),
         remote_tag: d.remote_tag.clone(),
-        local_uri: d.local_uri.clone(),
-        remote_uri: (d.remote_uri != d.local_uri).then(|| d.remote_uri.clone()),
-        remote_target: d.remote_target.clone(),
-        route_set: d.route_set.clone(),
+        local_uri: t.squeeze(&d.local_uri),
+        remote_uri: (d.remote_uri != d.local_uri).then(|| t.squeeze(&d.remote_uri)),
+        remote_target: t.squeeze(&d.remote_target),
+        route_set: d.route_set.iter().map(|r| t.squeeze(r)).collect(),
         secure: d.secure,
         remote_cseq: d.remote_cseq,
         transport: sub.transport,
@@ -266,7 +349,10 @@ pub fn encode(sub: &Subscription, colocated: bool) -> Result<Vec<u8>, StoreError
         vendor: sub.vendor.clone(),
         model: sub.model.clone(),
         version: sub.version.clone(),
-        accept: sub.accept.clone(),
+        accept: sub
+            .accept
+            .as_ref()
+            .map(|a| a.iter().map(|v| AcceptValue::pack(v)).collect()),
         event_id: sub.event_id.clone(),
     };
     postcard::to_extend(&tail, out).map_err(|e| StoreError::Other(format!("encode: {e}")))
@@ -319,16 +405,28 @@ pub fn decode(id: SubId, buf: &[u8]) -> Option<Subscription> {
         });
     }
     let tail: Tail = postcard::from_bytes(buf.get(r.pos..)?).ok()?;
+    let t = Tokens::new(tail.source, &subject);
+    let local_uri = t.expand(tail.local_uri);
+    let accept = match tail.accept {
+        Some(a) => Some(
+            a.into_iter()
+                .map(AcceptValue::unpack)
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        None => None,
+    };
     Some(Subscription {
         id,
         dialog: Dialog {
-            call_id: tail.call_id,
+            call_id: t.expand(tail.call_id),
             local_tag: tail.local_tag.unwrap_or_else(|| id.tag()),
             remote_tag: tail.remote_tag,
-            remote_uri: tail.remote_uri.unwrap_or_else(|| tail.local_uri.clone()),
-            local_uri: tail.local_uri,
-            remote_target: tail.remote_target,
-            route_set: tail.route_set,
+            remote_uri: tail
+                .remote_uri
+                .map_or_else(|| local_uri.clone(), |u| t.expand(u)),
+            local_uri,
+            remote_target: t.expand(tail.remote_target),
+            route_set: tail.route_set.into_iter().map(|r| t.expand(r)).collect(),
             secure: tail.secure,
             remote_cseq: tail.remote_cseq,
         },
@@ -341,7 +439,7 @@ pub fn decode(id: SubId, buf: &[u8]) -> Option<Subscription> {
         model: tail.model,
         version: tail.version,
         instance,
-        accept: tail.accept,
+        accept,
         event_id: tail.event_id,
         expires_at_ms,
         local_cseq,
@@ -373,6 +471,24 @@ mod tests {
         sub.dialog.remote_uri = "sip:x@y".into();
         let bytes = encode(&sub, false).expect("encode");
         assert_eq!(decode(sub.id, &bytes), Some(sub));
+    }
+
+    #[test]
+    fn phone_shaped_dialogs_shrink_and_round_trip() {
+        let mut sub = sample(0x1234, "mac:0004f2aabbcc");
+        sub.source = "10.1.2.3:5062".parse().expect("addr");
+        sub.dialog.remote_target = "sip:0004f2aabbcc@10.1.2.3:5062".into();
+        sub.dialog.call_id = "1f2e3d4c@10.1.2.3".into();
+        sub.dialog.local_uri = "sip:0004f2aabbcc@voip.example.com".into();
+        sub.dialog.route_set = vec!["<sip:10.1.2.3;lr>".into()];
+        sub.accept = Some(vec!["message/external-body".into(), "x/y".into()]);
+        let plain = encode(&sub, false).expect("encode");
+        assert_eq!(decode(sub.id, &plain), Some(sub.clone()));
+        // Strings holding the token bytes themselves are kept verbatim.
+        sub.dialog.call_id = "\u{1}odd\u{2}@10.1.2.3".into();
+        sub.dialog.remote_uri = "\\0\u{3}".into();
+        let odd = encode(&sub, false).expect("encode");
+        assert_eq!(decode(sub.id, &odd), Some(sub));
     }
 
     #[test]

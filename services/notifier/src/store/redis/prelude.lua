@@ -38,6 +38,13 @@ local function with_cseq(rec, c)
   return string.sub(rec, 1, 9) .. table.concat(b) .. string.sub(rec, 14)
 end
 
+-- The +sip.instance field alone (cheap: no dependency walk).
+local function instance_of(rec)
+  local _, pos = field(rec, 15)
+  _, pos = field(rec, pos)
+  return (field(rec, pos))
+end
+
 local function parse(rec)
   local h = { flags = string.byte(rec, 1), ptype = string.byte(rec, 14) }
   local pos = 15

@@ -25,9 +25,9 @@ local replaced = {}
 if new.instance ~= '' then
   local all = redis.call('HGETALL', h)
   for i = 1, #all, 2 do
-    local o = parse(all[i + 1])
-    if o.instance == new.instance and o.ptype == new.ptype then
-      unlink(P, b, all[i], o)
+    local rec_i = all[i + 1]
+    if string.byte(rec_i, 14) == new.ptype and instance_of(rec_i) == new.instance then
+      unlink(P, b, all[i], parse(rec_i))
       replaced[#replaced + 1] = all[i]
       replaced[#replaced + 1] = all[i + 1]
     end
