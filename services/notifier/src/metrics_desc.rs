@@ -87,4 +87,20 @@ pub fn describe() {
         "store_errors_total",
         "Subscription store errors, by operation"
     );
+    describe_counter!(
+        "fanout_shards_reconciled_total",
+        "Shards taken over behind the feed and reconciled against current content"
+    );
+    describe_gauge!(
+        "ownership_partitions",
+        "Store partitions whose lease this node holds (Redis store)"
+    );
+    describe_gauge!(
+        "ownership_live_nodes",
+        "Notifier nodes in the registry at this node's last heartbeat"
+    );
+    describe_counter!(
+        "ownership_changes_total",
+        "Partition leases acquired or released by this node"
+    );
 }
