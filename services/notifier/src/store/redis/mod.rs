@@ -532,10 +532,11 @@ impl RedisStore {
         self.resign().await;
     }
 
-    async fn by_key_in(
+    /// One partition's part of a page: ids depending on `key` (all ids when `None`).
+    async fn page_in(
         &self,
         p: u16,
-        key: &[u8],
+        key: Option<&[u8]>,
         subject_bucket: i64,
         first: u16,
         after: &str,
@@ -543,32 +544,11 @@ impl RedisStore {
     ) -> Result<Vec<SubId>, StoreError> {
         let part = self.part(p);
         let mut c = self.conn.clone();
-        let ids: Vec<String> = scripts::BY_KEY
+        let ids: Vec<String> = scripts::PAGE
             .key(format!("{part}:due"))
             .arg(&part)
-            .arg(key)
+            .arg(key.unwrap_or_default())
             .arg(subject_bucket)
-            .arg(first)
-            .arg(after)
-            .arg(limit)
-            .invoke_async(&mut c)
-            .await
-            .map_err(map_err)?;
-        ids.iter().map(|s| parse_id(s.as_bytes())).collect()
-    }
-
-    async fn scan_in(
-        &self,
-        p: u16,
-        first: u16,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<SubId>, StoreError> {
-        let part = self.part(p);
-        let mut c = self.conn.clone();
-        let ids: Vec<String> = scripts::SCAN
-            .key(format!("{part}:due"))
-            .arg(&part)
             .arg(first)
             .arg(after)
             .arg(limit)
@@ -790,7 +770,7 @@ impl SubscriptionStore for RedisStore {
             limit,
             |p, first, cursor, n| async move {
                 let subject_bucket = if p == sp { i64::from(sb) } else { -1 };
-                self.by_key_in(p, ks, subject_bucket, first, &cursor, n)
+                self.page_in(p, Some(ks), subject_bucket, first, &cursor, n)
                     .await
             },
         )
@@ -878,7 +858,7 @@ impl SubscriptionStore for RedisStore {
             parts.into_iter(),
             after,
             limit,
-            |p, first, cursor, n| async move { self.scan_in(p, first, &cursor, n).await },
+            |p, first, cursor, n| async move { self.page_in(p, None, -1, first, &cursor, n).await },
         )
         .await
     }
@@ -942,7 +922,7 @@ impl SubscriptionStore for RedisStore {
             std::iter::once(shard),
             after,
             limit,
-            |p, first, cursor, n| async move { self.scan_in(p, first, &cursor, n).await },
+            |p, first, cursor, n| async move { self.page_in(p, None, -1, first, &cursor, n).await },
         )
         .await
     }

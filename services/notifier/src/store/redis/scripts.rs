@@ -110,46 +110,31 @@ return old
 "#
 );
 
-// KEYS[1] due zset; ARGV: P, key, subject bucket (-1: none here), first bucket, after, limit.
-// Ids depending on `key`, in (bucket, id) order from (first bucket, after), at most limit.
+// KEYS[1] due zset; ARGV: P, key ('' = every subscription), subject bucket (-1: none here),
+// first bucket, after, limit. Ids depending on `key` (or all ids), in (bucket, id) order
+// from (first bucket, after), at most limit.
 script!(
-    BY_KEY,
+    PAGE,
     r#"
 local P, key = ARGV[1], ARGV[2]
 local sb, first, after, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local out = {}
 for b = first, 63 do
-  local ids = redis.call('SMEMBERS', set_key(P, b, key))
-  if b == sb then
-    local all = redis.call('HGETALL', P .. ':h:' .. b)
-    for i = 1, #all, 2 do
-      local rec = all[i + 1]
-      if bit.band(string.byte(rec, 1), 1) == 1 and field(rec, 15) == key then
-        ids[#ids + 1] = all[i]
+  local ids
+  if key == '' then
+    ids = redis.call('HKEYS', P .. ':h:' .. b)
+  else
+    ids = redis.call('SMEMBERS', set_key(P, b, key))
+    if b == sb then
+      local all = redis.call('HGETALL', P .. ':h:' .. b)
+      for i = 1, #all, 2 do
+        local rec = all[i + 1]
+        if bit.band(string.byte(rec, 1), 1) == 1 and field(rec, 15) == key then
+          ids[#ids + 1] = all[i]
+        end
       end
     end
   end
-  table.sort(ids, idless)
-  for _, id in ipairs(ids) do
-    if b ~= first or after == '' or idless(after, id) then
-      out[#out + 1] = id
-      if #out >= limit then return out end
-    end
-  end
-end
-return out
-"#
-);
-
-// KEYS[1] due zset; ARGV: P, first bucket, after, limit. Every id, in (bucket, id) order.
-script!(
-    SCAN,
-    r#"
-local P = ARGV[1]
-local first, after, limit = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local out = {}
-for b = first, 63 do
-  local ids = redis.call('HKEYS', P .. ':h:' .. b)
   table.sort(ids, idless)
   for _, id in ipairs(ids) do
     if b ~= first or after == '' or idless(after, id) then
