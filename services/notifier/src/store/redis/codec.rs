@@ -4,6 +4,7 @@
 //! ```text
 //! offset  size  field
 //! 0       1     flags: bit0 subject indexed implicitly (see below), bit1 etag present,
+//!               bit2 the id is in the subject's bucket,
 //!               bits 4..7 format version (1)
 //! 1       8     expires_at_ms, big endian
 //! 9       4     local_cseq, big endian
@@ -35,6 +36,8 @@ use crate::store::{PackageName, StoreError, SubId, Subscription};
 const VERSION: u8 = 1;
 pub const FLAG_IMPLICIT: u8 = 1;
 const FLAG_ETAG: u8 = 2;
+/// The id places the subscription in its subject's bucket (scripts re-derive bit0 from it).
+const FLAG_COLOCATED: u8 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct Tail {
@@ -316,6 +319,9 @@ pub fn encode(sub: &Subscription, colocated: bool) -> Result<Vec<u8>, StoreError
     let mut flags = VERSION << 4;
     if implicit {
         flags |= FLAG_IMPLICIT;
+    }
+    if colocated {
+        flags |= FLAG_COLOCATED;
     }
     if sub.confirmed_etag.is_some() {
         flags |= FLAG_ETAG;

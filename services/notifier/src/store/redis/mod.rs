@@ -145,20 +145,22 @@ fn is_script_error(e: &RedisError, code: &str) -> bool {
     e.code() == Some(code) || e.detail() == Some(code) || e.to_string().ends_with(code)
 }
 
+/// Transport failures and the replies of a Redis that is starting, failing over or busy
+/// are retryable (503 to the phone); anything else is a fault.
 fn map_err(e: RedisError) -> StoreError {
-    match e.code() {
-        _ if e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_cluster_error() =>
-        {
-            StoreError::Unavailable(e.to_string())
-        }
-        Some("LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "BUSY") => {
-            StoreError::Unavailable(e.to_string())
-        }
-        _ => StoreError::Other(e.to_string()),
+    let transient = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_cluster_error()
+        || matches!(
+            e.code(),
+            Some("LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "BUSY")
+        );
+    if transient {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Other(e.to_string())
     }
 }
 
@@ -313,22 +315,14 @@ impl RedisStore {
         bucket_of_id(id) == bucket_of_key(&codec::key_bytes(subject))
     }
 
-    /// Records, before the index entries exist, which partition will hold entries for
-    /// each explicitly indexed key (a superset is harmless; a missing hint is not).
-    async fn hint(
-        &self,
-        id: SubId,
-        sub: &Subscription,
-        keys: &[ProfileKey],
-    ) -> Result<(), StoreError> {
+    /// Records, before the index entries exist, that partition `p` of subscription `id`
+    /// will hold explicit entries for each key (a superset is harmless; a missing hint is
+    /// not). A key's own partition needs no hint: lookups always search it.
+    async fn hint(&self, id: SubId, keys: &[ProfileKey]) -> Result<(), StoreError> {
         let (p, _) = split(bucket_of_id(id));
-        let implicit = Self::colocated(id, &sub.subject);
         for k in keys {
-            if implicit && *k == sub.subject {
-                continue;
-            }
             let ks = codec::key_bytes(k);
-            if self.lock_hints().contains(&(ks.clone(), p)) {
+            if split(bucket_of_key(&ks)).0 == p || self.lock_hints().contains(&(ks.clone(), p)) {
                 continue;
             }
             let mut c = self.conn.clone();
@@ -627,7 +621,7 @@ impl SubscriptionStore for RedisStore {
     async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError> {
         let colocated = Self::colocated(sub.id, &sub.subject);
         let rec = codec::encode(&sub, colocated)?;
-        self.hint(sub.id, &sub, &sub.depends_on).await?;
+        self.hint(sub.id, &sub.depends_on).await?;
         let (part, b, hash) = self.locate(sub.id);
         let mut c = self.conn.clone();
         let r: Result<Vec<Vec<u8>>, _> = scripts::INSERT
@@ -650,7 +644,7 @@ impl SubscriptionStore for RedisStore {
     async fn refresh(&self, sub: Subscription) -> Result<Option<u32>, StoreError> {
         let colocated = Self::colocated(sub.id, &sub.subject);
         let rec = codec::encode(&sub, colocated)?;
-        self.hint(sub.id, &sub, &sub.depends_on).await?;
+        self.hint(sub.id, &sub.depends_on).await?;
         let (part, b, hash) = self.locate(sub.id);
         let mut c = self.conn.clone();
         scripts::REFRESH
@@ -696,35 +690,25 @@ impl SubscriptionStore for RedisStore {
         depends_on: Option<Vec<ProfileKey>>,
     ) -> Result<Option<u32>, StoreError> {
         let (part, b, hash) = self.locate(id);
-        let (replace, implicit, section) = match &depends_on {
+        let mut script = scripts::NEXT_CSEQ.key(hash);
+        script.arg(part).arg(b).arg(id.0);
+        match &depends_on {
             Some(keys) => {
-                // The subject is needed to write the section; the record has it.
-                let Some(sub) = self.get(id).await? else {
-                    return Ok(None);
-                };
-                if sub.depends_on == *keys {
-                    ("0", false, Vec::new())
-                } else {
-                    self.hint(id, &sub, keys).await?;
-                    let colocated = Self::colocated(id, &sub.subject);
-                    let (section, implicit) = codec::deps_section(&sub.subject, keys, colocated)?;
-                    ("1", implicit, section)
+                if keys.len() > usize::from(u8::MAX) {
+                    return Err(StoreError::Other("more than 255 dependency keys".into()));
+                }
+                self.hint(id, keys).await?;
+                script.arg("1");
+                for k in keys {
+                    script.arg(codec::key_bytes(k));
                 }
             }
-            None => ("0", false, Vec::new()),
-        };
+            None => {
+                script.arg("0");
+            }
+        }
         let mut c = self.conn.clone();
-        scripts::NEXT_CSEQ
-            .key(hash)
-            .arg(part)
-            .arg(b)
-            .arg(id.0)
-            .arg(replace)
-            .arg(u8::from(implicit))
-            .arg(section)
-            .invoke_async(&mut c)
-            .await
-            .map_err(map_err)
+        script.invoke_async(&mut c).await.map_err(map_err)
     }
 
     async fn confirm_etag(&self, id: SubId, etag: String) -> Result<(), StoreError> {

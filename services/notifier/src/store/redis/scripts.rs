@@ -59,8 +59,10 @@ return c
 "#
 );
 
-// KEYS[1] bucket hash; ARGV: P, b, id, replace ('0'/'1'), implicit ('0'/'1'), deps section.
-// Returns the new CSeq, or nil if gone.
+// KEYS[1] bucket hash; ARGV: P, b, id, replace ('0'/'1'), then the new dependency keys.
+// Returns the new CSeq, or nil if gone. The dependency section is rebuilt here (the subject
+// is written as an implicit entry when the record is in the subject's bucket) and the index
+// sets are touched only when it changed.
 script!(
     NEXT_CSEQ,
     r#"
@@ -71,9 +73,24 @@ local c = math.min(cseq(old) + 1, MAX_CSEQ)
 local rec = with_cseq(old, c)
 if ARGV[4] == '1' then
   local o = parse(old)
-  local flags = bit.band(o.flags, 254) + tonumber(ARGV[5])
-  rec = string.char(flags) .. string.sub(rec, 2, o.deps_at - 1) .. ARGV[6] .. string.sub(rec, o.deps_end)
-  relink(P, b, id, o, parse(rec))
+  local colocated = bit.band(o.flags, 4) == 4
+  local implicit = 0
+  local parts = { string.char(#ARGV - 4) }
+  for i = 5, #ARGV do
+    local k = ARGV[i]
+    if colocated and k == o.subject then
+      implicit = 1
+      parts[#parts + 1] = u16s(0)
+    else
+      parts[#parts + 1] = u16s(#k) .. k
+    end
+  end
+  local section = table.concat(parts)
+  if section ~= string.sub(old, o.deps_at, o.deps_end - 1) then
+    local flags = bit.band(o.flags, 254) + implicit
+    rec = string.char(flags) .. string.sub(rec, 2, o.deps_at - 1) .. section .. string.sub(rec, o.deps_end)
+    relink(P, b, id, o, parse(rec))
+  end
 end
 redis.call('HSET', KEYS[1], id, rec)
 return c
