@@ -6,18 +6,26 @@
 # `apt-get update` runs at most once, and only when something must actually be installed, because
 # the apt lists on a fresh machine may be missing or stale.
 #
-# Always installed:
+# Installed:
+#   build deps    deploy/install-build-deps.sh (cmake, libssl-dev, ... for librdkafka)
 #   sipp          Debian `sip-tester`  interop scenarios in loadtest/sipp/ (an independent SIP peer)
 #   redis-server  Debian `redis-server` and `redis-tools` (redis-cli)  the Redis tests; the
 #                 `testkit` crate starts its own servers and clusters on free loopback ports
-# Opt-in via UAPROF_TEST_DEPS (comma/space separated words, e.g. UAPROF_TEST_DEPS="kafka"):
-#   kafka       `cargo install tansu --features dynostore`  a Kafka-protocol broker for the bus tests
+#   tansu         `cargo install tansu --features dynostore,libsql`: a Kafka-protocol broker
+#                 (SQLite storage, so a restarted broker keeps its records). Building it takes
+#                 about 15 minutes once; an installed binary (PATH, ~/.cargo/bin or $TANSU) is
+#                 reused.
+#   python venv   $UAPROF_VENV (default ~/.cache/uaprof/venv) with confluent-kafka and
+#                 protobuf from PyPI: an OSS-side producer this project did not write, and
+#                 grpcio-tools to compile proto/ for it.
+# UAPROF_TEST_DEPS="no-kafka" skips tansu and the venv (the Kafka tests then fail, loudly).
 #
 # The test runner is plain `cargo test`; cargo-nextest is deliberately not required.
 set -euo pipefail
 
-# A later issue flips this default to include kafka once its tests exist.
 UAPROF_TEST_DEPS="${UAPROF_TEST_DEPS:-}"
+TANSU_VERSION="0.6.0"
+VENV="${UAPROF_VENV:-$HOME/.cache/uaprof/venv}"
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
 
@@ -68,23 +76,48 @@ install_redis() {
     log "installed redis-server: $(command -v redis-server) (redis-cli: $(command -v redis-cli))"
 }
 
-# --- kafka: enabled by UAPROF_TEST_DEPS=kafka (a later issue makes it the default) -----------
+# --- kafka: tansu, the broker the Kafka tests start (services/testkit/src/kafka.rs) ----------
 install_kafka() {
     local cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-    if command -v tansu >/dev/null 2>&1; then
-        log "tansu already present: $(command -v tansu)"
+    local found=""
+    if [[ -n "${TANSU:-}" && -x "${TANSU}" ]]; then found="$TANSU"
+    elif command -v tansu >/dev/null 2>&1; then found="$(command -v tansu)"
+    elif [[ -x "$cargo_bin/tansu" ]]; then found="$cargo_bin/tansu"
+    fi
+    if [[ -n "$found" ]]; then
+        log "tansu already present: $found"
         return
     fi
-    if [[ -x "$cargo_bin/tansu" ]]; then
-        log "tansu already present: $cargo_bin/tansu (add $cargo_bin to PATH)"
-        return
-    fi
-    log "cargo install tansu --features dynostore (builds from crates.io; takes a while)"
-    cargo install tansu --features dynostore
+    log "cargo install tansu $TANSU_VERSION --features dynostore,libsql (builds from crates.io; ~15 min once)"
+    cargo install tansu --version "$TANSU_VERSION" --features dynostore,libsql --locked --quiet
     log "installed tansu: $cargo_bin/tansu"
 }
 
+# --- python: a Kafka producer this project did not write -----------------------------------
+install_python() {
+    local py="$VENV/bin/python"
+    if [[ -x "$py" ]] && "$py" -c 'import confluent_kafka, google.protobuf, grpc_tools' 2>/dev/null; then
+        log "python venv present: $VENV"
+        return
+    fi
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    log "creating python venv $VENV (confluent-kafka, protobuf, grpcio-tools)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+        'confluent-kafka==2.*' 'protobuf>=5' 'grpcio-tools>=1.60'
+    "$py" -c 'import confluent_kafka, google.protobuf, grpc_tools' \
+        || { log "python venv incomplete" >&2; exit 1; }
+}
+
+bash "$(dirname "${BASH_SOURCE[0]}")/install-build-deps.sh"
 install_sipp
 install_redis
-if wants kafka; then install_kafka; else log "tansu skipped (UAPROF_TEST_DEPS has no 'kafka')"; fi
+if wants no-kafka; then
+    log "tansu and the python venv skipped (UAPROF_TEST_DEPS=no-kafka)"
+else
+    install_kafka
+    install_python
+fi
 log "done"

@@ -59,6 +59,8 @@ pub enum Scenario {
     ChangeStorm {
         boot_over: Duration,
         effective_by: Option<u32>,
+        /// How the change is published.
+        via: ChangeVia,
     },
     /// Boot all, wait until provisioned, then every subscription refreshes at once.
     RefreshStorm { boot_over: Duration, suppress: bool },
@@ -69,6 +71,15 @@ pub enum Scenario {
         duration: Duration,
         hold: Duration,
     },
+}
+
+/// How `change-storm` publishes its change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeVia {
+    /// A PUT to the provisioning API (`--http`).
+    Http,
+    /// A `uaprof.events.v1.ProfileChange` record on the change topic, as an OSS would send it.
+    Kafka { brokers: String, topic: String },
 }
 
 impl Scenario {

@@ -900,6 +900,13 @@ impl Shard {
             self.change_gen = g;
             self.change = self.shared.change.lock().map(|c| *c).unwrap_or(None);
         }
+        if let Some((target, _)) = self.change
+            && &target == got
+            && self.phones[phone].changed
+        {
+            // A phone that had the change fetched it again: a duplicate change NOTIFY.
+            self.counters.change_refetches += 1;
+        }
         if let Some((target, t0)) = self.change
             && &target == got
             && !self.phones[phone].changed

@@ -23,5 +23,5 @@ pub mod sip;
 pub mod stats;
 pub mod timers;
 
-pub use config::{Config, ProfileKind, Scenario, Transport};
+pub use config::{ChangeVia, Config, ProfileKind, Scenario, Transport};
 pub use run::{RunResult, run};

@@ -87,6 +87,11 @@ pub fn summary(r: &RunResult) -> String {
             opt(r.change_to_last_fetch_s),
             opt(r.change_published_at_s)
         );
+        let _ = writeln!(
+            s,
+            "  change fetched again     {} times by phones that had it (duplicate NOTIFYs)",
+            c.change_refetches
+        );
     }
     if r.refresh_storm_s.is_some() {
         let _ = writeln!(

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 
-use crate::config::{Config, Scenario, Transport};
+use crate::config::{ChangeVia, Config, Scenario, Transport};
 use crate::engine::{ShardResult, Shared, run_shard};
 use crate::stats::{Counters, Latencies, LatencySummary, Slot, Timeline};
 
@@ -118,6 +118,55 @@ pub fn put_class_doc(cfg: &Config, body: &[u8], effective_by: Option<u32>) -> an
     Ok(())
 }
 
+/// Publishes the class document as a `uaprof.events.v1.ProfileChange` on the change topic,
+/// as an OSS would, and waits until the broker has it.
+pub fn publish_class_doc(
+    cfg: &Config,
+    brokers: &str,
+    topic: &str,
+    body: &[u8],
+    effective_by: Option<u32>,
+) -> anyhow::Result<()> {
+    let kafka = bus::KafkaConfig {
+        brokers: brokers.to_owned(),
+        topics: bus::config::Topics {
+            changes: topic.to_owned(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let change = uaprof_api::Change {
+        change_id: content::new_change_id(),
+        key: uaprof_api::ProfileKey::class(&cfg.vendor, &cfg.model)?,
+        version: None,
+        op: uaprof_api::ChangeOp::PutDocument {
+            name: DOC_NAME.into(),
+            content_type: "application/xml".into(),
+            bytes: bytes::Bytes::copy_from_slice(body),
+        },
+        timing: uaprof_api::Timing {
+            effective_by,
+            rollout_window: None,
+        },
+        producer: "uaprof-storm".into(),
+        occurred_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let producer = bus::ChangeProducer::new(&kafka).map_err(anyhow::Error::msg)?;
+        producer
+            .send(&change, None)
+            .await
+            .map_err(anyhow::Error::msg)
+    })?;
+    Ok(())
+}
+
 fn progress_bar(cfg: &Config) -> ProgressBar {
     let target = if cfg.progress && std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
@@ -192,7 +241,9 @@ pub fn run(cfg: Config) -> anyhow::Result<RunResult> {
                     stop_reason = "every phone provisioned or failed".into();
                     break;
                 }
-                Scenario::ChangeStorm { effective_by, .. } => {
+                Scenario::ChangeStorm {
+                    effective_by, via, ..
+                } => {
                     let body = format!(
                         "<storm version=\"{:x}-{}\"/>",
                         cfg.seed,
@@ -208,7 +259,13 @@ pub fn run(cfg: Config) -> anyhow::Result<RunResult> {
                     }
                     shared.change_gen.fetch_add(1, Relaxed);
                     change_t0 = Some(t0);
-                    if let Err(e) = put_class_doc(&cfg, body.as_bytes(), *effective_by) {
+                    let published = match via {
+                        ChangeVia::Http => put_class_doc(&cfg, body.as_bytes(), *effective_by),
+                        ChangeVia::Kafka { brokers, topic } => {
+                            publish_class_doc(&cfg, brokers, topic, body.as_bytes(), *effective_by)
+                        }
+                    };
+                    if let Err(e) = published {
                         publish_err = Some(e);
                         stop_reason = "publishing the change failed".into();
                         break;

@@ -153,6 +153,9 @@ pub struct Counters {
     pub hash_mismatches: u64,
     pub size_mismatches: u64,
     pub hashes_verified: u64,
+    /// Fetches of the changed document by a phone that had already fetched it: each is a
+    /// change NOTIFY delivered twice (change-storm).
+    pub change_refetches: u64,
     pub documents_inline: u64,
     pub unsupported_urls: u64,
     pub subscription_retries: u64,
@@ -205,6 +208,7 @@ impl Counters {
             hash_mismatches,
             size_mismatches,
             hashes_verified,
+            change_refetches,
             documents_inline,
             unsupported_urls,
             subscription_retries,

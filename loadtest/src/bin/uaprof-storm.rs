@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use loadtest::config::{Config, ProfileKind, Scenario, parse_http, parse_server};
+use loadtest::config::{ChangeVia, Config, ProfileKind, Scenario, parse_http, parse_server};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +36,16 @@ enum Cmd {
         /// `effective-by` seconds passed to the provisioning API with the change.
         #[arg(long)]
         effective_by: Option<u32>,
+        /// Publish the change through the provisioning API (`http`) or as a protobuf event
+        /// on the Kafka change topic (`kafka`, needs --kafka).
+        #[arg(long, default_value = "http")]
+        via: String,
+        /// Kafka bootstrap servers, for `--via kafka`.
+        #[arg(long)]
+        kafka: Option<String>,
+        /// The change topic, for `--via kafka`.
+        #[arg(long, default_value = "uaprof.changes")]
+        topic: String,
     },
     /// Subscribe N phones, then refresh every subscription at once.
     RefreshStorm {
@@ -185,14 +195,24 @@ fn main() -> std::process::ExitCode {
                 common,
                 over,
                 effective_by,
+                via,
+                kafka,
+                topic,
             } => {
                 let n = common.phones;
                 let over = over.unwrap_or(n as f64 / 20_000.0);
+                let via = match (via.as_str(), kafka) {
+                    ("http", _) => ChangeVia::Http,
+                    ("kafka", Some(brokers)) => ChangeVia::Kafka { brokers, topic },
+                    ("kafka", None) => anyhow::bail!("--via kafka needs --kafka BROKERS"),
+                    (other, _) => anyhow::bail!("--via {other:?}: expected http or kafka"),
+                };
                 config(
                     common,
                     Scenario::ChangeStorm {
                         boot_over: secs(over, "--over")?,
                         effective_by,
+                        via,
                     },
                     n,
                 )?

@@ -53,4 +53,11 @@ pub trait ChangeSource: Send + 'static {
     /// Marks every change up to and including `seq` as done; after a restart the source
     /// resumes after the last committed position.
     async fn commit(&mut self, seq: u64) -> Result<(), FeedError>;
+
+    /// Whether the source keeps committed positions itself (a Kafka consumer group does).
+    /// When it does not, the consumer records its position in its own store and passes it
+    /// back when the source is created again.
+    fn keeps_positions(&self) -> bool {
+        false
+    }
 }

@@ -4,13 +4,18 @@
 //!   normalisation rules that make one phone map to one key whatever spelling it uses.
 //! * [`resolve`]: what the notifier asks the content tier ("which documents does this
 //!   subscriber get, and which keys does that answer depend on?"). In-process today, gRPC later.
-//! * [`feed`]: the change feed (document writes → notifier fan-out). In-process today, Kafka
-//!   later; both are [`feed::ChangeSource`]s with explicit commit.
+//! * [`change`]: a change request (provisioning API or Kafka event) before the content tier
+//!   applies it.
+//! * [`feed`]: the change feed (applied changes → notifier fan-out): in-process, the content
+//!   tier's gRPC long-poll, or Kafka's applied topic; all are [`feed::ChangeSource`]s with
+//!   explicit commit.
 
+pub mod change;
 pub mod feed;
 pub mod key;
 pub mod resolve;
 
+pub use change::{Change, ChangeOp, Timing};
 pub use feed::{ChangeSource, FeedError, ProfileChange};
 pub use key::{KeyError, ProfileKey, ProfileType};
 pub use resolve::{ContentResolver, DocumentRef, Resolution, ResolveError, ResolveRequest};

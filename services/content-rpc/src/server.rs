@@ -140,6 +140,12 @@ fn invalid(method: &'static str, e: &WireError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+fn unavailable(method: &'static str, e: &content::ContentError) -> Status {
+    count(method, m::OUTCOME_ERROR);
+    tracing::warn!(method, error = %e, "content store failed");
+    Status::unavailable(e.to_string())
+}
+
 /// Counts a waiting long-poll in the gauge for as long as it holds its permit.
 struct Waiting {
     _permit: OwnedSemaphorePermit,
@@ -191,7 +197,11 @@ impl ContentTier for ContentTierService {
         let request = convert::resolve_request_from_wire(request.into_inner())
             .map_err(|e| invalid(m::METHOD_RESOLVE, &e))?;
         // As the in-process `ContentResolver` impl does: the wall clock of the content tier.
-        let resolution = self.content.resolve_at(&request, unix_now());
+        let resolution = self
+            .content
+            .resolve_at(&request, unix_now())
+            .await
+            .map_err(|e| unavailable(m::METHOD_RESOLVE, &e))?;
         count(m::METHOD_RESOLVE, m::OUTCOME_OK);
         Ok(Response::new(convert::resolution_to_wire(&resolution)))
     }
@@ -206,6 +216,8 @@ impl ContentTier for ContentTierService {
         let content = self
             .content
             .get_document(&owner, &request.name)
+            .await
+            .map_err(|e| unavailable(m::METHOD_DOCUMENT_BYTES, &e))?
             .map(|d| d.bytes);
         let outcome = if content.is_some() {
             m::OUTCOME_OK

@@ -126,6 +126,7 @@ async fn put(svc: &ContentService, key: &ProfileKey, name: &str, body: &'static 
     .await
     .expect("put")
     .seq
+    .expect("the journal backend numbers its changes")
 }
 
 /// Resolves remotely between two in-process resolves; when those agree (the wall clock did
@@ -241,7 +242,10 @@ async fn a_change_during_a_long_poll_ends_it() {
         (batch[0].seq, &batch[0].key, batch[0].effective_by),
         (seq, &class(), Some(7))
     );
-    assert_eq!(batch[0].version, tier.svc.key_version(&class()));
+    assert_eq!(
+        batch[0].version,
+        tier.svc.key_version(&class()).await.expect("version")
+    );
     assert_eq!(feed.position(), seq);
     assert_eq!(feed.tier_last_seq(), seq);
 

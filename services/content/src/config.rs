@@ -30,6 +30,24 @@ pub struct ContentConfig {
     /// Right-hand side of every `Content-ID` (RFC 2392 wants it globally unique, so use a
     /// domain this deployment owns).
     pub host_for_content_id: String,
+    /// Where documents live: `journal` (this node's data directory; one content node),
+    /// `redis` (shared by every content node of a tier; needs `[redis]` and `[kafka]`), or
+    /// `auto`: `redis` when both are configured, else `journal`.
+    pub store: StoreKind,
+    /// With Kafka, how long a provisioning API write waits for the tier to apply its change
+    /// before answering `202 Accepted` instead of `200`/`201`.
+    #[serde(with = "humantime_serde")]
+    pub apply_timeout: Duration,
+}
+
+/// The document store a content node uses (`content.store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    #[default]
+    Auto,
+    Journal,
+    Redis,
 }
 
 impl Default for ContentConfig {
@@ -47,6 +65,10 @@ impl Default for ContentConfig {
             // power-up avalanche is paced by admission credits, not by this limit.
             max_connections: 4096,
             host_for_content_id: "profiles.invalid".into(),
+            store: StoreKind::Auto,
+            // A change normally applies within milliseconds; seconds mean a broker or the
+            // content tier is struggling, and the caller should learn that it is queued.
+            apply_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -70,6 +92,9 @@ impl ContentConfig {
         }
         if self.change_log_retention == 0 {
             return bad("change_log_retention must be at least 1".into());
+        }
+        if self.apply_timeout.is_zero() {
+            return bad("apply_timeout must be positive".into());
         }
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".into());

@@ -31,7 +31,7 @@ use uaprof_api::ProfileKey;
 use uaprof_api::key::percent_decode;
 
 use crate::error::ContentError;
-use crate::service::{ContentService, WriteReceipt};
+use crate::service::{ContentService, WriteReceipt, WriteStatus};
 use crate::telemetry as m;
 
 /// A client has this long to send its request headers; cuts off slow-loris connections
@@ -125,7 +125,7 @@ async fn handle(service: &ContentService, req: Request<Incoming>) -> Response<Bo
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (route, response) = match segments.as_slice() {
-        ["profiles", kind, id, name] => ("document", fetch(service, &req, kind, id, name)),
+        ["profiles", kind, id, name] => ("document", fetch(service, &req, kind, id, name).await),
         ["provision", "v1", kind, id, "documents", name] => (
             "provision_document",
             provision_document(service, req, kind, id, name).await,
@@ -151,7 +151,7 @@ fn key_from_path(kind: &str, id: &str) -> Result<ProfileKey, ContentError> {
     Ok(ProfileKey::from_parts(kind, &id)?)
 }
 
-fn fetch(
+async fn fetch(
     service: &ContentService,
     req: &Request<Incoming>,
     kind: &str,
@@ -165,8 +165,10 @@ fn fetch(
     let Ok(key) = key_from_path(kind, id) else {
         return not_found();
     };
-    let Some(doc) = service.get_document(&key, name) else {
-        return not_found();
+    let doc = match service.get_document(&key, name).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return not_found(),
+        Err(e) => return content_error(&e),
     };
     let etag = format!("\"{}\"", doc.sha1_hex);
     let last_modified =
@@ -206,11 +208,15 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 
 #[derive(Serialize)]
 struct WriteBody {
+    change_id: String,
+    status: WriteStatus,
     key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
-    version: u64,
-    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sha1: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -227,6 +233,8 @@ fn write_body(service: &ContentService, r: WriteReceipt, with_url: bool) -> Writ
         _ => None,
     };
     WriteBody {
+        change_id: r.change_id,
+        status: r.status,
         key: r.key.to_string(),
         name: r.name,
         version: r.version,
@@ -235,6 +243,16 @@ fn write_body(service: &ContentService, r: WriteReceipt, with_url: bool) -> Writ
         size: r.size,
         content_id: r.content_id,
         url,
+    }
+}
+
+/// 201 for a document that is new, 200 for other applied writes, 202 when the change log has
+/// it but the tier has not applied it within `apply_timeout`.
+fn write_status(r: &WriteReceipt) -> StatusCode {
+    match r.status {
+        WriteStatus::Accepted => StatusCode::ACCEPTED,
+        _ if r.created && r.name.is_some() => StatusCode::CREATED,
+        _ => StatusCode::OK,
     }
 }
 
@@ -259,7 +277,7 @@ async fn provision_document(
     };
     if method == Method::DELETE {
         return match service.delete_document(&key, name, effective_by).await {
-            Ok(r) => json(StatusCode::OK, &write_body(service, r, false)),
+            Ok(r) => json(write_status(&r), &write_body(service, r, false)),
             Err(e) => content_error(&e),
         };
     }
@@ -282,14 +300,7 @@ async fn provision_document(
         .put_document(&key, name, &content_type, body, effective_by)
         .await
     {
-        Ok(r) => {
-            let status = if r.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            json(status, &write_body(service, r, true))
-        }
+        Ok(r) => json(write_status(&r), &write_body(service, r, true)),
         Err(e) => content_error(&e),
     }
 }
@@ -323,9 +334,10 @@ async fn provision_key(
         Err(e) => return content_error(&e),
     };
     if method == Method::GET {
-        return match service.list_key(&key) {
-            Some(listing) => json(StatusCode::OK, &listing),
-            None => error(StatusCode::NOT_FOUND, "nothing provisioned for this key"),
+        return match service.list_key(&key).await {
+            Ok(Some(listing)) => json(StatusCode::OK, &listing),
+            Ok(None) => error(StatusCode::NOT_FOUND, "nothing provisioned for this key"),
+            Err(e) => content_error(&e),
         };
     }
     let effective_by = match effective_by(req.uri().query()) {
@@ -334,7 +346,7 @@ async fn provision_key(
     };
     if method == Method::DELETE {
         return match service.delete_key(&key, effective_by).await {
-            Ok(r) => json(StatusCode::OK, &write_body(service, r, false)),
+            Ok(r) => json(write_status(&r), &write_body(service, r, false)),
             Err(e) => content_error(&e),
         };
     }
@@ -350,7 +362,7 @@ async fn provision_key(
         .set_device_attributes(&key, attrs.default_user.as_deref(), effective_by)
         .await
     {
-        Ok(r) => json(StatusCode::OK, &write_body(service, r, false)),
+        Ok(r) => json(write_status(&r), &write_body(service, r, false)),
         Err(e) => content_error(&e),
     }
 }

@@ -2,11 +2,15 @@
 //!
 //! * `config`: [`ContentConfig`] (serde, validated at open).
 //! * `error`: [`ContentError`], classified by HTTP status and retryability.
-//! * `store`: the journaled state (documents, device attributes, per-key versions, the
-//!   retained change log) and its ops; deterministic so replay rebuilds it exactly.
+//! * `model`: a key's metadata and [`model::apply`], the one rule by which a change alters
+//!   it (idempotent by change id, versions only go up); shared by both backends.
+//! * `store`: the embedded backend's journaled state (metadata, bytes, the retained change
+//!   log) and its ops; deterministic so replay rebuilds it exactly.
+//! * `redis_docs`: the Redis backend, shared by every content node of a tier.
 //! * `validate`: upload checks (names, content types, media-policy documents).
-//! * `service`: [`ContentService`]: the write API (one journal commit per write, durable
-//!   before it returns), reads, URL building, and the [`uaprof_api::ContentResolver`] impl.
+//! * `service`: [`ContentService`]: validation, the write path (applied directly, or
+//!   through a [`ChangeLog`] such as the Kafka change topic and awaited), reads, URL
+//!   building, and the [`uaprof_api::ContentResolver`] impl.
 //! * `feed`: [`InProcessFeed`], the embedded [`uaprof_api::ChangeSource`].
 //! * `http`: [`serve`]: document GETs for phones and the provisioning API, on hyper.
 //! * `telemetry`: metric names and [`describe_metrics`].
@@ -15,16 +19,66 @@ mod config;
 mod error;
 mod feed;
 mod http;
+mod model;
+mod redis_docs;
 mod service;
 mod store;
 mod telemetry;
 mod validate;
 
-pub use crate::config::{ContentConfig, MAX_DOCUMENT_BYTES_CEILING};
+pub use crate::config::{ContentConfig, MAX_DOCUMENT_BYTES_CEILING, StoreKind};
 pub use crate::error::ContentError;
 pub use crate::feed::InProcessFeed;
 pub use crate::http::serve;
-pub use crate::service::{ContentService, DocumentInfo, KeyListing, StoredDocument, WriteReceipt};
+pub use crate::service::{
+    ChangeLog, ContentService, DocumentInfo, KeyListing, PROVISIONING_API, StoredDocument,
+    WriteReceipt, WriteStatus, new_change_id,
+};
 pub use crate::telemetry::describe_metrics;
 pub use crate::validate::{MAX_NAME_LEN, POLICY_TYPES};
 pub use journal::JournalOptions;
+pub use redis_conn::RedisConfig;
+
+/// Serialises `Bytes` as one byte string (postcard: length + raw bytes) instead of serde's
+/// default of a sequence of individually encoded integers.
+pub(crate) mod bytes_serde {
+    use std::fmt;
+
+    use bytes::Bytes;
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Bytes;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v))
+        }
+
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(b) = seq.next_element::<u8>()? {
+                v.push(b);
+            }
+            Ok(Bytes::from(v))
+        }
+    }
+}

@@ -1,42 +1,68 @@
-//! [`ContentService`]: the document store API, the resolver and the change notification.
+//! [`ContentService`]: validation, the write path (direct, or through the change log), reads,
+//! URL building and the [`uaprof_api::ContentResolver`] impl, over either backend.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use journal::{Journal, JournalOptions};
+use redis_conn::{Conn, RedisConfig};
 use sha1::{Digest, Sha1};
 use tokio::sync::watch;
+use uaprof_api::change::valid_change_id;
 use uaprof_api::{
-    ContentResolver, DocumentRef, FeedError, ProfileChange, ProfileKey, ProfileType, Resolution,
-    ResolveError, ResolveRequest,
+    Change, ChangeOp, ContentResolver, DocumentRef, FeedError, ProfileChange, ProfileKey,
+    ProfileType, Resolution, ResolveError, ResolveRequest, Timing,
 };
 
 use crate::config::ContentConfig;
 use crate::error::ContentError;
-use crate::store::{Applied, ApplyError, KeyEntry, Op, Store, StoredDoc};
+use crate::model::{Decision, DocMeta, KeyMeta, Prepared, PreparedOp};
+use crate::redis_docs::RedisDocs;
+use crate::store::{ApplyError, Op, Store};
 use crate::telemetry as m;
 use crate::validate;
+
+/// The producer name of changes made through the provisioning API.
+pub const PROVISIONING_API: &str = "provisioning-api";
+
+/// What became of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WriteStatus {
+    /// Durable and visible to resolves and fetches on every content node.
+    Applied,
+    /// The change id was applied before; nothing changed this time.
+    Duplicate,
+    /// Handed to the change log, but not applied within `apply_timeout`; it will be.
+    Accepted,
+}
 
 /// What a successful write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WriteReceipt {
+    pub change_id: String,
+    pub status: WriteStatus,
     pub key: ProfileKey,
     /// The document written or deleted; `None` for key-level writes.
     pub name: Option<String>,
-    /// Position of this write in the change feed.
-    pub seq: u64,
-    /// The key's version after the write.
-    pub version: u64,
+    /// Position of this write in the embedded change feed (the journal backend only).
+    pub seq: Option<u64>,
+    /// The key's version after the write (unknown while only accepted).
+    pub version: Option<u64>,
     /// The document (or, for attributes, the key) did not exist before.
     pub created: bool,
     /// For document uploads: hash, size and Content-ID of the stored bytes.
     pub sha1_hex: Option<String>,
     pub size: Option<u64>,
     pub content_id: Option<String>,
+    /// `effective-by` the NOTIFYs of this change carry.
+    pub effective_by: Option<u32>,
 }
 
 /// A stored document as served over HTTP.
@@ -80,19 +106,41 @@ pub struct KeyListing {
     pub default_user: Option<String>,
 }
 
-/// The content tier: owns documents and their versions, composes what a subscriber gets, and
-/// feeds changes to in-process consumers.
+/// Where changes go instead of being applied in this process: the change topic. The content
+/// tier's consumer of that topic applies them (on whichever node owns the partition) and
+/// [`ContentService::submit`] waits for the outcome in the shared store.
+#[async_trait]
+pub trait ChangeLog: Send + Sync + 'static {
+    /// Appends the change durably (the broker acknowledged it).
+    async fn append(&self, change: &Change) -> Result<(), String>;
+}
+
+enum Backend {
+    /// The embedded journal: this process owns every document.
+    Journal(Journal<Store>),
+    /// Redis: every content node of a tier shares the documents.
+    Redis(RedisDocs),
+}
+
+/// The content tier: owns documents and their versions and composes what a subscriber gets.
 pub struct ContentService {
-    journal: Journal<Store>,
+    backend: Backend,
     config: ContentConfig,
     base_url: String,
-    /// Highest seq whose write is durable and applied; feeds wait on it.
+    /// Highest seq whose write is durable and applied (journal backend); feeds wait on it.
     last_seq: watch::Sender<u64>,
+    /// Set when writes go through the change topic instead of straight to the backend.
+    log: OnceLock<Arc<dyn ChangeLog>>,
 }
 
 impl std::fmt::Debug for ContentService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match self.backend {
+            Backend::Journal(_) => "journal",
+            Backend::Redis(_) => "redis",
+        };
         f.debug_struct("ContentService")
+            .field("backend", &backend)
             .field("config", &self.config)
             .field("last_seq", &*self.last_seq.borrow())
             .finish_non_exhaustive()
@@ -106,8 +154,31 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A fresh change id (a random UUID, version 4) for writes made through the API.
+pub fn new_change_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(
+        [
+            &b[..6],
+            &[(b[6] & 0x0f) | 0x40],
+            &b[7..8],
+            &[(b[8] & 0x3f) | 0x80],
+            &b[9..],
+        ]
+        .concat(),
+    );
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 impl ContentService {
-    /// Opens (or creates) the store in `dir`. Blocks while the journal replays.
+    /// Opens (or creates) the embedded store in `dir`. Blocks while the journal replays.
     pub fn open(
         dir: &Path,
         config: ContentConfig,
@@ -120,74 +191,137 @@ impl ContentService {
             journal.commit_blocking(vec![Op::SetRetention(retention)])?;
         }
         let last_seq = journal.read(|s| s.last_seq());
+        Ok(Arc::new(Self::with_backend(
+            Backend::Journal(journal),
+            config,
+            last_seq,
+        )))
+    }
+
+    /// Connects to the documents every content node of a tier shares in Redis.
+    pub async fn open_redis(
+        redis: &RedisConfig,
+        config: ContentConfig,
+    ) -> Result<Arc<Self>, ContentError> {
+        config.validate()?;
+        redis.validate().map_err(ContentError::Config)?;
+        let conn = Conn::connect(redis)
+            .await
+            .map_err(|e| ContentError::Unavailable(format!("redis: {e}")))?;
+        let docs = RedisDocs::new(conn, &redis.prefix);
+        Ok(Arc::new(Self::with_backend(
+            Backend::Redis(docs),
+            config,
+            0,
+        )))
+    }
+
+    fn with_backend(backend: Backend, config: ContentConfig, last_seq: u64) -> Self {
         let base_url = config.public_base_url.trim_end_matches('/').to_owned();
-        Ok(Arc::new(Self {
-            journal,
+        Self {
+            backend,
             config,
             base_url,
             last_seq: watch::Sender::new(last_seq),
-        }))
+            log: OnceLock::new(),
+        }
     }
 
     pub fn config(&self) -> &ContentConfig {
         &self.config
     }
 
-    pub fn journal_stats(&self) -> journal::JournalStats {
-        self.journal.stats()
+    /// Whether the documents live in a store shared by several content nodes.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
+    }
+
+    /// Routes every later [`Self::submit`] through `log` (the change topic). Returns false if
+    /// a log was set already.
+    pub fn set_change_log(&self, log: Arc<dyn ChangeLog>) -> bool {
+        self.log.set(log).is_ok()
+    }
+
+    pub fn journal_stats(&self) -> Option<journal::JournalStats> {
+        match &self.backend {
+            Backend::Journal(j) => Some(j.stats()),
+            Backend::Redis(_) => None,
+        }
     }
 
     /// Writes a snapshot (call on clean shutdown so the next start replays little).
     pub fn snapshot(&self) -> Result<(), ContentError> {
-        Ok(self.journal.snapshot_now()?)
+        match &self.backend {
+            Backend::Journal(j) => Ok(j.snapshot_now()?),
+            Backend::Redis(_) => Ok(()),
+        }
     }
 
-    /// Creates or replaces a document. Durable and visible to resolves and feeds on return.
-    pub async fn put_document(
-        &self,
-        key: &ProfileKey,
-        name: &str,
-        content_type: &str,
-        bytes: Bytes,
-        effective_by: Option<u32>,
-    ) -> Result<WriteReceipt, ContentError> {
-        let prepared = self.prepare_put(key, name, content_type, &bytes);
-        let (content_type, sha1_hex, content_id) = self.rejected(prepared)?;
-        let size = bytes.len() as u64;
-        let applied = self
-            .commit(Op::Put {
-                key: key.clone(),
-                name: name.to_owned(),
+    /// Checks a change and computes everything applying it needs (hashes, Content-ID), so
+    /// that applying is deterministic. Nothing is written.
+    fn prepare(&self, change: &Change) -> Result<Prepared, ContentError> {
+        let key = &change.key;
+        if !valid_change_id(&change.change_id) {
+            return Err(ContentError::BadChangeId(change.change_id.clone()));
+        }
+        validate::validate_key(key)?;
+        let op = match &change.op {
+            ChangeOp::PutDocument {
+                name,
                 content_type,
                 bytes,
-                sha1_hex: sha1_hex.clone(),
-                content_id: content_id.clone(),
-                now_unix: unix_now(),
-                effective_by,
-            })
-            .await?;
-        metrics::counter!(m::DOCUMENTS_WRITTEN).increment(1);
-        tracing::info!(%key, name, seq = applied.seq, version = applied.version, size, "document written");
-        Ok(WriteReceipt {
+            } => {
+                let (content_type, sha1_hex, content_id) =
+                    self.check_document(key, name, content_type, bytes)?;
+                PreparedOp::Put {
+                    name: name.clone(),
+                    content_type,
+                    bytes: bytes.clone(),
+                    sha1_hex,
+                    content_id,
+                }
+            }
+            ChangeOp::DeleteDocument { name } => {
+                validate::validate_name(name)?;
+                PreparedOp::DeleteDoc { name: name.clone() }
+            }
+            ChangeOp::DeleteKey => PreparedOp::DeleteKey,
+            ChangeOp::SetDefaultUser(user) => {
+                if !matches!(key, ProfileKey::Device(_)) {
+                    return Err(ContentError::WrongKind(format!(
+                        "a default user is only defined for device keys, not {}",
+                        key.kind()
+                    )));
+                }
+                let user = user
+                    .as_deref()
+                    .map(uaprof_api::key::normalize_aor)
+                    .transpose()
+                    .map_err(ContentError::BadDefaultUser)?;
+                PreparedOp::SetDefaultUser(user)
+            }
+        };
+        let now_unix = match change.occurred_unix_ms {
+            0 => unix_now(),
+            ms => ms / 1000,
+        };
+        Ok(Prepared {
+            change_id: change.change_id.clone(),
             key: key.clone(),
-            name: Some(name.to_owned()),
-            seq: applied.seq,
-            version: applied.version,
-            created: applied.created,
-            sha1_hex: Some(sha1_hex),
-            size: Some(size),
-            content_id: Some(content_id),
+            version: change.version,
+            op,
+            effective_by: change.timing.notify_effective_by(),
+            now_unix,
         })
     }
 
-    fn prepare_put(
+    fn check_document(
         &self,
         key: &ProfileKey,
         name: &str,
         content_type: &str,
         bytes: &[u8],
     ) -> Result<(String, String, String), ContentError> {
-        validate::validate_key(key)?;
         validate::validate_name(name)?;
         let content_type = validate::normalize_content_type(content_type)?;
         if bytes.len() > self.config.max_document_bytes {
@@ -215,6 +349,164 @@ impl ContentService {
         Ok((content_type, sha1_hex, content_id))
     }
 
+    /// Validates and applies one change to the backend: durable and visible to resolves and
+    /// fetches on return. This is what the change topic's consumer calls.
+    pub async fn apply(&self, change: &Change) -> Result<WriteReceipt, ContentError> {
+        let prepared = self.rejected(self.prepare(change))?;
+        self.apply_prepared(prepared).await
+    }
+
+    async fn apply_prepared(&self, p: Prepared) -> Result<WriteReceipt, ContentError> {
+        let mut receipt = receipt_for(&p);
+        let (decision, seq) = match &self.backend {
+            Backend::Journal(j) => {
+                let outcome = j
+                    .commit(vec![Op::Apply(Box::new(p.clone()))])
+                    .await?
+                    .pop()
+                    .ok_or(ContentError::Journal(journal::JournalError::Closed))?
+                    .map_err(|ApplyError::TooManyKeys| {
+                        ContentError::Config("key table full (2^32 keys)".into())
+                    })?;
+                (outcome.decision, Some(outcome.seq))
+            }
+            Backend::Redis(r) => (r.apply(&p).await?, None),
+        };
+        match decision {
+            Decision::Applied {
+                version, created, ..
+            } => {
+                if let Some(seq) = seq {
+                    self.publish(seq);
+                }
+                metrics::counter!(m::CHANGES_APPLIED, "op" => op_label(&p.op)).increment(1);
+                tracing::info!(key = %p.key, change_id = p.change_id, version, ?seq, op = op_label(&p.op), "change applied");
+                receipt.status = WriteStatus::Applied;
+                receipt.seq = seq;
+                receipt.version = Some(version);
+                receipt.created = created;
+                Ok(receipt)
+            }
+            Decision::Duplicate { version } => {
+                metrics::counter!(m::CHANGES_DUPLICATE).increment(1);
+                tracing::debug!(key = %p.key, change_id = p.change_id, version, "change applied before");
+                receipt.status = WriteStatus::Duplicate;
+                receipt.version = Some(version);
+                Ok(receipt)
+            }
+            Decision::Stale { current, requested } => {
+                self.rejected(Err(ContentError::Stale { current, requested }))
+            }
+            Decision::NotFound => self.rejected(Err(ContentError::NotFound)),
+        }
+    }
+
+    fn publish(&self, seq: u64) {
+        self.last_seq.send_if_modified(|v| {
+            // Concurrent committers may publish out of order; the value only grows.
+            let grew = seq > *v;
+            if grew {
+                *v = seq;
+            }
+            grew
+        });
+    }
+
+    /// The provisioning API's write: validated here, then applied directly, or — when a
+    /// change log is set — appended to it and awaited until the tier has applied it (at most
+    /// `apply_timeout`, after which the receipt says [`WriteStatus::Accepted`]).
+    pub async fn submit(&self, change: Change) -> Result<WriteReceipt, ContentError> {
+        let prepared = self.rejected(self.prepare(&change))?;
+        let Some(log) = self.log.get() else {
+            return self.apply_prepared(prepared).await;
+        };
+        // Refuse what cannot apply now (deleting what is not there) before it enters the log.
+        let current = self.meta(&prepared.key).await?;
+        let exists = |name: &str| current.as_ref().is_some_and(|m| m.docs.contains_key(name));
+        let created = match &prepared.op {
+            PreparedOp::DeleteDoc { name } if !exists(name) => {
+                return self.rejected(Err(ContentError::NotFound));
+            }
+            PreparedOp::DeleteKey if !current.as_ref().is_some_and(KeyMeta::is_live) => {
+                return self.rejected(Err(ContentError::NotFound));
+            }
+            PreparedOp::Put { name, .. } => !exists(name),
+            PreparedOp::SetDefaultUser(_) => !current.as_ref().is_some_and(KeyMeta::is_live),
+            _ => false,
+        };
+        if let Err(e) = log.append(&change).await {
+            return self.rejected(Err(ContentError::Unavailable(e)));
+        }
+        let mut receipt = receipt_for(&prepared);
+        receipt.created = created;
+        receipt.status = WriteStatus::Accepted;
+        let deadline = tokio::time::Instant::now() + self.config.apply_timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            if let Some(version) = self
+                .applied_version(&prepared.key, &prepared.change_id)
+                .await?
+            {
+                receipt.status = WriteStatus::Applied;
+                receipt.version = Some(version);
+                return Ok(receipt);
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                metrics::counter!(m::CHANGES_AWAIT_TIMEOUT).increment(1);
+                return Ok(receipt);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    async fn applied_version(
+        &self,
+        key: &ProfileKey,
+        change_id: &str,
+    ) -> Result<Option<u64>, ContentError> {
+        match &self.backend {
+            Backend::Journal(j) => Ok(j.read(|s| {
+                s.entry(key)
+                    .and_then(|e| e.recent.applied_version(change_id))
+            })),
+            Backend::Redis(r) => r.applied_version(key, change_id).await,
+        }
+    }
+
+    /// A change made through the provisioning API.
+    fn api_change(key: &ProfileKey, op: ChangeOp, effective_by: Option<u32>) -> Change {
+        Change {
+            change_id: new_change_id(),
+            key: key.clone(),
+            version: None,
+            op,
+            timing: Timing {
+                effective_by,
+                rollout_window: None,
+            },
+            producer: PROVISIONING_API.into(),
+            occurred_unix_ms: 0,
+        }
+    }
+
+    /// Creates or replaces a document.
+    pub async fn put_document(
+        &self,
+        key: &ProfileKey,
+        name: &str,
+        content_type: &str,
+        bytes: Bytes,
+        effective_by: Option<u32>,
+    ) -> Result<WriteReceipt, ContentError> {
+        let op = ChangeOp::PutDocument {
+            name: name.to_owned(),
+            content_type: content_type.to_owned(),
+            bytes,
+        };
+        self.submit(Self::api_change(key, op, effective_by)).await
+    }
+
     /// Deletes one document; `NotFound` if it does not exist.
     pub async fn delete_document(
         &self,
@@ -222,17 +514,10 @@ impl ContentService {
         name: &str,
         effective_by: Option<u32>,
     ) -> Result<WriteReceipt, ContentError> {
-        self.rejected(validate::validate_key(key).and_then(|()| validate::validate_name(name)))?;
-        let applied = self
-            .commit(Op::DeleteDoc {
-                key: key.clone(),
-                name: name.to_owned(),
-                effective_by,
-            })
-            .await?;
-        metrics::counter!(m::DOCUMENTS_DELETED).increment(1);
-        tracing::info!(%key, name, seq = applied.seq, "document deleted");
-        Ok(receipt(key, Some(name), applied))
+        let op = ChangeOp::DeleteDocument {
+            name: name.to_owned(),
+        };
+        self.submit(Self::api_change(key, op, effective_by)).await
     }
 
     /// Sets (or clears, with `None`) the default user of a device. The user's documents are
@@ -243,29 +528,8 @@ impl ContentService {
         default_user: Option<&str>,
         effective_by: Option<u32>,
     ) -> Result<WriteReceipt, ContentError> {
-        let checked = validate::validate_key(key).and_then(|()| {
-            if !matches!(key, ProfileKey::Device(_)) {
-                return Err(ContentError::WrongKind(format!(
-                    "attributes are only defined for device keys, not {}",
-                    key.kind()
-                )));
-            }
-            default_user
-                .map(uaprof_api::key::normalize_aor)
-                .transpose()
-                .map_err(ContentError::BadDefaultUser)
-        });
-        let default_user = self.rejected(checked)?;
-        let applied = self
-            .commit(Op::SetAttributes {
-                key: key.clone(),
-                default_user,
-                effective_by,
-            })
-            .await?;
-        metrics::counter!(m::ATTRIBUTES_WRITTEN).increment(1);
-        tracing::info!(%key, seq = applied.seq, "device attributes written");
-        Ok(receipt(key, None, applied))
+        let op = ChangeOp::SetDefaultUser(default_user.map(str::to_owned));
+        self.submit(Self::api_change(key, op, effective_by)).await
     }
 
     /// Removes every document and attribute of a key as one change.
@@ -274,74 +538,72 @@ impl ContentService {
         key: &ProfileKey,
         effective_by: Option<u32>,
     ) -> Result<WriteReceipt, ContentError> {
-        self.rejected(validate::validate_key(key))?;
-        let applied = self
-            .commit(Op::DeleteKey {
-                key: key.clone(),
-                effective_by,
-            })
-            .await?;
-        metrics::counter!(m::KEYS_DELETED).increment(1);
-        tracing::info!(%key, seq = applied.seq, "key deleted");
-        Ok(receipt(key, None, applied))
+        self.submit(Self::api_change(key, ChangeOp::DeleteKey, effective_by))
+            .await
     }
 
-    pub fn get_document(&self, key: &ProfileKey, name: &str) -> Option<StoredDocument> {
-        self.journal.read(|s| {
-            let entry = s.entry(key)?;
-            let doc = entry.docs.get(name)?;
-            Some(StoredDocument {
-                owner: key.clone(),
-                name: name.to_owned(),
-                content_type: doc.content_type.clone(),
-                bytes: doc.bytes.clone(),
-                sha1_hex: doc.sha1_hex.clone(),
-                version: doc.version,
-                content_id: doc.content_id.clone(),
-                updated_unix: doc.updated_unix,
-            })
-        })
+    async fn meta(&self, key: &ProfileKey) -> Result<Option<KeyMeta>, ContentError> {
+        match &self.backend {
+            Backend::Journal(j) => Ok(j.read(|s| s.entry(key).map(|e| e.meta.clone()))),
+            Backend::Redis(r) => Ok(r.metas(&[key]).await?.pop().flatten()),
+        }
+    }
+
+    pub async fn get_document(
+        &self,
+        key: &ProfileKey,
+        name: &str,
+    ) -> Result<Option<StoredDocument>, ContentError> {
+        let found = match &self.backend {
+            Backend::Journal(j) => j.read(|s| {
+                let e = s.entry(key)?;
+                Some((e.meta.docs.get(name)?.clone(), e.bytes.get(name)?.clone()))
+            }),
+            Backend::Redis(r) => r.document(key, name).await?,
+        };
+        Ok(found.map(|(d, bytes)| StoredDocument {
+            owner: key.clone(),
+            name: name.to_owned(),
+            content_type: d.content_type,
+            bytes,
+            sha1_hex: d.sha1_hex,
+            version: d.version,
+            content_id: d.content_id,
+            updated_unix: d.updated_unix,
+        }))
     }
 
     /// Documents and attributes of a key; `None` if it has neither.
-    pub fn list_key(&self, key: &ProfileKey) -> Option<KeyListing> {
-        self.journal.read(|s| {
-            let entry = s.entry(key).filter(|e| e.is_live())?;
-            Some(KeyListing {
-                key: key.to_string(),
-                kind: key.kind(),
-                id: key.id(),
-                version: entry.version,
-                documents: entry
-                    .docs
-                    .iter()
-                    .map(|(name, d)| DocumentInfo {
-                        name: name.clone(),
-                        content_type: d.content_type.clone(),
-                        size: d.bytes.len() as u64,
-                        sha1: d.sha1_hex.clone(),
-                        version: d.version,
-                        content_id: d.content_id.clone(),
-                        url: self.document_url(key, name),
-                        updated_unix: d.updated_unix,
-                    })
-                    .collect(),
-                default_user: entry.default_user.clone(),
-            })
-        })
+    pub async fn list_key(&self, key: &ProfileKey) -> Result<Option<KeyListing>, ContentError> {
+        let Some(meta) = self.meta(key).await?.filter(KeyMeta::is_live) else {
+            return Ok(None);
+        };
+        Ok(Some(KeyListing {
+            key: key.to_string(),
+            kind: key.kind(),
+            id: key.id(),
+            version: meta.version,
+            documents: meta
+                .docs
+                .iter()
+                .map(|(name, d)| DocumentInfo {
+                    name: name.clone(),
+                    content_type: d.content_type.clone(),
+                    size: d.size,
+                    sha1: d.sha1_hex.clone(),
+                    version: d.version,
+                    content_id: d.content_id.clone(),
+                    url: self.document_url(key, name),
+                    updated_unix: d.updated_unix,
+                })
+                .collect(),
+            default_user: meta.default_user,
+        }))
     }
 
     /// The current version of a key (0 if it was never written).
-    pub fn key_version(&self, key: &ProfileKey) -> u64 {
-        self.journal
-            .read(|s| s.entry(key).map(|e| e.version).unwrap_or(0))
-    }
-
-    /// Every key that currently has documents or attributes, e.g. for a notifier
-    /// reconciling after a feed gap.
-    pub fn live_keys(&self) -> Vec<ProfileKey> {
-        self.journal
-            .read(|s| s.live_keys().map(|e| e.key.clone()).collect())
+    pub async fn key_version(&self, key: &ProfileKey) -> Result<u64, ContentError> {
+        Ok(self.meta(key).await?.map_or(0, |m| m.version))
     }
 
     /// The URL phones fetch a document from.
@@ -355,7 +617,7 @@ impl ContentService {
         )
     }
 
-    /// Seq of the newest durable change.
+    /// Seq of the newest durable change (journal backend; 0 for Redis).
     pub fn last_seq(&self) -> u64 {
         *self.last_seq.borrow()
     }
@@ -366,70 +628,119 @@ impl ContentService {
     }
 
     /// Up to `max` retained changes after seq `after`; a gap if `after` is no longer
-    /// retained.
+    /// retained. Only the journal backend keeps a change log: with Redis, applied changes
+    /// reach the notifiers through the Kafka applied topic.
     pub fn changes_after(&self, after: u64, max: usize) -> Result<Vec<ProfileChange>, FeedError> {
-        self.journal.read(|s| s.changes_after(after, max))
+        match &self.backend {
+            Backend::Journal(j) => j.read(|s| s.changes_after(after, max)),
+            Backend::Redis(_) => Err(FeedError::Unavailable(
+                "this content tier keeps its documents in Redis; changes reach the notifiers \
+                 through the Kafka applied topic"
+                    .into(),
+            )),
+        }
     }
 
     /// The resolver with time as a parameter (the trait impl passes the wall clock).
-    pub fn resolve_at(&self, request: &ResolveRequest, now_unix: u64) -> Resolution {
+    pub async fn resolve_at(
+        &self,
+        request: &ResolveRequest,
+        now_unix: u64,
+    ) -> Result<Resolution, ContentError> {
         let subject = &request.subject;
-        let subject_matches = matches!(
-            (request.profile_type, subject),
-            (ProfileType::Device, ProfileKey::Device(_))
-                | (ProfileType::User, ProfileKey::User(_))
-                | (ProfileType::LocalNetwork, ProfileKey::LocalNetwork(_))
-        );
-        let expires_unix = now_unix.saturating_add(self.config.url_lifetime.as_secs());
-        self.journal.read(|s| {
-            let subject_entry = s.entry(subject);
-            let mut depends_on = vec![subject.clone()];
-            if subject_matches && request.profile_type == ProfileType::Device {
-                if let (Some(vendor), Some(model)) = (&request.vendor, &request.model)
-                    && let Ok(class) = ProfileKey::class(vendor, model)
+        let device = request.profile_type == ProfileType::Device;
+        let class = if device && subject_matches(request) {
+            match (&request.vendor, &request.model) {
+                (Some(vendor), Some(model)) => ProfileKey::class(vendor, model).ok(),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        match &self.backend {
+            Backend::Journal(j) => Ok(j.read(|s| {
+                self.compose(request, class, now_unix, &|k| s.entry(k).map(|e| &e.meta))
+            })),
+            Backend::Redis(r) => {
+                let mut wanted = vec![subject];
+                wanted.extend(class.as_ref());
+                let mut metas: HashMap<&ProfileKey, KeyMeta> = HashMap::new();
+                for (k, m) in wanted.iter().zip(r.metas(&wanted).await?) {
+                    metas.extend(m.map(|m| (*k, m)));
+                }
+                let user = metas
+                    .get(subject)
+                    .filter(|_| device)
+                    .and_then(|m| m.default_user.clone())
+                    .map(ProfileKey::User);
+                if let Some(user) = &user
+                    && let Some(m) = r.metas(&[user]).await?.pop().flatten()
                 {
-                    depends_on.push(class);
+                    metas.insert(user, m);
                 }
-                if let Some(user) = subject_entry.and_then(|e| e.default_user.as_ref()) {
-                    depends_on.push(ProfileKey::User(user.clone()));
-                }
+                Ok(self.compose(request, class.clone(), now_unix, &|k| metas.get(k)))
             }
-            let mut documents = Vec::new();
-            if subject_matches {
-                for key in &depends_on {
-                    if let Some(entry) = s.entry(key) {
-                        documents.extend(self.refs(entry, expires_unix));
-                    }
-                }
-            }
-            documents.sort_by(|a, b| (&a.owner, &a.name).cmp(&(&b.owner, &b.name)));
-            Resolution {
-                documents,
-                depends_on,
-                known: subject_entry.is_some_and(KeyEntry::is_live),
-            }
-        })
+        }
     }
 
-    fn refs<'a>(
-        &'a self,
-        entry: &'a KeyEntry,
+    /// Composes the answer for `request` from the keys' metadata.
+    fn compose<'a>(
+        &self,
+        request: &ResolveRequest,
+        class: Option<ProfileKey>,
+        now_unix: u64,
+        lookup: &dyn Fn(&ProfileKey) -> Option<&'a KeyMeta>,
+    ) -> Resolution {
+        let subject = &request.subject;
+        let matches = subject_matches(request);
+        let expires_unix = now_unix.saturating_add(self.config.url_lifetime.as_secs());
+        let subject_meta = lookup(subject);
+        let mut depends_on = vec![subject.clone()];
+        depends_on.extend(class);
+        if matches
+            && request.profile_type == ProfileType::Device
+            && let Some(user) = subject_meta.and_then(|m| m.default_user.as_ref())
+        {
+            depends_on.push(ProfileKey::User(user.clone()));
+        }
+        let mut documents = Vec::new();
+        if matches {
+            for key in &depends_on {
+                if let Some(meta) = lookup(key) {
+                    documents.extend(
+                        meta.docs
+                            .iter()
+                            .map(|(name, d)| self.doc_ref(key, name, d, expires_unix)),
+                    );
+                }
+            }
+        }
+        documents.sort_by(|a, b| (&a.owner, &a.name).cmp(&(&b.owner, &b.name)));
+        Resolution {
+            documents,
+            depends_on,
+            known: subject_meta.is_some_and(KeyMeta::is_live),
+        }
+    }
+
+    fn doc_ref(
+        &self,
+        owner: &ProfileKey,
+        name: &str,
+        d: &DocMeta,
         expires_unix: u64,
-    ) -> impl Iterator<Item = DocumentRef> + 'a {
-        entry
-            .docs
-            .iter()
-            .map(move |(name, d): (&String, &StoredDoc)| DocumentRef {
-                owner: entry.key.clone(),
-                name: name.clone(),
-                url: self.document_url(&entry.key, name),
-                content_type: d.content_type.clone(),
-                size: d.bytes.len() as u64,
-                sha1_hex: d.sha1_hex.clone(),
-                version: d.version,
-                content_id: d.content_id.clone(),
-                expires_unix,
-            })
+    ) -> DocumentRef {
+        DocumentRef {
+            owner: owner.clone(),
+            name: name.to_owned(),
+            url: self.document_url(owner, name),
+            content_type: d.content_type.clone(),
+            size: d.size,
+            sha1_hex: d.sha1_hex.clone(),
+            version: d.version,
+            content_id: d.content_id.clone(),
+            expires_unix,
+        }
     }
 
     /// Counts a rejection and passes the result through.
@@ -440,51 +751,64 @@ impl ContentService {
         }
         r
     }
+}
 
-    async fn commit(&self, op: Op) -> Result<Applied, ContentError> {
-        let outcome = self
-            .journal
-            .commit(vec![op])
-            .await?
-            .pop()
-            .ok_or(ContentError::Journal(journal::JournalError::Closed))?;
-        match outcome {
-            Ok(applied) => {
-                self.last_seq.send_if_modified(|v| {
-                    // Concurrent committers may publish out of order; the value only grows.
-                    let grew = applied.seq > *v;
-                    if grew {
-                        *v = applied.seq;
-                    }
-                    grew
-                });
-                Ok(applied)
-            }
-            Err(ApplyError::NotFound) => Err(ContentError::NotFound),
-            Err(ApplyError::TooManyKeys) => {
-                Err(ContentError::Config("key table full (2^32 keys)".into()))
-            }
-        }
+fn subject_matches(request: &ResolveRequest) -> bool {
+    matches!(
+        (request.profile_type, &request.subject),
+        (ProfileType::Device, ProfileKey::Device(_))
+            | (ProfileType::User, ProfileKey::User(_))
+            | (ProfileType::LocalNetwork, ProfileKey::LocalNetwork(_))
+    )
+}
+
+fn op_label(op: &PreparedOp) -> &'static str {
+    match op {
+        PreparedOp::Put { .. } => "put_document",
+        PreparedOp::DeleteDoc { .. } => "delete_document",
+        PreparedOp::SetDefaultUser(_) => "set_default_user",
+        PreparedOp::DeleteKey => "delete_key",
     }
 }
 
-fn receipt(key: &ProfileKey, name: Option<&str>, applied: Applied) -> WriteReceipt {
+fn receipt_for(p: &Prepared) -> WriteReceipt {
+    let (name, sha1_hex, size, content_id) = match &p.op {
+        PreparedOp::Put {
+            name,
+            bytes,
+            sha1_hex,
+            content_id,
+            ..
+        } => (
+            Some(name.clone()),
+            Some(sha1_hex.clone()),
+            Some(bytes.len() as u64),
+            Some(content_id.clone()),
+        ),
+        PreparedOp::DeleteDoc { name } => (Some(name.clone()), None, None, None),
+        PreparedOp::SetDefaultUser(_) | PreparedOp::DeleteKey => (None, None, None, None),
+    };
     WriteReceipt {
-        key: key.clone(),
-        name: name.map(str::to_owned),
-        seq: applied.seq,
-        version: applied.version,
-        created: applied.created,
-        sha1_hex: None,
-        size: None,
-        content_id: None,
+        change_id: p.change_id.clone(),
+        status: WriteStatus::Accepted,
+        key: p.key.clone(),
+        name,
+        seq: None,
+        version: None,
+        created: false,
+        sha1_hex,
+        size,
+        content_id,
+        effective_by: p.effective_by,
     }
 }
 
 #[async_trait]
 impl ContentResolver for ContentService {
     async fn resolve(&self, request: &ResolveRequest) -> Result<Resolution, ResolveError> {
-        Ok(self.resolve_at(request, unix_now()))
+        self.resolve_at(request, unix_now())
+            .await
+            .map_err(|e| ResolveError::Unavailable(e.to_string()))
     }
 
     async fn document_bytes(
@@ -492,6 +816,23 @@ impl ContentResolver for ContentService {
         owner: &ProfileKey,
         name: &str,
     ) -> Result<Option<Vec<u8>>, ResolveError> {
-        Ok(self.get_document(owner, name).map(|d| d.bytes.to_vec()))
+        self.get_document(owner, name)
+            .await
+            .map(|d| d.map(|d| d.bytes.to_vec()))
+            .map_err(|e| ResolveError::Unavailable(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_ids_are_uuid_v4() {
+        let id = new_change_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(id, new_change_id());
     }
 }

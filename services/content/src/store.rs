@@ -1,4 +1,5 @@
-//! The journaled state: documents, device attributes, versions and the retained change log.
+//! The journaled state of the embedded backend: every key's metadata and document bytes, and
+//! the retained change log that the in-process feed and the gRPC long-poll read.
 //!
 //! Everything here is deterministic: clock readings, hashes and content ids are computed by
 //! the caller and carried in the [`Op`], so replay rebuilds exactly what was acknowledged.
@@ -9,37 +10,19 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uaprof_api::{FeedError, ProfileChange, ProfileKey};
 
+use crate::model::{self, BytesEffect, Decision, KeyMeta, Prepared, Recent};
+
 /// Default number of retained changes (see `ContentConfig::change_log_retention`).
 pub(crate) const DEFAULT_RETENTION: u64 = 1_000_000;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct StoredDoc {
-    pub content_type: String,
-    #[serde(with = "bytes_serde")]
-    pub bytes: Bytes,
-    pub sha1_hex: String,
-    /// The key's version when this document was last written.
-    pub version: u64,
-    pub content_id: String,
-    pub updated_unix: u64,
-}
-
-/// One key's documents and attributes. Entries are kept after a key is emptied (a
-/// tombstone) so its version keeps counting up: a notifier that remembers "version 7 sent"
-/// must never see a re-provisioned key start again at 1.
+/// One key: its metadata and the bytes of its documents.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct KeyEntry {
     pub key: ProfileKey,
-    pub version: u64,
-    pub docs: BTreeMap<String, StoredDoc>,
-    /// Normalised AoR of the device's default user (device keys only).
-    pub default_user: Option<String>,
-}
-
-impl KeyEntry {
-    pub fn is_live(&self) -> bool {
-        !self.docs.is_empty() || self.default_user.is_some()
-    }
+    pub meta: KeyMeta,
+    pub recent: Recent,
+    #[serde(with = "bytes_map")]
+    pub bytes: BTreeMap<String, Bytes>,
 }
 
 /// One retained change. The seq is implicit (contiguous), and keys are interned, which keeps
@@ -53,46 +36,20 @@ struct ChangeEntry {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Op {
-    Put {
-        key: ProfileKey,
-        name: String,
-        content_type: String,
-        #[serde(with = "bytes_serde")]
-        bytes: Bytes,
-        sha1_hex: String,
-        content_id: String,
-        now_unix: u64,
-        effective_by: Option<u32>,
-    },
-    DeleteDoc {
-        key: ProfileKey,
-        name: String,
-        effective_by: Option<u32>,
-    },
-    SetAttributes {
-        key: ProfileKey,
-        default_user: Option<String>,
-        effective_by: Option<u32>,
-    },
-    DeleteKey {
-        key: ProfileKey,
-        effective_by: Option<u32>,
-    },
+    Apply(Box<Prepared>),
     /// Journaled (rather than read from config in `apply`) so replay trims identically.
     SetRetention(u64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Applied {
+/// What an op did: the decision, and for an applied change its position in the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub decision: Decision,
     pub seq: u64,
-    pub version: u64,
-    pub created: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ApplyError {
-    /// The document or key to delete does not exist (possibly deleted by a concurrent write).
-    NotFound,
     /// More than 2^32 distinct keys: the interning table is full.
     TooManyKeys,
 }
@@ -151,79 +108,17 @@ impl Default for Store {
 
 impl journal::Replay for Store {
     type Op = Op;
-    type Outcome = Result<Applied, ApplyError>;
+    type Outcome = Result<Outcome, ApplyError>;
 
     fn apply(&mut self, op: Op) -> Self::Outcome {
         match op {
-            Op::Put {
-                key,
-                name,
-                content_type,
-                bytes,
-                sha1_hex,
-                content_id,
-                now_unix,
-                effective_by,
-            } => {
-                let id = self.intern(key)?;
-                let entry = self.entry_mut(id)?;
-                entry.version += 1;
-                let version = entry.version;
-                let doc = StoredDoc {
-                    content_type,
-                    bytes,
-                    sha1_hex,
-                    version,
-                    content_id,
-                    updated_unix: now_unix,
-                };
-                let created = entry.docs.insert(name, doc).is_none();
-                Ok(self.record(id, version, effective_by, created))
-            }
-            Op::DeleteDoc {
-                key,
-                name,
-                effective_by,
-            } => {
-                let id = *self.index.get(&key).ok_or(ApplyError::NotFound)?;
-                let entry = self.entry_mut(id)?;
-                entry.docs.remove(&name).ok_or(ApplyError::NotFound)?;
-                entry.version += 1;
-                let version = entry.version;
-                Ok(self.record(id, version, effective_by, false))
-            }
-            Op::SetAttributes {
-                key,
-                default_user,
-                effective_by,
-            } => {
-                let id = self.intern(key)?;
-                let entry = self.entry_mut(id)?;
-                let created = !entry.is_live();
-                entry.default_user = default_user;
-                entry.version += 1;
-                let version = entry.version;
-                Ok(self.record(id, version, effective_by, created))
-            }
-            Op::DeleteKey { key, effective_by } => {
-                let id = *self.index.get(&key).ok_or(ApplyError::NotFound)?;
-                let entry = self.entry_mut(id)?;
-                if !entry.is_live() {
-                    return Err(ApplyError::NotFound);
-                }
-                entry.docs.clear();
-                entry.default_user = None;
-                entry.version += 1;
-                let version = entry.version;
-                Ok(self.record(id, version, effective_by, false))
-            }
+            Op::Apply(change) => self.apply_change(&change),
             Op::SetRetention(retention) => {
                 self.retention = retention.max(1);
                 self.trim();
-                Ok(Applied {
+                Ok(Outcome {
+                    decision: Decision::NotFound,
                     seq: self.last_seq,
-                    version: 0,
-                    created: false,
                 })
             }
         }
@@ -231,6 +126,47 @@ impl journal::Replay for Store {
 }
 
 impl Store {
+    fn apply_change(&mut self, change: &Prepared) -> Result<Outcome, ApplyError> {
+        let id = match self.index.get(&change.key) {
+            Some(&id) => id,
+            // Deleting from a key never seen needs no entry (and must not create one).
+            None if change.op.is_delete() => {
+                return Ok(Outcome {
+                    decision: Decision::NotFound,
+                    seq: self.last_seq,
+                });
+            }
+            None => self.intern(change.key.clone())?,
+        };
+        let Some(entry) = self.entries.get_mut(id as usize) else {
+            // Ids come from `index`, which only holds valid positions.
+            return Ok(Outcome {
+                decision: Decision::NotFound,
+                seq: self.last_seq,
+            });
+        };
+        let decision = model::apply(&mut entry.meta, &mut entry.recent, change);
+        if let Decision::Applied { version, bytes, .. } = &decision {
+            match bytes {
+                BytesEffect::None => {}
+                BytesEffect::Put(name, b) => {
+                    entry.bytes.insert(name.clone(), b.clone());
+                }
+                BytesEffect::Delete(names) => {
+                    for n in names {
+                        entry.bytes.remove(n);
+                    }
+                }
+            }
+            let version = *version;
+            self.record(id, version, change.effective_by);
+        }
+        Ok(Outcome {
+            decision,
+            seq: self.last_seq,
+        })
+    }
+
     fn intern(&mut self, key: ProfileKey) -> Result<u32, ApplyError> {
         if let Some(&id) = self.index.get(&key) {
             return Ok(id);
@@ -239,27 +175,14 @@ impl Store {
         self.index.insert(key.clone(), id);
         self.entries.push(KeyEntry {
             key,
-            version: 0,
-            docs: BTreeMap::new(),
-            default_user: None,
+            meta: KeyMeta::default(),
+            recent: Recent::default(),
+            bytes: BTreeMap::new(),
         });
         Ok(id)
     }
 
-    fn entry_mut(&mut self, id: u32) -> Result<&mut KeyEntry, ApplyError> {
-        // Ids come from `index`, which only holds valid positions; NotFound is unreachable.
-        self.entries
-            .get_mut(id as usize)
-            .ok_or(ApplyError::NotFound)
-    }
-
-    fn record(
-        &mut self,
-        key_id: u32,
-        version: u64,
-        effective_by: Option<u32>,
-        created: bool,
-    ) -> Applied {
+    fn record(&mut self, key_id: u32, version: u64, effective_by: Option<u32>) {
         self.last_seq += 1;
         self.changes.push_back(ChangeEntry {
             key_id,
@@ -267,11 +190,6 @@ impl Store {
             effective_by,
         });
         self.trim();
-        Applied {
-            seq: self.last_seq,
-            version,
-            created,
-        }
     }
 
     fn trim(&mut self) {
@@ -291,11 +209,6 @@ impl Store {
     pub(crate) fn entry(&self, key: &ProfileKey) -> Option<&KeyEntry> {
         let id = *self.index.get(key)?;
         self.entries.get(id as usize)
-    }
-
-    /// Live keys (with documents or attributes).
-    pub(crate) fn live_keys(&self) -> impl Iterator<Item = &KeyEntry> {
-        self.entries.iter().filter(|e| e.is_live())
     }
 
     /// Up to `max` retained changes after `after`.
@@ -334,47 +247,25 @@ impl Store {
     }
 }
 
-/// Serialises `Bytes` as one byte string (postcard: length + raw bytes) instead of serde's
-/// default of a sequence of individually encoded integers.
-mod bytes_serde {
-    use std::fmt;
+/// Document bytes by name, each as one byte string (see [`crate::bytes_serde`]).
+mod bytes_map {
+    use std::collections::BTreeMap;
 
     use bytes::Bytes;
-    use serde::de::{SeqAccess, Visitor};
-    use serde::{Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(b)
+    #[derive(Serialize, Deserialize)]
+    struct Doc(#[serde(with = "crate::bytes_serde")] Bytes);
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, v)| (k, Doc(v.clone()))))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        d.deserialize_byte_buf(BytesVisitor)
-    }
-
-    struct BytesVisitor;
-
-    impl<'de> Visitor<'de> for BytesVisitor {
-        type Value = Bytes;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a byte string")
-        }
-
-        fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
-            Ok(Bytes::copy_from_slice(v))
-        }
-
-        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes, E> {
-            Ok(Bytes::from(v))
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
-            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-            while let Some(b) = seq.next_element::<u8>()? {
-                v.push(b);
-            }
-            Ok(Bytes::from(v))
-        }
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Bytes>, D::Error> {
+        let m = BTreeMap::<String, Doc>::deserialize(d)?;
+        Ok(m.into_iter().map(|(k, v)| (k, v.0)).collect())
     }
 }
 
@@ -383,18 +274,23 @@ mod tests {
     use journal::Replay;
 
     use super::*;
+    use crate::model::PreparedOp;
 
-    fn put(key: &ProfileKey, name: &str) -> Op {
-        Op::Put {
+    fn put(key: &ProfileKey, id: &str, name: &str) -> Op {
+        Op::Apply(Box::new(Prepared {
+            change_id: id.into(),
             key: key.clone(),
-            name: name.into(),
-            content_type: "application/xml".into(),
-            bytes: Bytes::from_static(b"<x/>"),
-            sha1_hex: "00".into(),
-            content_id: "c@h".into(),
-            now_unix: 1,
+            version: None,
+            op: PreparedOp::Put {
+                name: name.into(),
+                content_type: "application/xml".into(),
+                bytes: Bytes::from_static(b"<x/>"),
+                sha1_hex: "00".into(),
+                content_id: "c@h".into(),
+            },
             effective_by: None,
-        }
+            now_unix: 1,
+        }))
     }
 
     #[test]
@@ -402,8 +298,8 @@ mod tests {
         let key = ProfileKey::device("00df1e004cd0").expect("key");
         let mut s = Store::default();
         assert!(s.apply(Op::SetRetention(3)).is_ok());
-        for _ in 0..5 {
-            assert!(s.apply(put(&key, "a.xml")).is_ok());
+        for i in 0..5 {
+            assert!(s.apply(put(&key, &format!("c{i}"), "a.xml")).is_ok());
         }
         assert_eq!(s.last_seq(), 5);
         let got = s.changes_after(2, 10).expect("retained");
@@ -427,36 +323,36 @@ mod tests {
     fn snapshot_round_trip_rebuilds_index() {
         let key = ProfileKey::user("alice@example.com").expect("key");
         let mut s = Store::default();
-        assert!(s.apply(put(&key, "a.xml")).is_ok());
+        assert!(s.apply(put(&key, "c1", "a.xml")).is_ok());
         let bytes = postcard::to_allocvec(&s).expect("encode");
         let back: Store = postcard::from_bytes(&bytes).expect("decode");
         let entry = back.entry(&key).expect("entry");
-        assert_eq!(entry.docs["a.xml"].bytes, Bytes::from_static(b"<x/>"));
+        assert_eq!(entry.bytes["a.xml"], Bytes::from_static(b"<x/>"));
+        assert_eq!(entry.recent.applied_version("c1"), Some(1));
         assert_eq!(back.changes_after(0, 10).expect("feed").len(), 1);
     }
 
     #[test]
-    fn deletes_of_missing_things_change_nothing() {
+    fn only_applied_changes_enter_the_log() {
         let key = ProfileKey::user("alice@example.com").expect("key");
         let mut s = Store::default();
-        let del = |k: &ProfileKey| Op::DeleteDoc {
-            key: k.clone(),
-            name: "a.xml".into(),
+        let del = Op::Apply(Box::new(Prepared {
+            change_id: "d".into(),
+            key: key.clone(),
+            version: None,
+            op: PreparedOp::DeleteKey,
             effective_by: None,
-        };
-        assert_eq!(s.apply(del(&key)), Err(ApplyError::NotFound));
-        assert!(s.apply(put(&key, "a.xml")).is_ok());
-        assert!(s.apply(del(&key)).is_ok());
-        assert_eq!(s.apply(del(&key)), Err(ApplyError::NotFound));
+            now_unix: 1,
+        }));
         assert_eq!(
-            s.apply(Op::DeleteKey {
-                key: key.clone(),
-                effective_by: None
-            }),
-            Err(ApplyError::NotFound)
+            s.apply(del).expect("op").decision,
+            Decision::NotFound,
+            "a delete of an unknown key"
         );
-        assert_eq!(s.last_seq(), 2);
-        // The tombstone keeps the version counting.
-        assert_eq!(s.entry(&key).map(|e| e.version), Some(2));
+        assert!(s.entry(&key).is_none(), "and it created no entry");
+        assert!(s.apply(put(&key, "c1", "a.xml")).is_ok());
+        let again = s.apply(put(&key, "c1", "a.xml")).expect("op");
+        assert_eq!(again.decision, Decision::Duplicate { version: 1 });
+        assert_eq!(s.last_seq(), 1);
     }
 }

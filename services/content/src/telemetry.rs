@@ -5,10 +5,10 @@ use metrics::{Unit, describe_counter, describe_gauge};
 pub const HTTP_REQUESTS: &str = "content_http_requests_total";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "content_http_connections_refused_total";
 pub const HTTP_CONNECTIONS_OPEN: &str = "content_http_connections_open";
-pub const DOCUMENTS_WRITTEN: &str = "content_documents_written_total";
-pub const DOCUMENTS_DELETED: &str = "content_documents_deleted_total";
-pub const KEYS_DELETED: &str = "content_keys_deleted_total";
-pub const ATTRIBUTES_WRITTEN: &str = "content_device_attributes_written_total";
+pub const CHANGES_APPLIED: &str = "content_changes_applied_total";
+pub const CHANGES_DUPLICATE: &str = "content_changes_duplicate_total";
+pub const CHANGES_AWAIT_TIMEOUT: &str = "content_changes_await_timeout_total";
+pub const STORE_CAS_RETRIES: &str = "content_store_cas_retries_total";
 pub const WRITES_REJECTED: &str = "content_writes_rejected_total";
 pub const DOCUMENT_BYTES_SERVED: &str = "content_document_bytes_served_total";
 
@@ -25,21 +25,25 @@ pub fn describe_metrics() {
     );
     describe_gauge!(HTTP_CONNECTIONS_OPEN, "HTTP connections currently open");
     describe_counter!(
-        DOCUMENTS_WRITTEN,
-        "Profile documents created or replaced (durable)"
-    );
-    describe_counter!(DOCUMENTS_DELETED, "Profile documents deleted (durable)");
-    describe_counter!(
-        KEYS_DELETED,
-        "Profile keys emptied by a key delete (durable)"
+        CHANGES_APPLIED,
+        "Changes applied to the document store (durable), by operation"
     );
     describe_counter!(
-        ATTRIBUTES_WRITTEN,
-        "Device attribute writes (default user), durable"
+        CHANGES_DUPLICATE,
+        "Changes whose change id was applied before (replays, redeliveries); nothing changed"
+    );
+    describe_counter!(
+        CHANGES_AWAIT_TIMEOUT,
+        "Provisioning API writes answered 202 because the change log had not applied them \
+         within apply_timeout"
+    );
+    describe_counter!(
+        STORE_CAS_RETRIES,
+        "Compare-and-set retries of a Redis document write (another node wrote the key)"
     );
     describe_counter!(
         WRITES_REJECTED,
-        "Provisioning writes rejected before anything was stored, by reason"
+        "Changes rejected before anything was stored, by reason"
     );
     describe_counter!(
         DOCUMENT_BYTES_SERVED,

@@ -1,13 +1,21 @@
-//! Store, resolver and feed tests against the Rust API.
+//! Store, resolver and feed tests against the Rust API. Everything that does not depend on
+//! where documents live runs against both backends: the embedded journal and a real
+//! `redis-server` (testkit).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use content::{ContentConfig, ContentError, ContentService, InProcessFeed, JournalOptions};
+use content::{
+    ContentConfig, ContentError, ContentService, InProcessFeed, JournalOptions, RedisConfig,
+    WriteStatus,
+};
+use testkit::RedisServer;
 use uaprof_api::{
-    ChangeSource, ContentResolver, FeedError, ProfileKey, ProfileType, ResolveRequest,
+    Change, ChangeOp, ChangeSource, ContentResolver, FeedError, ProfileKey, ProfileType,
+    ResolveRequest, Timing,
 };
 
 fn config() -> ContentConfig {
@@ -31,6 +39,55 @@ fn open(dir: &Path) -> Arc<ContentService> {
     open_with(dir, config())
 }
 
+/// One Redis for the whole test binary; each service gets its own key prefix.
+fn redis() -> &'static RedisServer {
+    static REDIS: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
+    REDIS.get_or_init(RedisServer::start)
+}
+
+async fn open_redis() -> Arc<ContentService> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let rc = RedisConfig {
+        urls: vec![redis().url()],
+        prefix: format!("t{}", N.fetch_add(1, Ordering::Relaxed)),
+        ..RedisConfig::default()
+    };
+    ContentService::open_redis(&rc, config())
+        .await
+        .expect("open redis backend")
+}
+
+/// Runs `check` against a fresh journal-backed service, then a fresh Redis-backed one.
+async fn on_both<F, Fut>(check: F)
+where
+    F: Fn(Arc<ContentService>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    check(open(dir.path())).await;
+    check(open_redis().await).await;
+}
+
+fn change(key: &ProfileKey, id: &str, version: Option<u64>, op: ChangeOp) -> Change {
+    Change {
+        change_id: id.into(),
+        key: key.clone(),
+        version,
+        op,
+        timing: Timing::default(),
+        producer: "oss".into(),
+        occurred_unix_ms: 1_700_000_000_000,
+    }
+}
+
+fn put_op(name: &str, body: &'static str) -> ChangeOp {
+    ChangeOp::PutDocument {
+        name: name.into(),
+        content_type: "application/xml".into(),
+        bytes: xml(body),
+    }
+}
+
 fn device() -> ProfileKey {
     ProfileKey::device("00:DF:1E:00:4C:D0").expect("key")
 }
@@ -45,8 +102,10 @@ fn xml(s: &'static str) -> Bytes {
 
 #[tokio::test]
 async fn rejected_writes_change_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let svc = open(dir.path());
+    on_both(rejected_writes_change_nothing_on).await;
+}
+
+async fn rejected_writes_change_nothing_on(svc: Arc<ContentService>) {
     let dev = device();
     let policy = "application/media-policy-dataset+xml";
     let cases: Vec<(Result<_, ContentError>, u16)> = vec![
@@ -126,10 +185,12 @@ async fn rejected_writes_change_nothing() {
         }
     }
     assert_eq!(svc.last_seq(), 0);
-    assert_eq!(svc.key_version(&dev), 0);
-    assert!(svc.list_key(&dev).is_none());
-    assert!(svc.list_key(&user()).is_none());
-    assert!(svc.changes_after(0, 10).expect("feed").is_empty());
+    assert_eq!(svc.key_version(&dev).await.expect("version"), 0);
+    assert!(svc.list_key(&dev).await.expect("list").is_none());
+    assert!(svc.list_key(&user()).await.expect("list").is_none());
+    if !svc.is_shared() {
+        assert!(svc.changes_after(0, 10).expect("feed").is_empty());
+    }
     // Policy documents are fine on user keys.
     let ok = svc
         .put_document(&user(), "p.xml", policy, xml("\u{feff}<policy/>"), None)
@@ -148,7 +209,7 @@ async fn reopen_keeps_documents_versions_and_seq() {
             .await
             .expect("put");
         assert!(r.created);
-        assert_eq!((r.seq, r.version), (1, 1));
+        assert_eq!((r.seq, r.version), (Some(1), Some(1)));
         svc.put_document(&dev, "b.xml", "application/xml", xml("<b/>"), None)
             .await
             .expect("put");
@@ -156,16 +217,25 @@ async fn reopen_keeps_documents_versions_and_seq() {
             .delete_document(&dev, "b.xml", None)
             .await
             .expect("delete");
-        assert_eq!((r.seq, r.version), (3, 3));
+        assert_eq!((r.seq, r.version), (Some(3), Some(3)));
     }
     let svc = open(dir.path());
     assert_eq!(svc.last_seq(), 3);
-    assert_eq!(svc.key_version(&dev), 3);
-    let doc = svc.get_document(&dev, "a.xml").expect("doc");
+    assert_eq!(svc.key_version(&dev).await.expect("version"), 3);
+    let doc = svc
+        .get_document(&dev, "a.xml")
+        .await
+        .expect("read")
+        .expect("doc");
     assert_eq!(doc.bytes, xml("<a/>"));
     assert_eq!(doc.content_type, "application/xml");
     assert_eq!(doc.version, 1);
-    assert!(svc.get_document(&dev, "b.xml").is_none());
+    assert!(
+        svc.get_document(&dev, "b.xml")
+            .await
+            .expect("read")
+            .is_none()
+    );
     let changes = svc.changes_after(0, 10).expect("feed");
     assert_eq!(changes.len(), 3);
     assert_eq!(changes[0].effective_by, Some(60));
@@ -174,20 +244,23 @@ async fn reopen_keeps_documents_versions_and_seq() {
         .put_document(&dev, "c.xml", "application/xml", xml("<c/>"), None)
         .await
         .expect("put");
-    assert_eq!((r.seq, r.version), (4, 4));
+    assert_eq!((r.seq, r.version), (Some(4), Some(4)));
 
     // A snapshot followed by a reopen keeps everything too.
     svc.snapshot().expect("snapshot");
     drop(svc);
     let svc = open(dir.path());
     assert_eq!(svc.last_seq(), 4);
-    assert_eq!(svc.list_key(&dev).expect("listing").documents.len(), 2);
+    let listing = svc.list_key(&dev).await.expect("list").expect("listing");
+    assert_eq!(listing.documents.len(), 2);
 }
 
 #[tokio::test]
 async fn content_id_follows_bytes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let svc = open(dir.path());
+    on_both(content_id_follows_bytes_on).await;
+}
+
+async fn content_id_follows_bytes_on(svc: Arc<ContentService>) {
     let dev = device();
     let put = |b: &'static str| svc.put_document(&dev, "a.xml", "application/xml", xml(b), None);
     let first = put("<a/>").await.expect("put");
@@ -213,8 +286,10 @@ async fn content_id_follows_bytes() {
 
 #[tokio::test]
 async fn device_resolution_composes_device_class_and_default_user() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let svc = open(dir.path());
+    on_both(device_resolution_on).await;
+}
+
+async fn device_resolution_on(svc: Arc<ContentService>) {
     let dev = device();
     let class = ProfileKey::class("acme", "Z100").expect("key");
     let ct = "application/xml";
@@ -234,7 +309,7 @@ async fn device_resolution_composes_device_class_and_default_user() {
         .set_device_attributes(&dev, Some("sip:alice@EXAMPLE.com;transport=tcp"), None)
         .await
         .expect("attrs");
-    assert_eq!(r.version, 2);
+    assert_eq!(r.version, Some(2));
 
     let req = ResolveRequest {
         profile_type: ProfileType::Device,
@@ -243,7 +318,7 @@ async fn device_resolution_composes_device_class_and_default_user() {
         model: Some("Z100".into()),
         version: None,
     };
-    let res = svc.resolve_at(&req, 1_000);
+    let res = svc.resolve_at(&req, 1_000).await.expect("resolve");
     assert!(res.known);
     assert_eq!(res.depends_on, vec![dev.clone(), class.clone(), user()]);
     let names: Vec<(&str, &str)> = res
@@ -284,28 +359,34 @@ async fn device_resolution_composes_device_class_and_default_user() {
     assert_eq!(res.documents.len(), 3);
 
     // User subscriptions depend on the user only.
-    let res = svc.resolve_at(
-        &ResolveRequest {
-            profile_type: ProfileType::User,
-            subject: user(),
-            vendor: None,
-            model: None,
-            version: None,
-        },
-        0,
-    );
+    let res = svc
+        .resolve_at(
+            &ResolveRequest {
+                profile_type: ProfileType::User,
+                subject: user(),
+                vendor: None,
+                model: None,
+                version: None,
+            },
+            0,
+        )
+        .await
+        .expect("resolve");
     assert_eq!(res.depends_on, vec![user()]);
     assert_eq!(res.documents.len(), 2);
 
     // An unknown device is not known, has no documents, still depends on its class.
     let unknown = ProfileKey::device("00df1e004cd1").expect("key");
-    let res = svc.resolve_at(
-        &ResolveRequest {
-            subject: unknown.clone(),
-            ..req
-        },
-        0,
-    );
+    let res = svc
+        .resolve_at(
+            &ResolveRequest {
+                subject: unknown.clone(),
+                ..req
+            },
+            0,
+        )
+        .await
+        .expect("resolve");
     assert!(!res.known);
     assert_eq!(res.depends_on, vec![unknown, class]);
     assert_eq!(res.documents.len(), 1, "class documents still apply");
@@ -326,8 +407,10 @@ async fn device_resolution_composes_device_class_and_default_user() {
 
 #[tokio::test]
 async fn delete_key_is_one_change_and_keeps_counting() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let svc = open(dir.path());
+    on_both(delete_key_on).await;
+}
+
+async fn delete_key_on(svc: Arc<ContentService>) {
     let u = user();
     for name in ["a.xml", "b.xml", "c.xml"] {
         svc.put_document(&u, name, "text/plain", xml("x"), None)
@@ -335,13 +418,19 @@ async fn delete_key_is_one_change_and_keeps_counting() {
             .expect("put");
     }
     let r = svc.delete_key(&u, Some(30)).await.expect("delete key");
-    assert_eq!((r.seq, r.version), (4, 4));
-    assert!(svc.list_key(&u).is_none());
+    assert_eq!(r.version, Some(4));
+    assert_eq!(r.effective_by, Some(30));
+    assert!(svc.list_key(&u).await.expect("list").is_none());
+    assert!(svc.get_document(&u, "a.xml").await.expect("read").is_none());
     let r = svc
         .put_document(&u, "a.xml", "text/plain", xml("y"), None)
         .await
         .expect("put");
-    assert_eq!(r.version, 5, "a re-provisioned key continues its version");
+    assert_eq!(
+        r.version,
+        Some(5),
+        "a re-provisioned key continues its version"
+    );
     assert!(r.created);
 }
 
@@ -452,6 +541,73 @@ async fn feed_reports_gap_beyond_retention() {
     );
     assert!(svc.changes_after(3, 10).is_err());
     assert_eq!(svc.changes_after(4, 10).expect("retained").len(), 2);
+}
+
+#[tokio::test]
+async fn changes_are_idempotent_by_id_and_versions_only_go_up() {
+    on_both(idempotency_on).await;
+}
+
+async fn idempotency_on(svc: Arc<ContentService>) {
+    let class = ProfileKey::class("acme", "Z100").expect("class");
+    let first = svc
+        .apply(&change(&class, "c1", Some(10), put_op("a.xml", "<v10/>")))
+        .await
+        .expect("apply");
+    assert_eq!(first.status, WriteStatus::Applied);
+    assert_eq!(first.version, Some(10));
+
+    // A redelivery (same id) changes nothing and reports the version it produced.
+    let again = svc
+        .apply(&change(&class, "c1", Some(10), put_op("a.xml", "<v10/>")))
+        .await
+        .expect("apply");
+    assert_eq!(again.status, WriteStatus::Duplicate);
+    assert_eq!(again.version, Some(10));
+
+    // A new change that does not raise the version is refused, and nothing is stored.
+    for v in [10, 3] {
+        let stale = svc
+            .apply(&change(
+                &class,
+                &format!("old{v}"),
+                Some(v),
+                put_op("a.xml", "<old/>"),
+            ))
+            .await;
+        match stale {
+            Err(e @ ContentError::Stale { .. }) => assert_eq!(e.http_status(), 409),
+            other => panic!("stale version {v} accepted: {other:?}"),
+        }
+    }
+    let doc = svc
+        .get_document(&class, "a.xml")
+        .await
+        .expect("read")
+        .expect("doc");
+    assert_eq!(doc.bytes, xml("<v10/>"));
+    assert_eq!(doc.version, 10);
+    // The producer's time is the document's last-modified.
+    assert_eq!(doc.updated_unix, 1_700_000_000);
+
+    // Version 0 on the wire (None here): the next one.
+    let next = svc
+        .apply(&change(&class, "c2", None, put_op("a.xml", "<v11/>")))
+        .await
+        .expect("apply");
+    assert_eq!(next.version, Some(11));
+    let del = svc
+        .apply(&change(
+            &class,
+            "c3",
+            None,
+            ChangeOp::DeleteDocument {
+                name: "zz.xml".into(),
+            },
+        ))
+        .await;
+    assert!(matches!(del, Err(ContentError::NotFound)), "{del:?}");
+    assert_eq!(svc.key_version(&class).await.expect("version"), 11);
 }
 
 #[test]

@@ -1,68 +1,77 @@
-//! The change-feed consumer: document changes in, NOTIFYs out.
+//! The change-feed consumer and the fan-out worker: document changes in, NOTIFYs out.
 //!
-//! For each batch of changes it walks the key index in pages, re-resolves each affected
-//! subscription, and sends a NOTIFY only when the entity tag differs from the one the
-//! subscriber confirmed — so a redelivered event re-notifies nobody who already has that
-//! version (invariant 3), and bursts for one key coalesce into one NOTIFY per dialog.
+//! Two loops, joined by durable work in the subscription store ([`FanoutJob`]):
 //!
-//! The feed position is committed only after every NOTIFY of the batch has *ended* (2xx,
-//! failure or timeout). If the node dies mid-fan-out, the batch is delivered again and the
-//! subscribers who did not confirm the new version are notified (invariant 2).
+//! * **consume**: takes a batch from the change feed, coalesces it to one job per key (the
+//!   highest version, with its effective-by), records the jobs in every partition that may
+//!   hold subscribers of the key ([`SubscriptionStore::enqueue_fanout`]) and only then
+//!   commits the feed. A node that dies after the commit has left the work in the store.
+//! * **work**: on each node, walks the pending jobs of the partitions the node owns: for
+//!   every subscription depending on the key it re-resolves the content and sends a NOTIFY
+//!   only when the entity tag differs from the one the subscriber confirmed — so a
+//!   redelivered change re-notifies nobody who already has that version (invariant 3). A
+//!   job is removed once every NOTIFY of its walk has ended, unless a newer change for the
+//!   key arrived, which keeps it pending; such a job is walked again once the key has been
+//!   quiet for a moment, so a burst for one key costs two NOTIFYs per subscription: its
+//!   first change at once, and the state after the burst. If
+//!   the node dies mid-walk, the partition's next owner walks the job again (invariant 2);
+//!   only the NOTIFYs that were in flight at the crash can reach a phone twice.
+//!
+//! Memory is bounded by the page size, the number of walks and the NOTIFY concurrency, not
+//! by how many subscriptions a change matches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
 use profile_event::state::SubState;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use uaprof_api::{ChangeSource, FeedError, ProfileChange, ProfileKey, ResolveRequest};
 
 use crate::Ctx;
 use crate::engine::{EngineMsg, NotifyKind};
-use crate::store::{StoreError, SubId};
+use crate::store::{FanoutJob, StoreError, SubId};
 
-/// Changes taken from the feed per batch; a batch is committed as one unit.
+/// Changes taken from the feed per batch; a batch is recorded and committed as one unit.
 const FEED_BATCH: usize = 256;
 /// How long one poll of the feed waits for a change before looping (bounds shutdown latency).
 const FEED_WAIT: Duration = Duration::from_millis(500);
 /// Back-off after a store or resolver failure; the work is retried, never skipped.
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// Jobs walked at once per node. Each holds one page of ids; the NOTIFYs they send share
+/// `fanout_concurrency`. Enough that one slow class change does not hold up device changes.
+const MAX_WALKS: usize = 64;
+/// How often the worker looks for work nobody announced (a lost announcement, a job left
+/// pending by a walk that found a newer version).
+const JOB_POLL: Duration = Duration::from_secs(1);
+/// How often every owned partition is read for pending work, whatever was announced.
+const FULL_SWEEP: Duration = Duration::from_secs(10);
+/// Jobs read from the store per look.
+const JOBS_PER_LOOK: usize = 4096;
 
-pub async fn run(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: CancellationToken) {
-    // Where this consumer's feed starts; shards taken over later are measured against it.
-    let mut position = loop {
-        match ctx.store.feed_offset().await {
-            Ok(p) => break p,
-            Err(e) => {
-                warn!(%e, "cannot read the feed offset; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY_BACKOFF) => {}
-                }
-            }
-        }
-    };
+/// Runs both loops until `shutdown`.
+pub async fn run(ctx: Arc<Ctx>, feed: Box<dyn ChangeSource>, shutdown: CancellationToken) {
+    let worker = tokio::spawn(work(Arc::clone(&ctx), shutdown.clone()));
+    consume(ctx, feed, shutdown).await;
+    let _ = worker.await;
+}
+
+async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: CancellationToken) {
     loop {
-        if !adopt(&ctx, position, &shutdown).await {
-            return;
-        }
         let batch = tokio::select! {
             _ = shutdown.cancelled() => return,
             b = feed.next_batch(FEED_BATCH, FEED_WAIT) => b,
         };
-        let result = match batch {
+        let (jobs, seq) = match batch {
             Ok(changes) if changes.is_empty() => continue,
             Ok(changes) => {
-                let last = changes.iter().map(|c| c.seq).max().unwrap_or_default();
                 counter!("fanout_changes_total").increment(changes.len() as u64);
-                if !process(&ctx, &changes, &shutdown).await {
-                    return;
-                }
-                Some(last)
+                let last = changes.iter().map(|c| c.seq).max().unwrap_or_default();
+                (coalesce(&changes), last)
             }
             Err(FeedError::Gap {
                 after,
@@ -72,68 +81,78 @@ pub async fn run(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
                     after,
                     resume_after, "change feed gap: reconciling every subscription"
                 );
-                if !reconcile(&ctx, None, &shutdown).await {
-                    return;
-                }
-                Some(resume_after)
+                let all = FanoutJob {
+                    target: None,
+                    version: resume_after,
+                    effective_by: None,
+                };
+                (vec![all], resume_after)
             }
             Err(FeedError::Closed) => return,
             Err(e) => {
                 warn!(%e, "change feed unavailable");
-                tokio::time::sleep(RETRY_BACKOFF).await;
-                None
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_BACKOFF) => {}
+                }
+                continue;
             }
         };
-        if let Some(seq) = result {
-            commit(&ctx, feed.as_mut(), seq, &shutdown).await;
-            position = position.max(seq);
+        if !record(&ctx, &jobs, &shutdown).await {
+            return;
         }
+        commit(&ctx, feed.as_mut(), seq, &shutdown).await;
     }
 }
 
-/// Takes on the shards this node was handed (a node died or left, or the tier grew). A
-/// shard whose recorded position is behind ours may have missed changes its previous owner
-/// never fanned out: every subscription in it is checked against current content, and only
-/// those whose confirmed entity tag differs are notified. Returns `false` on shutdown.
-async fn adopt(ctx: &Arc<Ctx>, position: u64, shutdown: &CancellationToken) -> bool {
-    let acquired = match ctx.store.take_acquired().await {
-        Ok(a) => a,
-        Err(e) => {
-            warn!(%e, "cannot take on new shards yet");
-            return true;
+/// One job per key: the highest version, and the effective-by of the change that set it.
+fn coalesce(changes: &[ProfileChange]) -> Vec<FanoutJob> {
+    let mut by_key: BTreeMap<&ProfileKey, (u64, Option<u32>)> = BTreeMap::new();
+    for c in changes {
+        let e = by_key.entry(&c.key).or_insert((0, None));
+        if c.version >= e.0 {
+            *e = (c.version, c.effective_by.or(e.1));
         }
-    };
-    for (shard, offset) in acquired {
-        if offset < position {
-            info!(shard, offset, position, "reconciling a shard taken over");
-            counter!("fanout_shards_reconciled_total").increment(1);
-            if !reconcile(ctx, Some(shard), shutdown).await {
-                return false;
+    }
+    by_key
+        .into_iter()
+        .map(|(k, (version, effective_by))| FanoutJob {
+            target: Some(k.clone()),
+            version,
+            effective_by,
+        })
+        .collect()
+}
+
+/// Records the jobs durably, retrying until the store takes them. `false` on shutdown.
+async fn record(ctx: &Ctx, jobs: &[FanoutJob], shutdown: &CancellationToken) -> bool {
+    loop {
+        match ctx.store.enqueue_fanout(jobs).await {
+            Ok(()) => {
+                counter!("fanout_jobs_recorded_total").increment(jobs.len() as u64);
+                return true;
             }
-        }
-        loop {
-            match ctx.store.set_shard_offset(shard, position).await {
-                Ok(()) => break,
-                Err(e) => {
-                    warn!(%e, shard, "cannot record shard offset; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(RETRY_BACKOFF) => {}
-                    }
+            Err(e) => {
+                counter!("store_errors_total", "op" => "enqueue_fanout").increment(1);
+                warn!(%e, "cannot record fan-out work; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(RETRY_BACKOFF) => {}
                 }
             }
         }
     }
-    true
 }
 
 async fn commit(ctx: &Ctx, feed: &mut dyn ChangeSource, seq: u64, shutdown: &CancellationToken) {
-    while !shutdown.is_cancelled() {
-        match ctx.store.set_feed_offset(seq).await {
-            Ok(()) => break,
-            Err(e) => {
-                warn!(%e, "cannot record feed offset; retrying");
-                tokio::time::sleep(RETRY_BACKOFF).await;
+    if !feed.keeps_positions() {
+        while !shutdown.is_cancelled() {
+            match ctx.store.set_feed_offset(seq).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(%e, "cannot record feed offset; retrying");
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
             }
         }
     }
@@ -143,102 +162,242 @@ async fn commit(ctx: &Ctx, feed: &mut dyn ChangeSource, seq: u64, shutdown: &Can
     gauge!("fanout_feed_offset").set(seq as f64);
 }
 
-/// Fans out one batch. Returns `false` if shutdown interrupted it (nothing is committed).
-async fn process(ctx: &Arc<Ctx>, changes: &[ProfileChange], shutdown: &CancellationToken) -> bool {
-    // One walk per key; the latest effective-by given for a key wins.
-    let mut keys: BTreeMap<&ProfileKey, Option<u32>> = BTreeMap::new();
-    for c in changes {
-        let e = keys.entry(&c.key).or_default();
-        if c.effective_by.is_some() {
-            *e = c.effective_by;
-        }
-    }
-    let permits = Arc::new(Semaphore::new(ctx.config.fanout_concurrency));
-    let mut jobs = JoinSet::new();
-    for (key, effective_by) in keys {
-        let mut after = None;
-        loop {
-            let page = match ctx.store.by_key(key, after, ctx.config.fanout_page).await {
-                Ok(p) => p,
-                Err(e) => {
-                    warn!(%e, %key, "index read failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(RETRY_BACKOFF) => continue,
-                    }
-                }
-            };
-            for id in page.ids {
-                let permit = tokio::select! {
-                    _ = shutdown.cancelled() => return false,
-                    p = permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return false,
-                    },
-                };
-                let ctx = Arc::clone(ctx);
-                let stop = shutdown.clone();
-                jobs.spawn(async move {
-                    let _permit = permit;
-                    notify_until_done(&ctx, id, effective_by, &stop).await;
-                });
-                // Reap finished jobs so the set stays as small as the permit count.
-                while let Some(r) = jobs.try_join_next() {
-                    let _ = r;
-                }
-            }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
-    }
-    while jobs.join_next().await.is_some() {}
-    !shutdown.is_cancelled()
+/// How a walk ended.
+enum Walked {
+    /// Every subscription was visited and every NOTIFY ended.
+    Complete,
+    /// The partition moved to another node, or shutdown: the job stays for its next owner.
+    Abandoned,
 }
 
-/// Walks every subscription, or those of one shard (after a feed gap or a takeover, when
-/// we no longer know what changed).
-async fn reconcile(ctx: &Arc<Ctx>, shard: Option<u16>, shutdown: &CancellationToken) -> bool {
-    let mut after = None;
-    let mut n = 0u64;
+type JobId = (u16, Option<ProfileKey>);
+
+/// A job whose walk found a newer version on finishing: it is walked again once its version
+/// has been stable for [`SETTLE`], so a burst of changes costs a subscriber two NOTIFYs (the
+/// first change at once, the burst's last after it), not one per walk that overlapped it.
+struct Settling {
+    version: u64,
+    changed_at: Instant,
+    since: Instant,
+}
+
+/// Quiet time after which a superseded job is walked again: the changes of one burst arrive
+/// closer together than this.
+const SETTLE: Duration = Duration::from_millis(300);
+/// Longest a superseded job waits for its key to go quiet.
+const MAX_SETTLE: Duration = Duration::from_secs(3);
+
+struct Worker {
+    ctx: Arc<Ctx>,
+    shutdown: CancellationToken,
+    permits: Arc<Semaphore>,
+    running: HashSet<JobId>,
+    settling: std::collections::HashMap<JobId, Settling>,
+    walks: JoinSet<(u16, FanoutJob, Walked)>,
+    recheck: Vec<u16>,
+}
+
+async fn work(ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    let mut w = Worker {
+        permits: Arc::new(Semaphore::new(ctx.config.fanout_concurrency)),
+        ctx,
+        shutdown,
+        running: HashSet::new(),
+        settling: std::collections::HashMap::new(),
+        walks: JoinSet::new(),
+        recheck: Vec::new(),
+    };
+    let mut last_sweep = Instant::now();
     loop {
+        while let Some(done) = w.walks.try_join_next() {
+            w.walked(done).await;
+        }
+        gauge!("fanout_walks_running").set(w.walks.len() as f64);
+        if w.shutdown.is_cancelled() {
+            break;
+        }
+        if last_sweep.elapsed() >= FULL_SWEEP {
+            // Partitions this node does not own are skipped by the store.
+            w.recheck.extend(0..crate::store::redis::PARTITIONS);
+            w.settling.retain(|_, s| s.since.elapsed() < FULL_SWEEP);
+            last_sweep = Instant::now();
+        }
+        w.recheck.extend(w.settling.keys().map(|(p, _)| *p));
+        w.recheck.sort_unstable();
+        w.recheck.dedup();
+        match w.ctx.store.pending_fanout(&w.recheck, JOBS_PER_LOOK).await {
+            Ok(jobs) => {
+                w.recheck.clear();
+                for (p, job) in jobs {
+                    w.consider(p, job);
+                }
+            }
+            Err(e) => {
+                counter!("store_errors_total", "op" => "pending_fanout").increment(1);
+                warn!(%e, "cannot read pending fan-out work; retrying");
+            }
+        }
+        let wait = if w.settling.is_empty() {
+            JOB_POLL
+        } else {
+            SETTLE / 3
+        };
+        tokio::select! {
+            _ = w.shutdown.cancelled() => {}
+            Some(done) = w.walks.join_next(), if !w.walks.is_empty() => w.walked(done).await,
+            () = w.ctx.store.fanout_wakeup(wait) => {}
+        }
+    }
+    // Walks end at once on shutdown (their jobs stay pending for the next owner).
+    while w.walks.join_next().await.is_some() {}
+}
+
+impl Worker {
+    /// Starts a walk of a pending job unless it is running, settling or over the bound.
+    fn consider(&mut self, p: u16, job: FanoutJob) {
+        let id = (p, job.target.clone());
+        if self.running.contains(&id) {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(s) = self.settling.get_mut(&id) {
+            if s.version != job.version {
+                s.version = job.version;
+                s.changed_at = now;
+            }
+            let quiet = now.duration_since(s.changed_at) >= SETTLE;
+            if !quiet && now.duration_since(s.since) < MAX_SETTLE {
+                return;
+            }
+            self.settling.remove(&id);
+        }
+        if self.walks.len() >= MAX_WALKS {
+            self.recheck.push(p);
+            return;
+        }
+        self.running.insert(id);
+        let ctx = Arc::clone(&self.ctx);
+        let permits = Arc::clone(&self.permits);
+        let stop = self.shutdown.clone();
+        self.walks.spawn(async move {
+            let walked = walk(&ctx, p, &job, &permits, &stop).await;
+            (p, job, walked)
+        });
+    }
+
+    /// Books a walk that ended: a complete one removes its job, unless a newer change for
+    /// the key arrived during the walk; that one settles, then is walked again.
+    async fn walked(&mut self, done: Result<(u16, FanoutJob, Walked), tokio::task::JoinError>) {
+        let Ok((p, job, walked)) = done else { return };
+        let id = (p, job.target.clone());
+        self.running.remove(&id);
+        if matches!(walked, Walked::Complete) && !finish(&self.ctx, p, &job, &self.shutdown).await {
+            let now = Instant::now();
+            self.settling.insert(
+                id,
+                Settling {
+                    version: job.version,
+                    changed_at: now,
+                    since: now,
+                },
+            );
+            self.recheck.push(p);
+        }
+    }
+}
+
+/// Removes a finished job; `false` if it must be walked again (a newer version arrived).
+async fn finish(ctx: &Ctx, p: u16, job: &FanoutJob, shutdown: &CancellationToken) -> bool {
+    loop {
+        match ctx.store.finish_fanout(p, job).await {
+            Ok(true) => {
+                counter!("fanout_jobs_total", "result" => "done").increment(1);
+                return true;
+            }
+            Ok(false) => {
+                counter!("fanout_jobs_total", "result" => "superseded").increment(1);
+                return false;
+            }
+            Err(e) => {
+                warn!(%e, partition = p, "cannot mark fan-out work done; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return true,
+                    _ = tokio::time::sleep(RETRY_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Walks the subscriptions of one job in one partition, page by page, sending NOTIFYs with
+/// bounded concurrency, and waits for every NOTIFY to end.
+async fn walk(
+    ctx: &Arc<Ctx>,
+    p: u16,
+    job: &FanoutJob,
+    permits: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Walked {
+    let started = Instant::now();
+    let mut after = None;
+    let mut visited = 0u64;
+    let mut notifies = JoinSet::new();
+    loop {
+        if !ctx.store.owns_partition(p) {
+            counter!("fanout_jobs_total", "result" => "abandoned").increment(1);
+            debug!(
+                partition = p,
+                "partition lost mid-walk; its new owner finishes the job"
+            );
+            return Walked::Abandoned;
+        }
         let limit = ctx.config.fanout_page;
-        let page = match shard {
-            Some(s) => ctx.store.scan_shard(s, after, limit).await,
-            None => ctx.store.scan(after, limit).await,
+        let page = match &job.target {
+            Some(key) => ctx.store.by_key_in(p, key, after, limit).await,
+            None => ctx.store.scan_partition(p, after, limit).await,
         };
         let page = match page {
-            Ok(p) => p,
+            Ok(page) => page,
             Err(e) => {
-                warn!(%e, "scan failed; retrying");
+                counter!("store_errors_total", "op" => "fanout_page").increment(1);
+                warn!(%e, partition = p, "index read failed; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return false,
+                    _ = shutdown.cancelled() => return Walked::Abandoned,
                     _ = tokio::time::sleep(RETRY_BACKOFF) => continue,
                 }
             }
         };
-        let mut jobs = JoinSet::new();
         for id in page.ids {
-            n += 1;
-            let job_ctx = Arc::clone(ctx);
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return Walked::Abandoned,
+                p = Arc::clone(permits).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return Walked::Abandoned,
+                },
+            };
+            visited += 1;
+            let ctx = Arc::clone(ctx);
             let stop = shutdown.clone();
-            jobs.spawn(async move { notify_until_done(&job_ctx, id, None, &stop).await });
-            if jobs.len() >= ctx.config.fanout_concurrency {
-                jobs.join_next().await;
-            }
-        }
-        while jobs.join_next().await.is_some() {}
-        if shutdown.is_cancelled() {
-            return false;
+            let effective_by = job.effective_by;
+            notifies.spawn(async move {
+                notify_until_done(&ctx, id, effective_by, permit, &stop).await;
+            });
+            // Reap finished NOTIFYs so the set stays as small as the permit count.
+            while notifies.try_join_next().is_some() {}
         }
         match page.next {
-            Some(next) => after = Some(next),
+            Some(n) => after = Some(n),
             None => break,
         }
     }
-    info!(subscriptions = n, ?shard, "reconciliation done");
-    true
+    while notifies.join_next().await.is_some() {}
+    if shutdown.is_cancelled() {
+        return Walked::Abandoned;
+    }
+    if job.target.is_none() || visited > 1000 {
+        info!(partition = p, target = ?job.target, version = job.version, visited, elapsed = ?started.elapsed(), "fan-out walk done");
+    }
+    Walked::Complete
 }
 
 /// Notifies one subscription of its current state, retrying transient failures, and waits
@@ -247,6 +406,7 @@ async fn notify_until_done(
     ctx: &Ctx,
     id: SubId,
     effective_by: Option<u32>,
+    _permit: OwnedSemaphorePermit,
     stop: &CancellationToken,
 ) {
     loop {

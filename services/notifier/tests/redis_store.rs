@@ -31,11 +31,6 @@ fn config(urls: Vec<String>, cluster: bool) -> RedisConfig {
 async fn sole_node(config: &RedisConfig) -> Result<RedisStore, StoreError> {
     let store = RedisStore::connect(config, "solo".into()).await?;
     assert_eq!(store.membership_tick().await?, usize::from(PARTITIONS));
-    assert_eq!(
-        store.take_acquired().await?.len(),
-        usize::from(PARTITIONS),
-        "a fresh node takes on every partition"
-    );
     Ok(store)
 }
 

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bus::KafkaConfig;
 use clap::{Parser, ValueEnum};
-use content::ContentConfig;
+use content::{ContentConfig, StoreKind};
 use notifier::NotifierConfig;
 use notifier::store::redis::RedisConfig;
 use serde::{Deserialize, Serialize};
@@ -47,8 +48,13 @@ pub struct Config {
     /// random suffix, so a restarted process never mistakes an old lease for its own.
     pub node_id: Option<String>,
     /// Subscription store in Redis, shared by every notifier node. Without it, role `all`
-    /// keeps subscriptions in its embedded journal store.
+    /// keeps subscriptions in its embedded journal store. With Kafka, content nodes keep
+    /// their documents there too (`content.store`).
     pub redis: Option<RedisConfig>,
+    /// The Kafka path: change events in, applied records between the tiers. Without it,
+    /// changes come only from the provisioning API and reach notifiers in-process or over
+    /// the content tier's gRPC long-poll.
+    pub kafka: Option<KafkaConfig>,
     pub notifier: NotifierConfig,
     pub content: ContentConfig,
 }
@@ -66,6 +72,7 @@ impl Default for Config {
             content_url: None,
             node_id: None,
             redis: None,
+            kafka: None,
             notifier: NotifierConfig::default(),
             content: ContentConfig::default(),
         }
@@ -127,6 +134,9 @@ pub struct Cli {
     pub redis_cluster: Option<bool>,
     #[arg(long, env = "UAPROF_NODE_ID")]
     pub node_id: Option<String>,
+    /// Kafka bootstrap servers (`host:port[,host:port]`): turns the Kafka change path on.
+    #[arg(long, env = "UAPROF_KAFKA")]
+    pub kafka: Option<String>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "UAPROF_LOG", default_value = "info")]
     pub log: String,
@@ -139,6 +149,17 @@ fn parse_listen(v: &str, what: &str) -> Result<Option<SocketAddr>, String> {
     v.parse()
         .map(Some)
         .map_err(|e| format!("{what}: invalid address {v:?}: {e}"))
+}
+
+impl Config {
+    /// Where this node's content tier keeps documents.
+    pub fn content_store(&self) -> StoreKind {
+        match self.content.store {
+            StoreKind::Auto if self.redis.is_some() && self.kafka.is_some() => StoreKind::Redis,
+            StoreKind::Auto => StoreKind::Journal,
+            other => other,
+        }
+    }
 }
 
 impl Cli {
@@ -205,9 +226,23 @@ impl Cli {
         if let Some(n) = &self.node_id {
             cfg.node_id = Some(n.clone());
         }
+        if let Some(b) = &self.kafka {
+            cfg.kafka.get_or_insert_with(KafkaConfig::default).brokers = b.clone();
+        }
         cfg.notifier.validate()?;
+        cfg.content.validate().map_err(|e| e.to_string())?;
         if let Some(r) = &cfg.redis {
             r.validate()?;
+        }
+        if let Some(k) = &cfg.kafka {
+            k.validate()?;
+        }
+        if cfg.content.store == StoreKind::Redis && (cfg.redis.is_none() || cfg.kafka.is_none()) {
+            return Err(
+                "content.store = \"redis\" needs both redis (--redis URL) and kafka \
+                        (--kafka BROKERS): applied changes reach the notifiers through Kafka"
+                    .into(),
+            );
         }
         if cfg.role == Role::Notifier {
             if cfg.redis.is_none() {

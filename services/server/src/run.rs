@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use content::{ContentConfig, ContentService, InProcessFeed};
+use content::{ContentConfig, ContentService, InProcessFeed, StoreKind};
 use content_rpc::{RemoteContent, RemoteFeed};
 use journal::JournalOptions;
 use notifier::store::SubscriptionStore;
@@ -44,6 +44,17 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut line = String::new();
+    let node = cfg.node_id.clone().unwrap_or_else(default_node_id);
+    if let Some(k) = &cfg.kafka {
+        bus::describe_metrics();
+        if k.create_topics {
+            bus::ensure_topics(k)
+                .await
+                .map_err(|e| RunError::Other(anyhow::anyhow!("{e}")))?;
+        }
+        line.push_str(&format!(" kafka={}", k.brokers));
+    }
+    let mut consumer = None;
 
     // The content tier: documents over HTTP, the resolver and change feed over gRPC.
     let http_stop = CancellationToken::new();
@@ -57,10 +68,35 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
         if cfg.content.public_base_url == ContentConfig::default().public_base_url {
             cfg.content.public_base_url = format!("http://{http_addr}");
         }
-        let content_dir = cfg.data_dir.join("content");
-        let service = ContentService::open(&content_dir, cfg.content.clone(), journal_opts.clone())
-            .map_err(|e| RunError::Other(anyhow::anyhow!("open {}: {e}", content_dir.display())))?;
+        let service = match (cfg.content_store(), &cfg.redis) {
+            (StoreKind::Redis, Some(rc)) => ContentService::open_redis(rc, cfg.content.clone())
+                .await
+                .map_err(|e| RunError::Other(anyhow::anyhow!("content store: {e}")))?,
+            _ => {
+                let content_dir = cfg.data_dir.join("content");
+                ContentService::open(&content_dir, cfg.content.clone(), journal_opts.clone())
+                    .map_err(|e| {
+                        RunError::Other(anyhow::anyhow!("open {}: {e}", content_dir.display()))
+                    })?
+            }
+        };
+        line.push_str(if service.is_shared() {
+            " content-store=redis"
+        } else {
+            " content-store=journal"
+        });
         content::describe_metrics();
+        if let Some(k) = &cfg.kafka {
+            // Provisioning API writes go through the change topic, in order with the OSS's.
+            let producer = bus::ChangeProducer::new(k).map_err(RunError::Config)?;
+            service.set_change_log(Arc::new(producer));
+            consumer = Some(tokio::spawn(bus::run_content_consumer(
+                k.clone(),
+                Arc::clone(&service),
+                node.clone(),
+                shutdown.clone(),
+            )));
+        }
         tasks.spawn({
             let service = Arc::clone(&service);
             let stop = http_stop.clone();
@@ -111,7 +147,6 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
     if cfg.role != Role::Content {
         let store: Arc<dyn SubscriptionStore> = match &cfg.redis {
             Some(rc) => {
-                let node = cfg.node_id.clone().unwrap_or_else(default_node_id);
                 let store = RedisStore::connect(rc, node.clone())
                     .await
                     .map_err(|e| RunError::Other(anyhow::anyhow!("redis: {e}")))?;
@@ -123,6 +158,7 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
                 membership = Some(tokio::spawn(
                     Arc::clone(&store).run_membership(shutdown.clone()),
                 ));
+                tasks.spawn(Arc::clone(&store).run_wakeups(shutdown.clone()));
                 line.push_str(&format!(" node={node} store=redis"));
                 store
             }
@@ -148,8 +184,9 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
             .feed_offset()
             .await
             .map_err(|e| RunError::Other(anyhow::anyhow!("{e}")))?;
-        // The fan-out records its position in the subscription store itself.
-        let (resolver, feed): (Arc<dyn ContentResolver>, Box<dyn ChangeSource>) = match &service {
+        // Without Kafka the fan-out records its feed position in the subscription store.
+        let (resolver, mut feed): (Arc<dyn ContentResolver>, Box<dyn ChangeSource>) = match &service
+        {
             Some(service) => (
                 service.clone(),
                 Box::new(InProcessFeed::new(Arc::clone(service), offset)),
@@ -163,6 +200,9 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
                 )
             }
         };
+        if let Some(k) = &cfg.kafka {
+            feed = Box::new(bus::AppliedFeed::new(k).map_err(RunError::Config)?);
+        }
         notifier_task = Some(tokio::spawn(notifier::run(
             cfg.notifier.clone(),
             bound,
@@ -210,6 +250,13 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
             .is_err()
     {
         tracing::warn!("leases not released in time; they lapse by themselves");
+    }
+    if let Some(c) = consumer {
+        match tokio::time::timeout(grace, c).await {
+            Ok(Ok(Err(e))) => tracing::warn!(%e, "change consumer stopped with an error"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("change consumer did not stop within the grace period"),
+        }
     }
     http_stop.cancel();
     admin_stop.cancel();

@@ -452,7 +452,11 @@ fn device_subscription_gets_device_class_and_default_user_documents() {
         200
     );
     let change = phone.expect_notify(T, 200);
-    assert!(String::from_utf8_lossy(&change.body).contains(&sha1_hex(b"<u2/>")));
+    assert!(
+        String::from_utf8_lossy(&change.body).contains(&sha1_hex(b"<u2/>")),
+        "{}",
+        change.raw
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::Server;
-use loadtest::{Config, Scenario};
+use loadtest::{ChangeVia, Config, Scenario};
 
 const PHONES: u64 = 300;
 
@@ -64,6 +64,7 @@ fn power_up_and_change_storm_provision_every_phone() {
         Scenario::ChangeStorm {
             boot_over: Duration::from_millis(500),
             effective_by: Some(2),
+            via: ChangeVia::Http,
         },
     ))
     .unwrap();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Phone, Server, Sub, put_doc, sha1_hex};
+use common::{Phone, Server, Sub, put_doc, sha1_hex, wait_for_full_ownership};
 use testkit::RedisServer;
 
 fn content_node() -> Server {
@@ -30,26 +30,6 @@ fn notifier_node(redis: &str, content: &Server, name: &str, extra: &[&str]) -> S
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
-}
-
-/// Waits (bounded) until the live nodes hold every partition between them, each some;
-/// returns how long that took.
-fn wait_for_full_ownership(nodes: &[&Server]) -> Duration {
-    let started = Instant::now();
-    loop {
-        let held: Vec<f64> = nodes
-            .iter()
-            .map(|n| n.metric("ownership_partitions"))
-            .collect();
-        if held.iter().sum::<f64>() == 256.0 && held.iter().all(|h| *h > 0.0) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "partitions never fully owned: {held:?}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// What one phone saw.

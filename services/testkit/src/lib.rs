@@ -1,4 +1,6 @@
-//! Test support: real `redis-server` processes on loopback.
+//! Test support: real `redis-server` processes and a real Kafka-protocol broker on loopback.
+//!
+//! * [`kafka`]: [`KafkaBroker`] (tansu) and the test virtualenv's [`kafka::python`].
 //!
 //! [`RedisServer`] is one standalone server, [`RedisCluster`] is N cluster masters joined with
 //! `redis-cli --cluster create`. Each runs on free ports of 127.0.0.1 with its data directory and
@@ -22,6 +24,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod kafka;
+pub use kafka::KafkaBroker;
+
 const HOST: &str = "127.0.0.1";
 /// Redis Cluster's bus listens on the client port plus this offset.
 const CLUSTER_BUS_OFFSET: u16 = 10_000;
@@ -29,7 +34,7 @@ const CLUSTER_BUS_OFFSET: u16 = 10_000;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a freshly created cluster gets to report `cluster_state:ok` on every node.
 const CLUSTER_OK_TIMEOUT: Duration = Duration::from_secs(20);
-const POLL_INTERVAL: Duration = Duration::from_millis(25);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// Attempts at starting on a fresh port when the chosen one was taken in the meantime.
 const START_ATTEMPTS: usize = 5;
 
@@ -78,7 +83,7 @@ pub fn free_port() -> u16 {
     panic!("testkit: found no free port p <= 55535 on {HOST} with p+10000 also free");
 }
 
-fn find_on_path(tool: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(tool))
@@ -151,7 +156,7 @@ fn used_memory(port: u16) -> u64 {
         .unwrap_or_else(|| panic!("testkit: redis {port}: no used_memory in INFO memory:\n{info}"))
 }
 
-fn read_log(path: &Path) -> String {
+pub(crate) fn read_log(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
 }
 
@@ -324,7 +329,7 @@ fn url(port: u16) -> String {
     format!("redis://{HOST}:{port}/")
 }
 
-fn temp_dir(prefix: &str) -> TempDir {
+pub(crate) fn temp_dir(prefix: &str) -> TempDir {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()

@@ -7,13 +7,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use journal::{Journal, JournalOptions, Replay};
 use serde::{Deserialize, Serialize};
 use uaprof_api::{ProfileKey, ProfileType};
 
-use super::{Page, StoreError, SubId, Subscription, SubscriptionStore, Upserted};
+use super::{FanoutJob, Page, StoreError, SubId, Subscription, SubscriptionStore, Upserted};
 
 /// Largest CSeq we hand out: RFC 3261 §8.1.1.5 requires CSeq < 2**31.
 const MAX_CSEQ: u32 = (1 << 31) - 1;
@@ -94,6 +96,8 @@ fn set_is_empty(m: &Members) -> bool {
 pub struct State {
     subs: HashMap<SubId, Packed>,
     feed_offset: u64,
+    /// Pending fan-out work by target: (version, effective-by).
+    jobs: HashMap<Option<ProfileKey>, (u64, Option<u32>)>,
     // Derived indexes, rebuilt from `subs` on load.
     index: HashMap<ProfileKey, Members>,
     expiry: BTreeSet<(u64, SubId)>,
@@ -105,6 +109,7 @@ pub struct State {
 struct Snapshot {
     subs: Vec<Vec<u8>>,
     feed_offset: u64,
+    jobs: Vec<FanoutJob>,
 }
 
 impl Serialize for State {
@@ -117,9 +122,10 @@ impl Serialize for State {
                 s.collect_seq(self.0.values().map(|p| &*p.0))
             }
         }
-        let mut st = s.serialize_struct("Snapshot", 2)?;
+        let mut st = s.serialize_struct("Snapshot", 3)?;
         st.serialize_field("subs", &Subs(&self.subs))?;
         st.serialize_field("feed_offset", &self.feed_offset)?;
+        st.serialize_field("jobs", &self.job_list())?;
         st.end()
     }
 }
@@ -131,6 +137,9 @@ impl<'de> Deserialize<'de> for State {
             feed_offset: snap.feed_offset,
             ..State::default()
         };
+        for job in snap.jobs {
+            state.enqueue(job);
+        }
         for bytes in snap.subs {
             let sub = Packed(bytes.into_boxed_slice())
                 .unpack()
@@ -142,6 +151,24 @@ impl<'de> Deserialize<'de> for State {
 }
 
 impl State {
+    fn job_list(&self) -> Vec<FanoutJob> {
+        self.jobs
+            .iter()
+            .map(|(target, (version, effective_by))| FanoutJob {
+                target: target.clone(),
+                version: *version,
+                effective_by: *effective_by,
+            })
+            .collect()
+    }
+
+    fn enqueue(&mut self, job: FanoutJob) {
+        let entry = self.jobs.entry(job.target).or_insert((0, None));
+        if job.version > entry.0 || entry.0 == 0 {
+            *entry = (job.version, job.effective_by);
+        }
+    }
+
     fn link(&mut self, sub: Subscription) {
         for key in &sub.depends_on {
             self.index_key(key.clone(), sub.id);
@@ -216,6 +243,8 @@ pub enum Op {
         limit: u32,
     },
     SetOffset(u64),
+    Enqueue(Vec<FanoutJob>),
+    Finish(FanoutJob),
 }
 
 pub enum Outcome {
@@ -223,6 +252,7 @@ pub enum Outcome {
     Removed(Option<Box<Subscription>>),
     Cseq(Option<u32>),
     Due(Vec<Subscription>),
+    Finished(bool),
     Done,
 }
 
@@ -295,21 +325,41 @@ impl Replay for State {
                 self.feed_offset = self.feed_offset.max(seq);
                 Outcome::Done
             }
+            Op::Enqueue(jobs) => {
+                for job in jobs {
+                    self.enqueue(job);
+                }
+                Outcome::Done
+            }
+            Op::Finish(job) => {
+                let current = (job.version, job.effective_by);
+                let done = self.jobs.get(&job.target) == Some(&current);
+                if done {
+                    self.jobs.remove(&job.target);
+                }
+                Outcome::Finished(done)
+            }
         }
     }
 }
 
-/// The embedded, journal-backed [`SubscriptionStore`].
+/// The embedded, journal-backed [`SubscriptionStore`]. It is one partition (0), always
+/// owned by this node.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     journal: Journal<State>,
+    /// Wakes the fan-out worker when work is enqueued.
+    fanout: Arc<tokio::sync::Notify>,
 }
 
 impl EmbeddedStore {
     pub fn open(dir: &Path, opts: JournalOptions) -> Result<Self, StoreError> {
         let journal = Journal::open(dir, opts)
             .map_err(|e| StoreError::Other(format!("open {dir:?}: {e}")))?;
-        Ok(Self { journal })
+        Ok(Self {
+            journal,
+            fanout: Arc::new(tokio::sync::Notify::new()),
+        })
     }
 
     /// Writes a snapshot so the next start does not replay a long journal.
@@ -447,6 +497,38 @@ impl SubscriptionStore for EmbeddedStore {
 
     async fn set_feed_offset(&self, seq: u64) -> Result<(), StoreError> {
         self.one(Op::SetOffset(seq)).await.map(|_| ())
+    }
+
+    async fn enqueue_fanout(&self, jobs: &[FanoutJob]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        self.one(Op::Enqueue(jobs.to_vec())).await?;
+        self.fanout.notify_one();
+        Ok(())
+    }
+
+    async fn pending_fanout(
+        &self,
+        _recheck: &[u16],
+        limit: usize,
+    ) -> Result<Vec<(u16, FanoutJob)>, StoreError> {
+        Ok(self.journal.read(|s| {
+            let mut jobs = s.job_list();
+            jobs.sort_by(|a, b| a.target.cmp(&b.target));
+            jobs.into_iter().take(limit).map(|j| (0, j)).collect()
+        }))
+    }
+
+    async fn finish_fanout(&self, _partition: u16, job: &FanoutJob) -> Result<bool, StoreError> {
+        match self.one(Op::Finish(job.clone())).await? {
+            Outcome::Finished(done) => Ok(done),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn fanout_wakeup(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.fanout.notified()).await;
     }
 }
 

@@ -11,6 +11,7 @@ pub mod redis;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,24 @@ impl StoreError {
     }
 }
 
+/// Pending fan-out work: the subscriptions depending on `target` in one partition must be
+/// brought to the content tier's current state (each is re-resolved and notified if what it
+/// would be told differs from what it confirmed).
+///
+/// Work is recorded durably before the change feed is committed, so a node that dies
+/// mid-fan-out leaves it to whoever owns the partition next (design invariant 2). Work for
+/// one target coalesces: a later change raises `version`, and the walk in progress, on
+/// finishing, leaves the job pending so it runs once more.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FanoutJob {
+    /// The changed key; `None`: every subscription (the feed lost track, e.g. a gap).
+    pub target: Option<ProfileKey>,
+    /// The highest version (or, for `None`, feed position) this work covers.
+    pub version: u64,
+    /// `effective-by` for the NOTIFYs, from the change with the highest version.
+    pub effective_by: Option<u32>,
+}
+
 /// A page of an index walk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
@@ -179,33 +198,59 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     /// Every subscription id, in pages (reconciliation after a change-feed gap).
     async fn scan(&self, after: Option<SubId>, limit: usize) -> Result<Page, StoreError>;
 
-    /// The change-feed position this notifier has fully processed.
+    /// The position of a change feed that does not keep its own (the in-process feed, the
+    /// content tier's gRPC long-poll): every change up to it has its fan-out recorded.
     async fn feed_offset(&self) -> Result<u64, StoreError>;
 
+    /// Raises [`Self::feed_offset`] to `seq` (it never goes down).
     async fn set_feed_offset(&self, seq: u64) -> Result<(), StoreError>;
 
-    /// Shards this node became responsible for since the last call, each with the feed
-    /// position recorded for it. A shard whose position is behind the fan-out's is
-    /// reconciled ([`Self::scan_shard`]) before the fan-out counts it as current. A store
-    /// that one node owns entirely has nothing to hand over.
-    async fn take_acquired(&self) -> Result<Vec<(u16, u64)>, StoreError> {
-        Ok(Vec::new())
+    /// Records fan-out work durably in every partition that may hold subscribers of each
+    /// job's target, coalescing with work already pending there (the higher version wins,
+    /// with its effective-by).
+    async fn enqueue_fanout(&self, jobs: &[FanoutJob]) -> Result<(), StoreError>;
+
+    /// Pending work in partitions this node owns, up to `limit` (partition, job) pairs.
+    /// `recheck` names partitions to read even if nothing new was announced for them.
+    async fn pending_fanout(
+        &self,
+        recheck: &[u16],
+        limit: usize,
+    ) -> Result<Vec<(u16, FanoutJob)>, StoreError>;
+
+    /// Marks `job` done in `partition` unless newer work for its target arrived meanwhile;
+    /// `Ok(false)` when it stays pending.
+    async fn finish_fanout(&self, partition: u16, job: &FanoutJob) -> Result<bool, StoreError>;
+
+    /// Returns when fan-out work may have been announced for this node, or after `timeout`.
+    async fn fanout_wakeup(&self, timeout: Duration);
+
+    /// Whether this node owns `partition` now (fan-out stops walking one it lost).
+    fn owns_partition(&self, partition: u16) -> bool {
+        let _ = partition;
+        true
     }
 
-    /// [`Self::scan`] restricted to one shard.
-    async fn scan_shard(
+    /// [`Self::by_key`] restricted to one partition.
+    async fn by_key_in(
         &self,
-        shard: u16,
+        partition: u16,
+        key: &ProfileKey,
         after: Option<SubId>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let _ = shard;
-        self.scan(after, limit).await
+        let _ = partition;
+        self.by_key(key, after, limit).await
     }
 
-    /// [`Self::set_feed_offset`] for one shard.
-    async fn set_shard_offset(&self, shard: u16, seq: u64) -> Result<(), StoreError> {
-        let _ = shard;
-        self.set_feed_offset(seq).await
+    /// [`Self::scan`] restricted to one partition.
+    async fn scan_partition(
+        &self,
+        partition: u16,
+        after: Option<SubId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let _ = partition;
+        self.scan(after, limit).await
     }
 }

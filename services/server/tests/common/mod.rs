@@ -112,6 +112,16 @@ impl Server {
         }
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, ...) to the server process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
     /// Keeps the data directory alive beyond this server (for restarts).
     pub fn take_tmp(&mut self) -> Option<tempfile::TempDir> {
         self._tmp.take()
@@ -451,6 +461,66 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 pub fn put_doc(server: &Server, kind: &str, id: &str, name: &str, ctype: &str, body: &[u8]) -> u16 {
     let path = format!("/provision/v1/{kind}/{id}/documents/{name}");
     http(server.http, "PUT", &path, &[("Content-Type", ctype)], body).0
+}
+
+/// A node of a tier: `role` with the shared Redis and the test's config file.
+pub fn tier_node(role: &str, redis: &str, cfg: &Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--role",
+        role,
+        "--redis",
+        redis,
+        "--config",
+        cfg.to_str().expect("path"),
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Waits (bounded) until the live nodes hold every partition between them, each some;
+/// returns how long that took.
+pub fn wait_for_full_ownership(nodes: &[&Server]) -> Duration {
+    let started = Instant::now();
+    loop {
+        let held: Vec<f64> = nodes
+            .iter()
+            .map(|n| n.metric("ownership_partitions"))
+            .collect();
+        if held.iter().sum::<f64>() == 256.0 && held.iter().all(|h| *h > 0.0) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "partitions never fully owned: {held:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes a config file for one test: Kafka topics and groups unique to it (a broker shared
+/// by tests never mixes their records, and no consumer group outlives its test), plus
+/// `extra` TOML. Returns the path, inside `dir`.
+pub fn kafka_config(dir: &Path, brokers: &str, extra: &str) -> PathBuf {
+    let n = unique();
+    let text = format!(
+        "{extra}\n[kafka]\nbrokers = \"{brokers}\"\nallowed_producers = [\"oss-test\", \"uaprof-storm\"]\n\
+         [kafka.topics]\nchanges = \"t{n}.changes\"\napplied = \"t{n}.applied\"\n\
+         dead_letter = \"t{n}.dlq\"\n[kafka.groups]\ncontent = \"g{n}.content\"\n\
+         notifier = \"g{n}.notifier\"\n"
+    );
+    let path = dir.join(format!("kafka-{n}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A topic name from a config written by [`kafka_config`].
+pub fn topic(config: &Path, which: &str) -> String {
+    let text = std::fs::read_to_string(config).expect("read config");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{which} = \"")))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no {which} in {}", config.display()))
+        .to_owned()
 }
 
 pub fn sha1_hex(data: &[u8]) -> String {

@@ -31,15 +31,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use metrics::{counter, gauge};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, RedisError, RedisFuture, Value};
-use serde::{Deserialize, Serialize};
+use redis::RedisError;
+pub use redis_conn::RedisConfig;
+use redis_conn::{Conn, RedisFailure, is_script_error};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uaprof_api::ProfileKey;
 
-use super::{Page, StoreError, SubId, Subscription, SubscriptionStore, Upserted};
+use super::{FanoutJob, Page, StoreError, SubId, Subscription, SubscriptionStore, Upserted};
 use crate::Clock;
 
 /// Partitions: the unit of ownership and of atomicity (one hash slot each).
@@ -52,115 +51,11 @@ const RANDOM_BITS: u32 = 49;
 /// Layout version written to the meta key; a store with another layout is refused.
 const LAYOUT: &str = "1:256:64";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://host:port/` of a standalone server, or seed nodes of a Cluster.
-    pub urls: Vec<String>,
-    /// Use the Cluster protocol (slot routing, redirects).
-    pub cluster: bool,
-    /// Prefix of every key, so several deployments can share a Redis.
-    pub prefix: String,
-    /// How long a partition lease lasts without renewal: the takeover time after a node dies
-    /// is at most this plus one tick (a third of it).
-    #[serde(with = "humantime_serde")]
-    pub lease_ttl: Duration,
-    /// Per-command timeout and connect timeout: past it the SUBSCRIBE gets 503.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            urls: Vec::new(),
-            cluster: false,
-            prefix: "uaprof".into(),
-            lease_ttl: Duration::from_secs(5),
-            timeout: Duration::from_secs(1),
-        }
-    }
-}
-
-impl RedisConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.urls.is_empty() {
-            return Err("redis.urls is empty".into());
-        }
-        if !self.cluster && self.urls.len() > 1 {
-            return Err("several redis.urls need redis.cluster = true".into());
-        }
-        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
-            return Err("redis.prefix must be non-empty and without braces".into());
-        }
-        if self.lease_ttl < Duration::from_millis(600) {
-            return Err("redis.lease_ttl must be at least 600ms".into());
-        }
-        for u in &self.urls {
-            redis::Client::open(u.as_str()).map_err(|e| format!("redis url {u}: {e}"))?;
-        }
-        Ok(())
-    }
-}
-
-/// One multiplexed connection: concurrent callers' commands are pipelined on it, so
-/// SUBSCRIBE throughput is not one round trip per request.
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// Whether `e` is the error reply `code` raised by one of our scripts (Redis reports a
-/// script's `error_reply` as a generic response error carrying the text).
-fn is_script_error(e: &RedisError, code: &str) -> bool {
-    e.code() == Some(code) || e.detail() == Some(code) || e.to_string().ends_with(code)
-}
-
-/// Transport failures and the replies of a Redis that is starting, failing over or busy
-/// are retryable (503 to the phone); anything else is a fault.
+/// Maps a Redis failure onto the store's retryable / fault split.
 fn map_err(e: RedisError) -> StoreError {
-    let transient = e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_cluster_error()
-        || matches!(
-            e.code(),
-            Some("LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "BUSY")
-        );
-    if transient {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Other(e.to_string())
+    match redis_conn::classify(&e) {
+        RedisFailure::Unavailable(m) => StoreError::Unavailable(m),
+        _ => StoreError::Other(e.to_string()),
     }
 }
 
@@ -195,17 +90,22 @@ fn split(bucket: u64) -> (u16, u16) {
     )
 }
 
-/// Which partitions this node holds, and which of them the fan-out has taken on.
+/// Which partitions this node holds.
 #[derive(Default)]
 struct Owned {
     /// Partition → when our lease lapses (by our clock, with margin).
     leased: BTreeMap<u16, Instant>,
-    /// Partitions the fan-out has been told about ([`RedisStore::take_acquired`]).
-    active: BTreeSet<u16>,
+    /// Partitions acquired since the fan-out last looked for their pending work: a
+    /// partition taken over from a dead node may hold work it never finished.
+    fresh: BTreeSet<u16>,
 }
 
 pub struct RedisStore {
     conn: Conn,
+    /// Seed URL for the pub/sub connection that announces fan-out work.
+    pubsub_url: String,
+    /// Woken by announcements of fan-out work (local enqueues and other nodes').
+    wake: tokio::sync::Notify,
     prefix: String,
     node: String,
     lease_ttl: Duration,
@@ -222,29 +122,11 @@ impl RedisStore {
     /// stored layout. `node` names this node in leases and must be unique in the tier.
     pub async fn connect(config: &RedisConfig, node: String) -> Result<Self, StoreError> {
         config.validate().map_err(StoreError::Other)?;
-        let conn = if config.cluster {
-            let client = redis::cluster::ClusterClientBuilder::new(config.urls.clone())
-                .connection_timeout(config.timeout)
-                .response_timeout(config.timeout)
-                .retries(2)
-                .build()
-                .map_err(map_err)?;
-            Conn::Cluster(client.get_async_connection().await.map_err(map_err)?)
-        } else {
-            let client = redis::Client::open(config.urls[0].as_str()).map_err(map_err)?;
-            let cfg = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(config.timeout))
-                .set_response_timeout(Some(config.timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500));
-            Conn::Single(
-                ConnectionManager::new_with_config(client, cfg)
-                    .await
-                    .map_err(map_err)?,
-            )
-        };
+        let conn = Conn::connect(config).await.map_err(map_err)?;
         let store = Self {
             conn,
+            pubsub_url: config.urls.first().cloned().unwrap_or_default(),
+            wake: tokio::sync::Notify::new(),
             prefix: config.prefix.clone(),
             node,
             lease_ttl: config.lease_ttl,
@@ -295,6 +177,73 @@ impl RedisStore {
 
     fn part(&self, p: u16) -> String {
         format!("{}:{{{p}}}", self.prefix)
+    }
+
+    fn feed_key(&self) -> String {
+        format!("{}:{{m}}:feed", self.prefix)
+    }
+
+    fn jobs_key(&self, p: u16) -> String {
+        format!("{}:jobs", self.part(p))
+    }
+
+    fn dirty_key(&self) -> String {
+        format!("{}:{{m}}:fanout", self.prefix)
+    }
+
+    fn wake_channel(&self) -> String {
+        format!("{}:fanout", self.prefix)
+    }
+
+    /// Partitions that may hold subscriptions depending on `key`: its own and those its
+    /// hint names.
+    async fn partitions_of(&self, key: &ProfileKey) -> Result<Vec<u16>, StoreError> {
+        let ks = codec::key_bytes(key);
+        let mut c = self.conn.clone();
+        let mut parts: BTreeSet<u16> = redis::cmd("SMEMBERS")
+            .arg(self.hint_key(&ks))
+            .query_async::<Vec<u16>>(&mut c)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .collect();
+        parts.insert(split(bucket_of_key(&ks)).0);
+        Ok(parts.into_iter().collect())
+    }
+
+    /// Listens for announcements of fan-out work (by any node) until `shutdown`, waking this
+    /// node's fan-out. Reconnects after failures; meanwhile the fan-out polls.
+    pub async fn run_wakeups(self: Arc<Self>, shutdown: CancellationToken) {
+        use futures_util::StreamExt;
+        let channel = self.wake_channel();
+        loop {
+            let subscribed = async {
+                let client = redis::Client::open(self.pubsub_url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, RedisError>(pubsub)
+            };
+            match subscribed.await {
+                Ok(mut pubsub) => {
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            m = messages.next() => match m {
+                                Some(_) => self.wake.notify_one(),
+                                None => break,
+                            },
+                        }
+                    }
+                    warn!("fan-out announcements lost; reconnecting");
+                }
+                Err(e) => warn!(%e, "cannot subscribe to fan-out announcements; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
     }
 
     fn hint_key(&self, key: &[u8]) -> Vec<u8> {
@@ -355,16 +304,6 @@ impl RedisStore {
         let mut o = self.lock_owned();
         o.leased.retain(|_, until| *until > now);
         o.leased.keys().copied().collect()
-    }
-
-    /// Partitions the fan-out works on: taken on and still leased.
-    fn active_now(&self) -> Vec<u16> {
-        let now = Instant::now();
-        let mut o = self.lock_owned();
-        o.leased.retain(|_, until| *until > now);
-        let Owned { leased, active } = &mut *o;
-        active.retain(|p| leased.contains_key(p));
-        active.iter().copied().collect()
     }
 
     fn decode_pairs(values: Vec<Vec<u8>>) -> Result<Vec<Subscription>, StoreError> {
@@ -431,12 +370,13 @@ impl RedisStore {
             match r {
                 Ok(1) | Ok(2) => {
                     if o.leased.insert(p, valid_until).is_none() {
+                        o.fresh.insert(p);
                         counter!("ownership_changes_total", "change" => "acquired").increment(1);
                     }
                 }
                 Ok(_) => {
                     o.leased.remove(&p);
-                    o.active.remove(&p);
+                    o.fresh.remove(&p);
                 }
                 Err(_) => failures += 1,
             }
@@ -446,7 +386,7 @@ impl RedisStore {
             let mut o = self.lock_owned();
             for p in &release {
                 o.leased.remove(p);
-                o.active.remove(p);
+                o.fresh.remove(p);
             }
         }
         for p in release {
@@ -481,7 +421,7 @@ impl RedisStore {
     pub async fn resign(&self) {
         let held: Vec<u16> = {
             let mut o = self.lock_owned();
-            o.active.clear();
+            o.fresh.clear();
             std::mem::take(&mut o.leased).into_keys().collect()
         };
         for p in &held {
@@ -578,16 +518,6 @@ impl RedisStore {
             }
         }
         Ok(Page { ids, next: None })
-    }
-
-    async fn partition_offset(&self, p: u16) -> Result<u64, StoreError> {
-        let mut c = self.conn.clone();
-        let v: Option<u64> = redis::cmd("GET")
-            .arg(format!("{}:off", self.part(p)))
-            .query_async(&mut c)
-            .await
-            .map_err(map_err)?;
-        Ok(v.unwrap_or(0))
     }
 }
 
@@ -724,7 +654,7 @@ impl SubscriptionStore for RedisStore {
         Ok(())
     }
 
-    /// Subscriptions depending on `key` in the partitions this node has taken on.
+    /// Subscriptions depending on `key` in the partitions this node owns.
     async fn by_key(
         &self,
         key: &ProfileKey,
@@ -742,11 +672,8 @@ impl SubscriptionStore for RedisStore {
             .into_iter()
             .collect();
         candidates.insert(sp);
-        let active: BTreeSet<u16> = self.active_now().into_iter().collect();
-        let parts = candidates
-            .intersection(&active)
-            .copied()
-            .collect::<Vec<_>>();
+        let owned: BTreeSet<u16> = self.leased_now().into_iter().collect();
+        let parts = candidates.intersection(&owned).copied().collect::<Vec<_>>();
         let ks = &ks;
         Self::walk(
             parts.into_iter(),
@@ -784,7 +711,7 @@ impl SubscriptionStore for RedisStore {
                     warn!(partition = p, "lease lost; dropping the partition");
                     let mut o = self.lock_owned();
                     o.leased.remove(&p);
-                    o.active.remove(&p);
+                    o.fresh.remove(&p);
                 }
                 Err(e) => return Err(map_err(e)),
             }
@@ -835,9 +762,9 @@ impl SubscriptionStore for RedisStore {
         Ok(u64::try_from(total).unwrap_or(0))
     }
 
-    /// Every subscription in the partitions this node has taken on.
+    /// Every subscription in the partitions this node owns.
     async fn scan(&self, after: Option<SubId>, limit: usize) -> Result<Page, StoreError> {
-        let parts = self.active_now();
+        let parts = self.leased_now();
         Self::walk(
             parts.into_iter(),
             after,
@@ -847,78 +774,220 @@ impl SubscriptionStore for RedisStore {
         .await
     }
 
-    /// The lowest position any partition has processed: where a starting node must read
-    /// from so that no partition misses a change.
+    /// The tier's position in a feed without its own (the content tier's gRPC long-poll):
+    /// every node reads the whole feed and records each change's fan-out before raising it.
     async fn feed_offset(&self) -> Result<u64, StoreError> {
-        let mut lowest = u64::MAX;
-        for p in 0..PARTITIONS {
-            lowest = lowest.min(self.partition_offset(p).await?);
-        }
-        Ok(lowest)
+        let mut c = self.conn.clone();
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(self.feed_key())
+            .query_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        Ok(v.unwrap_or(0))
     }
 
-    /// Records `seq` as processed for the partitions this node has taken on.
     async fn set_feed_offset(&self, seq: u64) -> Result<(), StoreError> {
-        for p in self.active_now() {
-            self.set_shard_offset(p, seq).await?;
-        }
-        Ok(())
-    }
-
-    async fn take_acquired(&self) -> Result<Vec<(u16, u64)>, StoreError> {
-        let fresh: Vec<u16> = {
-            let now = Instant::now();
-            let mut o = self.lock_owned();
-            o.leased.retain(|_, until| *until > now);
-            let Owned { leased, active } = &mut *o;
-            let fresh: Vec<u16> = leased
-                .keys()
-                .copied()
-                .filter(|p| !active.contains(p))
-                .collect();
-            active.extend(fresh.iter().copied());
-            fresh
-        };
-        let mut out = Vec::with_capacity(fresh.len());
-        for p in &fresh {
-            match self.partition_offset(*p).await {
-                Ok(off) => out.push((*p, off)),
-                Err(e) => {
-                    // Not taken on after all: offer them again next time.
-                    let mut o = self.lock_owned();
-                    for p in &fresh {
-                        o.active.remove(p);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn scan_shard(
-        &self,
-        shard: u16,
-        after: Option<SubId>,
-        limit: usize,
-    ) -> Result<Page, StoreError> {
-        Self::walk(
-            std::iter::once(shard),
-            after,
-            limit,
-            |p, first, cursor, n| async move { self.page_in(p, None, -1, first, &cursor, n).await },
-        )
-        .await
-    }
-
-    async fn set_shard_offset(&self, shard: u16, seq: u64) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
         let _: i64 = scripts::RAISE
-            .key(format!("{}:off", self.part(shard)))
+            .key(self.feed_key())
             .arg(seq)
             .invoke_async(&mut c)
             .await
             .map_err(map_err)?;
         Ok(())
     }
+
+    /// Writes each job into every partition that may hold its target's subscribers (the
+    /// key's own partition and those its hint names; all of them for a full reconcile),
+    /// marks those partitions as having work and announces it to the tier.
+    async fn enqueue_fanout(&self, jobs: &[FanoutJob]) -> Result<(), StoreError> {
+        let mut writes = Vec::new();
+        for job in jobs {
+            let parts: Vec<u16> = match &job.target {
+                Some(key) => self.partitions_of(key).await?,
+                None => (0..PARTITIONS).collect(),
+            };
+            let (field, value) = job_fields(job);
+            for p in parts {
+                writes.push((p, field.clone(), value.clone(), job.version));
+            }
+        }
+        let mut dirty = BTreeSet::new();
+        let results =
+            futures_util::future::join_all(writes.iter().map(|(p, field, value, version)| {
+                let mut c = self.conn.clone();
+                let key = self.jobs_key(*p);
+                async move {
+                    scripts::ENQUEUE
+                        .key(key)
+                        .arg(field.as_slice())
+                        .arg(*version)
+                        .arg(value.as_str())
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                }
+            }))
+            .await;
+        for ((p, ..), r) in writes.iter().zip(results) {
+            r.map_err(map_err)?;
+            dirty.insert(*p);
+        }
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let _: i64 = redis::cmd("SADD")
+            .arg(self.dirty_key())
+            .arg(dirty.iter().copied().collect::<Vec<_>>())
+            .query_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        // Announce after the marks exist; a lost announcement only delays the work until
+        // the owners' next poll.
+        let _: Result<i64, _> = redis::cmd("PUBLISH")
+            .arg(self.wake_channel())
+            .arg(dirty.len())
+            .query_async(&mut c)
+            .await;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn pending_fanout(
+        &self,
+        recheck: &[u16],
+        limit: usize,
+    ) -> Result<Vec<(u16, FanoutJob)>, StoreError> {
+        let owned: BTreeSet<u16> = self.leased_now().into_iter().collect();
+        if owned.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn.clone();
+        let announced: Vec<u16> = scripts::TAKE_DIRTY
+            .key(self.dirty_key())
+            .arg(owned.iter().copied().collect::<Vec<_>>())
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        let fresh: Vec<u16> = std::mem::take(&mut self.lock_owned().fresh)
+            .into_iter()
+            .collect();
+        let look: BTreeSet<u16> = announced
+            .into_iter()
+            .chain(fresh.iter().copied())
+            .chain(recheck.iter().copied())
+            .filter(|p| owned.contains(p))
+            .collect();
+        let mut out = Vec::new();
+        for p in look {
+            let all: Vec<(Vec<u8>, String)> = match redis::cmd("HGETALL")
+                .arg(self.jobs_key(p))
+                .query_async(&mut c)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    // Look again next time.
+                    self.lock_owned().fresh.extend(fresh.iter().copied());
+                    return Err(map_err(e));
+                }
+            };
+            for (field, value) in all {
+                match parse_job(&field, &value) {
+                    Some(job) if out.len() < limit => out.push((p, job)),
+                    Some(_) => {
+                        self.lock_owned().fresh.insert(p);
+                        break;
+                    }
+                    None => warn!(partition = p, "undecodable fan-out job in Redis; ignored"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn finish_fanout(&self, partition: u16, job: &FanoutJob) -> Result<bool, StoreError> {
+        let (field, value) = job_fields(job);
+        let mut c = self.conn.clone();
+        let done: i64 = scripts::FINISH
+            .key(self.jobs_key(partition))
+            .arg(field)
+            .arg(value)
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        Ok(done == 1)
+    }
+
+    async fn fanout_wakeup(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
+    }
+
+    fn owns_partition(&self, partition: u16) -> bool {
+        self.leased_now().contains(&partition)
+    }
+
+    async fn by_key_in(
+        &self,
+        partition: u16,
+        key: &ProfileKey,
+        after: Option<SubId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let ks = codec::key_bytes(key);
+        let (sp, sb) = split(bucket_of_key(&ks));
+        let ks = &ks;
+        Self::walk(
+            std::iter::once(partition),
+            after,
+            limit,
+            |p, first, cursor, n| async move {
+                let subject_bucket = if p == sp { i64::from(sb) } else { -1 };
+                self.page_in(p, Some(ks), subject_bucket, first, &cursor, n)
+                    .await
+            },
+        )
+        .await
+    }
+
+    async fn scan_partition(
+        &self,
+        partition: u16,
+        after: Option<SubId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        Self::walk(
+            std::iter::once(partition),
+            after,
+            limit,
+            |p, first, cursor, n| async move { self.page_in(p, None, -1, first, &cursor, n).await },
+        )
+        .await
+    }
+}
+
+/// A job's field (its target) and value (`version:effective_by`) in a partition's hash.
+fn job_fields(job: &FanoutJob) -> (Vec<u8>, String) {
+    let field = match &job.target {
+        Some(k) => codec::key_bytes(k),
+        None => b"*".to_vec(),
+    };
+    let eb = job.effective_by.map(|e| e.to_string()).unwrap_or_default();
+    (field, format!("{}:{eb}", job.version))
+}
+
+fn parse_job(field: &[u8], value: &str) -> Option<FanoutJob> {
+    let target = match field {
+        b"*" => None,
+        k => Some(codec::parse_key(k)?),
+    };
+    let (version, eb) = value.split_once(':')?;
+    Some(FanoutJob {
+        target,
+        version: version.parse().ok()?,
+        effective_by: match eb {
+            "" => None,
+            e => Some(e.parse().ok()?),
+        },
+    })
 }

@@ -229,3 +229,44 @@ return 1
 "#,
     )
 });
+
+// KEYS[1] a partition's fan-out jobs; ARGV: target field, version, value. Records the job
+// unless one with a higher or equal version is pending. 1 if written.
+pub static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and tonumber(string.match(cur, '^(%d+)')) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"#,
+    )
+});
+
+// KEYS[1] a partition's fan-out jobs; ARGV: target field, value. Removes the job if it is
+// still the one the walk covered. 1 if removed.
+pub static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+// KEYS[1] the set of partitions with announced fan-out work; ARGV: the caller's partitions.
+// Takes the caller's partitions out of the set and returns those that were in it.
+pub static TAKE_DIRTY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+for i = 1, #ARGV do
+  if redis.call('SREM', KEYS[1], ARGV[i]) == 1 then out[#out + 1] = ARGV[i] end
+end
+return out
+"#,
+    )
+});

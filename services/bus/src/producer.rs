@@ -1,0 +1,68 @@
+//! [`ChangeProducer`]: publishes change events to the change topic (the provisioning API with
+//! `--kafka`, the storm simulator's `--via kafka`, tests).
+
+use async_trait::async_trait;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use uaprof_api::Change;
+
+use crate::KafkaConfig;
+
+/// A producer of `uaprof.events.v1.ProfileChange` records. Cheap to clone.
+#[derive(Clone)]
+pub struct ChangeProducer {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for ChangeProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeProducer")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChangeProducer {
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, String> {
+        let producer = cfg
+            .producer()
+            .create()
+            .map_err(|e| format!("kafka producer: {e}"))?;
+        Ok(Self {
+            producer,
+            topic: cfg.topics.changes.clone(),
+        })
+    }
+
+    /// Publishes one change and waits until the broker has it; returns (partition, offset).
+    pub async fn send(
+        &self,
+        change: &Change,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(i32, i64), String> {
+        let (key, value) = events::encode_change(change).map_err(|e| e.to_string())?;
+        let mut record = FutureRecord::to(&self.topic).key(&key).payload(&value);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        match self.producer.send(record, Timeout::Never).await {
+            Ok(d) => Ok((d.partition, d.offset)),
+            Err((e, _)) => Err(format!("kafka: change not delivered: {e}")),
+        }
+    }
+
+    /// Waits until every record handed to the producer is delivered (or fails).
+    pub fn flush(&self, timeout: std::time::Duration) -> Result<(), String> {
+        use rdkafka::producer::Producer;
+        self.producer.flush(timeout).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl content::ChangeLog for ChangeProducer {
+    async fn append(&self, change: &Change) -> Result<(), String> {
+        self.send(change, None).await.map(|_| ())
+    }
+}
