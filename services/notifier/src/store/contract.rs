@@ -12,7 +12,7 @@ use sip_core::dialog::Dialog;
 use sip_core::transport::Transport;
 use uaprof_api::{ProfileKey, ProfileType};
 
-use super::{PackageName, StoreError, SubId, Subscription, SubscriptionStore};
+use super::{FanoutJob, PackageName, StoreError, SubId, Subscription, SubscriptionStore};
 
 /// A plausible device subscription for tests: id `n`, device `device_id`, class acme/Z100.
 pub fn sample(n: u64, device_id: &str) -> Subscription {
@@ -82,6 +82,7 @@ where
     case!(take_due_is_exactly_once);
     case!(confirm_etag_and_feed_offset);
     case!(scan_visits_everything);
+    case!(fanout_work_lands_where_subscribers_are_and_coalesces);
 }
 
 async fn insert_get_remove(store: &impl SubscriptionStore) {
@@ -340,4 +341,102 @@ async fn scan_visits_everything(store: &impl SubscriptionStore) {
         }
     }
     assert_eq!(seen, 37);
+}
+
+/// Pending jobs by partition, read with `recheck` of every partition.
+async fn pending(store: &impl SubscriptionStore) -> Vec<(u16, FanoutJob)> {
+    let all: Vec<u16> = (0..super::redis::PARTITIONS).collect();
+    store.pending_fanout(&all, 10_000).await.expect("pending")
+}
+
+async fn fanout_work_lands_where_subscribers_are_and_coalesces(store: &impl SubscriptionStore) {
+    // Subscriptions placed as a node would place them (a shared store spreads them).
+    let mut ids = Vec::new();
+    for n in 0..8u64 {
+        let device = format!("mac:{:012x}", 0xf00 + n);
+        let mut sub = sample(0, &device);
+        sub.id = store.allocate_id(&sub.subject, 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(n + 1));
+        sub.dialog.local_tag = sub.id.tag();
+        store.insert(sub.clone()).await.expect("insert");
+        ids.push(sub.id);
+    }
+    let job = |target: Option<ProfileKey>, version, effective_by| FanoutJob {
+        target,
+        version,
+        effective_by,
+    };
+    store
+        .enqueue_fanout(&[job(Some(class()), 3, Some(10))])
+        .await
+        .expect("enqueue");
+    // A lower version does not replace pending work; it is already covered.
+    store
+        .enqueue_fanout(&[job(Some(class()), 2, None)])
+        .await
+        .expect("enqueue lower");
+    let jobs = pending(store).await;
+    assert!(!jobs.is_empty(), "the class change is pending somewhere");
+    assert!(
+        jobs.iter()
+            .all(|(_, j)| *j == job(Some(class()), 3, Some(10))),
+        "{jobs:?}"
+    );
+    // Walking the class in the partitions that hold the job finds every subscriber once.
+    let mut found = Vec::new();
+    for (p, _) in &jobs {
+        let mut after = None;
+        loop {
+            let page = store.by_key_in(*p, &class(), after, 3).await.expect("page");
+            found.extend(page.ids);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+    }
+    found.sort_unstable();
+    let mut expected = ids.clone();
+    expected.sort_unstable();
+    assert_eq!(
+        found, expected,
+        "work must be recorded where the subscribers are"
+    );
+
+    // A newer change while a walk of version 3 is in progress: finishing version 3 leaves
+    // the job pending; finishing the newest removes it.
+    store
+        .enqueue_fanout(&[job(Some(class()), 5, None)])
+        .await
+        .expect("enqueue newer");
+    for (p, old) in &jobs {
+        assert!(
+            !store.finish_fanout(*p, old).await.expect("finish"),
+            "a superseded walk must not remove newer work"
+        );
+    }
+    let newer = pending(store).await;
+    assert!(newer.iter().all(|(_, j)| j.version == 5), "{newer:?}");
+    for (p, j) in &newer {
+        assert!(store.finish_fanout(*p, j).await.expect("finish"));
+    }
+    assert!(pending(store).await.is_empty(), "finished work is gone");
+
+    // Work for every subscription (after a feed gap) reaches every partition a walk covers.
+    store
+        .enqueue_fanout(&[job(None, 42, None)])
+        .await
+        .expect("enqueue all");
+    let all = pending(store).await;
+    let mut covered = 0;
+    for (p, j) in &all {
+        assert_eq!(j.target, None);
+        covered += store
+            .scan_partition(*p, None, 100)
+            .await
+            .expect("scan")
+            .ids
+            .len();
+        assert!(store.finish_fanout(*p, j).await.expect("finish"));
+    }
+    assert_eq!(covered, ids.len());
 }

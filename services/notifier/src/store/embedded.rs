@@ -572,8 +572,19 @@ mod tests {
             store.snapshot().expect("snapshot");
             assert_eq!(store.next_cseq(sub.id, None).await.expect("cseq"), Some(3));
             store.set_feed_offset(42).await.expect("offset");
+            let job = |v| FanoutJob {
+                target: Some(sub.depends_on[1].clone()),
+                version: v,
+                effective_by: None,
+            };
+            store.enqueue_fanout(&[job(1)]).await.expect("enqueue");
+            store.snapshot().expect("snapshot");
+            store.enqueue_fanout(&[job(2)]).await.expect("enqueue");
         }
         let store = open(&p);
+        let pending = store.pending_fanout(&[], 10).await.expect("pending");
+        assert_eq!(pending.len(), 1, "pending fan-out work survives a restart");
+        assert_eq!(pending[0].1.version, 2);
         let got = store.get(sub.id).await.expect("get").expect("present");
         assert_eq!(got.local_cseq, 3);
         assert_eq!(store.feed_offset().await.expect("offset"), 42);
