@@ -3,19 +3,19 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::KafkaConfig;
+use crate::context::KafkaContext;
 
 /// How long the broker gets to create the topics.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Creates the change, applied and dead-letter topics that do not exist yet.
 pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = cfg
+    let admin: AdminClient<KafkaContext> = cfg
         .client(&[])
-        .create()
+        .create_with_context(KafkaContext::new("-"))
         .map_err(|e| format!("kafka admin client: {e}"))?;
     let names = [
         &cfg.topics.changes,

@@ -139,8 +139,9 @@ impl KafkaConfig {
             // Retries never reorder or duplicate a partition's records.
             ("enable.idempotence", "true"),
             ("message.timeout.ms", &timeout),
-            // Small records, latency first: a change should reach the notifiers in ms.
-            ("linger.ms", "1"),
+            // Latency first: a change should reach the notifiers in milliseconds. Records
+            // still batch while a request is in flight.
+            ("linger.ms", "0"),
         ])
     }
 
@@ -154,7 +155,6 @@ impl KafkaConfig {
             // A dead node's partitions move within seconds, not librdkafka's 45 s.
             ("session.timeout.ms", "6000"),
             ("heartbeat.interval.ms", "2000"),
-            ("fetch.wait.max.ms", "10"),
         ])
     }
 

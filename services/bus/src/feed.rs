@@ -18,15 +18,16 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::warn;
 use uaprof_api::{ChangeSource, FeedError, ProfileChange};
 
-use crate::stats::StatsContext;
+use crate::context::KafkaContext;
 use crate::{KafkaConfig, telemetry as m};
 
-/// After the first record of a batch, how long to keep collecting what follows it: a burst
-/// of changes becomes one batch (one walk per key), at a cost of at most this much latency.
-const BATCH_LINGER: Duration = Duration::from_millis(2);
+/// After the first record of a batch, how long to keep collecting what follows it. Zero:
+/// take what librdkafka has already fetched and no more, so an idle change is not delayed;
+/// a burst still arrives in fetched batches, and the fan-out coalesces the rest.
+const BATCH_LINGER: Duration = Duration::ZERO;
 
 pub struct AppliedFeed {
-    consumer: StreamConsumer<StatsContext>,
+    consumer: StreamConsumer<KafkaContext>,
     topic: String,
     next_seq: u64,
     /// Delivered, not yet committed: (seq, partition, offset), in delivery order.
@@ -45,10 +46,10 @@ impl std::fmt::Debug for AppliedFeed {
 impl AppliedFeed {
     /// Joins the notifier group on the applied topic.
     pub fn new(cfg: &KafkaConfig) -> Result<Self, String> {
-        let consumer: StreamConsumer<StatsContext> = cfg
+        let consumer: StreamConsumer<KafkaContext> = cfg
             .consumer(&cfg.groups.notifier)
             .set("statistics.interval.ms", "5000")
-            .create_with_context(StatsContext::new(&cfg.groups.notifier))
+            .create_with_context(KafkaContext::new(&cfg.groups.notifier))
             .map_err(|e| format!("kafka consumer: {e}"))?;
         consumer
             .subscribe(&[&cfg.topics.applied])

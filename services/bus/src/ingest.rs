@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uaprof_api::Change;
 
-use crate::stats::{StatsContext, TRACE_HEADERS};
+use crate::context::{KafkaContext, TRACE_HEADERS};
 use crate::{KafkaConfig, telemetry as m};
 
 /// Records published but not yet acknowledged, across partitions. Bounds memory and lets
@@ -36,6 +36,12 @@ use crate::{KafkaConfig, telemetry as m};
 const MAX_UNACKED: usize = 1024;
 /// How often processed offsets are committed.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// Most records of one partition consumed since its last commit. Whatever a crash leaves
+/// uncommitted is delivered again, and a redelivered change is recognised by its id only
+/// while the key still remembers it (the last `RECENT_CHANGE_IDS` = 64 changes of a key);
+/// keeping the window at half that makes redelivery idempotent even for a burst of
+/// "next version" changes to one key, which carry no version to compare.
+const MAX_UNCOMMITTED_PER_PARTITION: usize = 32;
 /// Back-off while the document store is unavailable (the record is retried, not skipped).
 const STORE_BACKOFF: Duration = Duration::from_millis(250);
 /// Back-off before re-publishing a record the broker did not take.
@@ -83,77 +89,106 @@ fn trace_headers(msg: &BorrowedMessage<'_>) -> OwnedHeaders {
     out
 }
 
-/// Runs the consumer until `shutdown`; then finishes what was published and commits.
-pub async fn run_content_consumer(
-    cfg: KafkaConfig,
-    service: Arc<ContentService>,
-    node: String,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
-    let consumer: StreamConsumer<StatsContext> = cfg
-        .consumer(&cfg.groups.content)
-        .set("statistics.interval.ms", "5000")
-        .create_with_context(StatsContext::new(&cfg.groups.content))
-        .map_err(|e| format!("kafka consumer: {e}"))?;
-    consumer
-        .subscribe(&[&cfg.topics.changes])
-        .map_err(|e| format!("kafka subscribe {}: {e}", cfg.topics.changes))?;
-    let producer: FutureProducer = cfg
-        .producer()
-        .create()
-        .map_err(|e| format!("kafka producer: {e}"))?;
-    info!(
-        topic = cfg.topics.changes,
-        group = cfg.groups.content,
-        "content tier consuming changes"
-    );
-    let mut ingest = Ingest {
-        cfg,
-        service,
-        node,
-        producer,
-        unacked: VecDeque::new(),
-        committable: BTreeMap::new(),
-    };
-    let mut tick = tokio::time::interval(COMMIT_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                ingest.reap(false).await;
-                ingest.commit(&consumer, CommitMode::Async);
-            }
-            msg = consumer.recv() => match msg {
-                Ok(msg) => {
-                    let Some(outcome) = ingest.process(&msg, &shutdown).await else { break };
-                    ingest.publish(&msg, outcome, &shutdown).await;
-                    if ingest.unacked.len() >= MAX_UNACKED {
-                        ingest.reap(true).await;
-                    }
+/// The content tier's consumer of the change topic, in the content group.
+pub struct ContentConsumer {
+    consumer: StreamConsumer<KafkaContext>,
+    ingest: Ingest,
+}
+
+impl ContentConsumer {
+    /// Creates the clients and joins the group; fails at once on a bad configuration.
+    pub fn new(
+        cfg: KafkaConfig,
+        service: Arc<ContentService>,
+        node: String,
+    ) -> Result<Self, String> {
+        let consumer: StreamConsumer<KafkaContext> = cfg
+            .consumer(&cfg.groups.content)
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(KafkaContext::new(&cfg.groups.content))
+            .map_err(|e| format!("kafka consumer: {e}"))?;
+        consumer
+            .subscribe(&[&cfg.topics.changes])
+            .map_err(|e| format!("kafka subscribe {}: {e}", cfg.topics.changes))?;
+        let producer: FutureProducer<KafkaContext> = cfg
+            .producer()
+            .create_with_context(KafkaContext::new("-"))
+            .map_err(|e| format!("kafka producer: {e}"))?;
+        Ok(Self {
+            consumer,
+            ingest: Ingest {
+                cfg,
+                service,
+                node,
+                producer,
+                unacked: VecDeque::new(),
+                committable: BTreeMap::new(),
+                uncommitted: BTreeMap::new(),
+            },
+        })
+    }
+
+    /// Consumes until `shutdown`; then finishes what was published and commits.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Self {
+            consumer,
+            mut ingest,
+        } = self;
+        info!(
+            topic = ingest.cfg.topics.changes,
+            group = ingest.cfg.groups.content,
+            "content tier consuming changes"
+        );
+        let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    ingest.reap(false).await;
+                    // Synchronous, so that what is counted as committed is: the bound on
+                    // redelivery below depends on it.
+                    ingest.commit(&consumer, CommitMode::Sync);
                 }
-                Err(e) => {
-                    warn!(%e, "kafka consumer error");
-                    tokio::time::sleep(STORE_BACKOFF).await;
+                msg = consumer.recv() => match msg {
+                    Ok(msg) => {
+                        let Some(outcome) = ingest.process(&msg, &shutdown).await else { break };
+                        ingest.publish(&msg, outcome, &shutdown).await;
+                        let p = rdkafka::Message::partition(&msg);
+                        let n = ingest.uncommitted.entry(p).or_default();
+                        *n += 1;
+                        if *n >= MAX_UNCOMMITTED_PER_PARTITION {
+                            // Everything consumed so far is acknowledged, then committed.
+                            ingest.drain().await;
+                            ingest.commit(&consumer, CommitMode::Sync);
+                        } else if ingest.unacked.len() >= MAX_UNACKED {
+                            ingest.reap(true).await;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(%e, "kafka consumer error");
+                        tokio::time::sleep(STORE_BACKOFF).await;
+                    }
                 }
             }
         }
+        // Finish what is on its way (bounded by the delivery timeout), then commit.
+        ingest.drain().await;
+        ingest.commit(&consumer, CommitMode::Sync);
+        info!("content change consumer stopped");
     }
-    // Finish what is on its way (bounded by the producer's delivery timeout), then commit.
-    ingest.drain().await;
-    ingest.commit(&consumer, CommitMode::Sync);
-    info!("content change consumer stopped");
-    Ok(())
 }
 
 struct Ingest {
     cfg: KafkaConfig,
     service: Arc<ContentService>,
     node: String,
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
     unacked: VecDeque<Unacked>,
     /// Per partition of the change topic: the next offset to commit.
     committable: BTreeMap<i32, i64>,
+    /// Per partition: records consumed since its offset was last committed.
+    uncommitted: BTreeMap<i32, usize>,
 }
 
 impl Ingest {
@@ -364,7 +399,7 @@ impl Ingest {
         }
     }
 
-    fn commit(&mut self, consumer: &StreamConsumer<StatsContext>, mode: CommitMode) {
+    fn commit(&mut self, consumer: &StreamConsumer<KafkaContext>, mode: CommitMode) {
         if self.committable.is_empty() {
             return;
         }
@@ -378,11 +413,20 @@ impl Ingest {
             }
         }
         match consumer.commit(&tpl, mode) {
-            Ok(()) => self.committable.clear(),
-            // A revoked partition cannot be committed here; its next owner re-applies
-            // nothing and re-publishes the applied records, which is harmless.
+            Ok(()) => {
+                for p in self.committable.keys() {
+                    self.uncommitted.remove(p);
+                }
+                self.committable.clear();
+            }
+            // A revoked partition cannot be committed here (its next owner re-applies
+            // nothing and re-publishes the applied records, which is harmless), and a broker
+            // that is down cannot take commits or give records.
             Err(e) => {
                 warn!(%e, "offset commit failed; records after the last commit may be redelivered");
+                for p in self.committable.keys() {
+                    self.uncommitted.remove(p);
+                }
                 self.committable.clear();
             }
         }

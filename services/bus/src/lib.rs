@@ -11,22 +11,22 @@
 //! * [`admin`]: [`ensure_topics`], creating missing topics at start.
 //! * [`producer`]: [`ChangeProducer`], which appends changes to the change topic (and is the
 //!   content tier's [`content::ChangeLog`] when the provisioning API goes through Kafka).
-//! * [`ingest`]: [`run_content_consumer`], the content tier's consumer of the change topic.
+//! * [`ingest`]: [`ContentConsumer`], the content tier's consumer of the change topic.
 //! * [`feed`]: [`AppliedFeed`], the notifiers' [`uaprof_api::ChangeSource`].
-//! * `stats`: consumer lag gauges from librdkafka's statistics.
+//! * `context`: the client context: librdkafka logs through tracing, consumer lag gauges.
 
 pub mod admin;
 pub mod config;
+mod context;
 pub mod feed;
 pub mod ingest;
 pub mod producer;
-mod stats;
 pub mod telemetry;
 
 pub use admin::ensure_topics;
 pub use config::KafkaConfig;
 pub use feed::AppliedFeed;
-pub use ingest::run_content_consumer;
+pub use ingest::ContentConsumer;
 pub use producer::ChangeProducer;
 pub use rdkafka::message::OwnedHeaders;
 pub use telemetry::describe_metrics;

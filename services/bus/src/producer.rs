@@ -8,11 +8,12 @@ use rdkafka::util::Timeout;
 use uaprof_api::Change;
 
 use crate::KafkaConfig;
+use crate::context::KafkaContext;
 
 /// A producer of `uaprof.events.v1.ProfileChange` records. Cheap to clone.
 #[derive(Clone)]
 pub struct ChangeProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
     topic: String,
 }
 
@@ -28,7 +29,7 @@ impl ChangeProducer {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, String> {
         let producer = cfg
             .producer()
-            .create()
+            .create_with_context(KafkaContext::new("-"))
             .map_err(|e| format!("kafka producer: {e}"))?;
         Ok(Self {
             producer,

@@ -172,9 +172,10 @@ enum Walked {
 
 type JobId = (u16, Option<ProfileKey>);
 
-/// A job whose walk found a newer version on finishing: it is walked again once its version
-/// has been stable for [`SETTLE`], so a burst of changes costs a subscriber two NOTIFYs (the
-/// first change at once, the burst's last after it), not one per walk that overlapped it.
+/// A job for a key that was walked a moment ago (or whose walk found a newer version on
+/// finishing): it is walked once its version has been stable for [`SETTLE`], so a burst of
+/// changes costs a subscriber two NOTIFYs (the first change at once, the state after the
+/// burst), not one per batch of the burst that the feed delivered.
 struct Settling {
     version: u64,
     changed_at: Instant,
@@ -193,6 +194,8 @@ struct Worker {
     permits: Arc<Semaphore>,
     running: HashSet<JobId>,
     settling: std::collections::HashMap<JobId, Settling>,
+    /// When each key's last complete walk ended (kept for [`SETTLE`]).
+    walked_at: std::collections::HashMap<JobId, Instant>,
     walks: JoinSet<(u16, FanoutJob, Walked)>,
     recheck: Vec<u16>,
 }
@@ -204,6 +207,7 @@ async fn work(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         shutdown,
         running: HashSet::new(),
         settling: std::collections::HashMap::new(),
+        walked_at: std::collections::HashMap::new(),
         walks: JoinSet::new(),
         recheck: Vec::new(),
     };
@@ -221,6 +225,9 @@ async fn work(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             w.recheck.extend(0..crate::store::redis::PARTITIONS);
             w.settling.retain(|_, s| s.since.elapsed() < FULL_SWEEP);
             last_sweep = Instant::now();
+        }
+        if !w.walked_at.is_empty() {
+            w.walked_at.retain(|_, at| at.elapsed() < SETTLE);
         }
         w.recheck.extend(w.settling.keys().map(|(p, _)| *p));
         w.recheck.sort_unstable();
@@ -260,6 +267,21 @@ impl Worker {
             return;
         }
         let now = Instant::now();
+        if !self.settling.contains_key(&id)
+            && self
+                .walked_at
+                .get(&id)
+                .is_some_and(|at| now.duration_since(*at) < SETTLE)
+        {
+            self.settling.insert(
+                id.clone(),
+                Settling {
+                    version: job.version,
+                    changed_at: now,
+                    since: now,
+                },
+            );
+        }
         if let Some(s) = self.settling.get_mut(&id) {
             if s.version != job.version {
                 s.version = job.version;
@@ -275,6 +297,7 @@ impl Worker {
             self.recheck.push(p);
             return;
         }
+        debug!(partition = p, target = ?job.target, version = job.version, "walk starts");
         self.running.insert(id);
         let ctx = Arc::clone(&self.ctx);
         let permits = Arc::clone(&self.permits);
@@ -291,8 +314,15 @@ impl Worker {
         let Ok((p, job, walked)) = done else { return };
         let id = (p, job.target.clone());
         self.running.remove(&id);
-        if matches!(walked, Walked::Complete) && !finish(&self.ctx, p, &job, &self.shutdown).await {
-            let now = Instant::now();
+        if !matches!(walked, Walked::Complete) {
+            return;
+        }
+        let done = finish(&self.ctx, p, &job, &self.shutdown).await;
+        debug!(partition = p, target = ?job.target, version = job.version, done, "walk ends");
+        let now = Instant::now();
+        if done {
+            self.walked_at.insert(id, now);
+        } else {
             self.settling.insert(
                 id,
                 Settling {

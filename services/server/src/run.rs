@@ -90,12 +90,9 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
             // Provisioning API writes go through the change topic, in order with the OSS's.
             let producer = bus::ChangeProducer::new(k).map_err(RunError::Config)?;
             service.set_change_log(Arc::new(producer));
-            consumer = Some(tokio::spawn(bus::run_content_consumer(
-                k.clone(),
-                Arc::clone(&service),
-                node.clone(),
-                shutdown.clone(),
-            )));
+            let c = bus::ContentConsumer::new(k.clone(), Arc::clone(&service), node.clone())
+                .map_err(RunError::Config)?;
+            consumer = Some(tokio::spawn(c.run(shutdown.clone())));
         }
         tasks.spawn({
             let service = Arc::clone(&service);
@@ -251,12 +248,10 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
     {
         tracing::warn!("leases not released in time; they lapse by themselves");
     }
-    if let Some(c) = consumer {
-        match tokio::time::timeout(grace, c).await {
-            Ok(Ok(Err(e))) => tracing::warn!(%e, "change consumer stopped with an error"),
-            Ok(_) => {}
-            Err(_) => tracing::warn!("change consumer did not stop within the grace period"),
-        }
+    if let Some(c) = consumer
+        && tokio::time::timeout(grace, c).await.is_err()
+    {
+        tracing::warn!("change consumer did not stop within the grace period");
     }
     http_stop.cancel();
     admin_stop.cancel();

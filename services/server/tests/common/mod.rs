@@ -48,7 +48,8 @@ impl Server {
             "--fsync",
             "false",
             "--log",
-            "warn",
+            // UAPROF_TEST_LOG=notifier::fanout=debug and the like, when debugging a test.
+            &std::env::var("UAPROF_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         ])
         .args(extra)
         .env_remove("UAPROF_CONFIG")
@@ -506,7 +507,10 @@ pub fn kafka_config(dir: &Path, brokers: &str, extra: &str) -> PathBuf {
         "{extra}\n[kafka]\nbrokers = \"{brokers}\"\nallowed_producers = [\"oss-test\", \"uaprof-storm\"]\n\
          [kafka.topics]\nchanges = \"t{n}.changes\"\napplied = \"t{n}.applied\"\n\
          dead_letter = \"t{n}.dlq\"\n[kafka.groups]\ncontent = \"g{n}.content\"\n\
-         notifier = \"g{n}.notifier\"\n"
+         notifier = \"g{n}.notifier\"\n\
+         # tansu holds every fetch for fetch.wait.max.ms even when records arrive (a broker\n\
+         # answers at once), so the tests poll it more often than production would.\n\
+         [kafka.properties]\n\"fetch.wait.max.ms\" = \"20\"\n"
     );
     let path = dir.join(format!("kafka-{n}.toml"));
     std::fs::write(&path, text).expect("write config");

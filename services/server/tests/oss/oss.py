@@ -131,6 +131,7 @@ def dump(brokers, topic, count, timeout_s):
         print(json.dumps({"key": (m.key() or b"").decode(errors="replace"),
                           "value_hex": (m.value() or b"").hex(),
                           "partition": m.partition(), "offset": m.offset(),
+                          "timestamp_ms": m.timestamp()[1],
                           "headers": headers}), flush=True)
         got += 1
     c.close()
