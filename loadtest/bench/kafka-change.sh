@@ -63,14 +63,31 @@ target/release/uaprof-kafka-latency --kafka "127.0.0.1:$kport" --server "$sip" -
 ticks() { awk '{print $14 + $15}' /proc/$srv/stat; }
 hz=$(getconf CLK_TCK)
 t0=$(ticks)
+# The server's RSS every half second, seconds since the storm started.
+storm_start=$(date +%s.%N)
+( while kill -0 "$srv" 2>/dev/null; do
+      awk -v now="$(date +%s.%N)" -v t0="$storm_start" \
+          '/VmRSS/ {print now - t0, $2}' /proc/$srv/status
+      sleep 0.5
+  done ) > "$work/rss" 2>/dev/null &
+pids+=($!)
 echo "== change-storm via kafka, $phones phones ($store store)"
 target/release/uaprof-storm change-storm --phones "$phones" --server "udp://$sip" \
     --http "http://$http" --via kafka --kafka "127.0.0.1:$kport" --max-time 600 \
-    --no-progress "$@" || true
+    --no-progress "$@" | tee "$work/storm" || true
 t1=$(ticks)
-python3 - "$t0" "$t1" "$hz" <<'PY'
+published=$(sed -n 's/.*(published at \([0-9.]*\) s).*/\1/p' "$work/storm")
+python3 - "$t0" "$t1" "$hz" "${published:-0}" "$work/rss" <<'PY'
 import sys
-t0, t1, hz = (int(x) for x in sys.argv[1:])
+t0, t1, hz = (int(x) for x in sys.argv[1:4])
+published = float(sys.argv[4])
 print(f"server CPU during the storm: {(t1 - t0) / hz:.1f} s")
+samples = [tuple(map(float, l.split())) for l in open(sys.argv[5]) if len(l.split()) == 2]
+before = [kb for t, kb in samples if t < published]
+after = [kb for t, kb in samples if t >= published]
+if before and after:
+    print(f"server RSS: {before[-1] / 1024:.0f} MiB when the change was published, "
+          f"peak {max(after) / 1024:.0f} MiB during its fan-out "
+          f"(+{(max(after) - before[-1]) / 1024:.0f} MiB)")
 PY
 curl -s "http://$admin/metrics" | grep -E '^(fanout_notifies_total|fanout_jobs_total|kafka_change_events_total|notify_sent_total)' || true

@@ -375,8 +375,10 @@ async fn create(
     if suppressed {
         // RFC 5839 §4.2: the subscriber already has this state; create it without a NOTIFY.
         sub.local_cseq = 0;
-        sub.confirmed_etag = Some(etag.clone());
     }
+    // The subscriber has this state, or the NOTIFY answering this SUBSCRIBE brings it: a
+    // change walk that reaches the new subscription meanwhile must not send it again.
+    sub.confirmed_etag = Some(etag.clone());
     // Local tags are 64 random bits; retry the (astronomically rare) collision.
     let mut attempts = 0;
     let upserted = loop {
@@ -477,9 +479,8 @@ async fn refresh(
 
     sub.expires_at_ms = now_ms + u64::from(p.expires) * 1000;
     let suppressed = p.suppress.is_some_and(|s| suppress_matches(Some(s), &etag));
-    if suppressed {
-        sub.confirmed_etag = Some(etag);
-    }
+    // As for a new subscription: the refresh's NOTIFY (or the 204) settles this state.
+    sub.confirmed_etag = Some(etag);
     let cseq = ctx.store.refresh(sub.clone()).await?.ok_or_else(gone)?;
     if suppressed {
         return Ok(Accepted {

@@ -13,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Msg, Phone, Server, Sub, http, kafka_config, put_doc, sha1_hex, tier_node, topic,
-    wait_for_full_ownership,
+    Msg, Phone, Server, Sub, answer_notifies, http, kafka_config, put_doc, sha1_hex, tier_node,
+    topic, wait_for_full_ownership,
 };
 use testkit::{KafkaBroker, RedisServer};
 
@@ -228,27 +228,10 @@ fn oss_events_reach_phones_and_bad_events_are_dead_lettered_without_blocking() {
 
 /// Answers every NOTIFY of `phone` 200 until `until`; records the hashes each carried.
 fn listen(phone: Phone, until: Instant, seen: Arc<Mutex<Vec<Vec<String>>>>) {
-    let mut last = (String::new(), 0);
-    while Instant::now() < until {
-        let left = until.saturating_duration_since(Instant::now());
-        let Some((m, from)) = phone.recv_from(left.min(Duration::from_millis(200))) else {
-            continue;
-        };
-        if !m.is_request("NOTIFY") {
-            continue;
-        }
-        phone
-            .sock
-            .send_to(m.response(200, "OK").as_bytes(), from)
-            .expect("answer NOTIFY");
-        let id = (m.header("Via").unwrap_or_default().to_owned(), m.cseq());
-        if id == last {
-            continue; // a retransmission
-        }
-        last = id;
+    answer_notifies(&phone, until, |m| {
         let hashes = documents(&m).into_iter().map(|(_, h)| h).collect();
         seen.lock().expect("lock").push(hashes);
-    }
+    });
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Phone, Server, Sub, put_doc, sha1_hex, wait_for_full_ownership};
+use common::{Phone, Server, Sub, answer_notifies, put_doc, sha1_hex, wait_for_full_ownership};
 use testkit::RedisServer;
 
 fn content_node() -> Server {
@@ -42,25 +42,9 @@ struct Seen {
 
 /// Runs a phone until `until`: answers every NOTIFY 200 to whichever node sent it.
 fn listen(phone: Phone, until: Instant, seen: Arc<Mutex<Seen>>) {
-    let mut last_branch = String::new();
     let mut last_cseq = 0;
-    while Instant::now() < until {
-        let left = until.saturating_duration_since(Instant::now());
-        let Some((m, from)) = phone.recv_from(left.min(Duration::from_millis(200))) else {
-            continue;
-        };
-        if !m.is_request("NOTIFY") {
-            continue;
-        }
-        phone
-            .sock
-            .send_to(m.response(200, "OK").as_bytes(), from)
-            .expect("answer NOTIFY");
-        let branch = m.header("Via").unwrap_or_default().to_owned();
+    answer_notifies(&phone, until, |m| {
         let cseq = m.cseq();
-        if branch == last_branch && cseq == last_cseq {
-            continue; // a retransmission of the NOTIFY we just answered
-        }
         let mut s = seen.lock().expect("lock");
         if cseq <= last_cseq {
             s.regressions.push((last_cseq, cseq));
@@ -70,9 +54,8 @@ fn listen(phone: Phone, until: Instant, seen: Arc<Mutex<Seen>>) {
             .unwrap_or_default()
             .to_owned();
         s.notifies.push((cseq, state, m.raw.clone()));
-        last_branch = branch;
         last_cseq = cseq;
-    }
+    });
 }
 
 #[test]

@@ -5,7 +5,6 @@
 //! (`cargo install tansu --features dynostore,libsql`). Missing, every constructor panics with
 //! that hint: Kafka tests never silently skip.
 
-use std::fs::{File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{POLL_INTERVAL, free_port, read_log, temp_dir};
+use crate::{POLL_INTERVAL, free_port, open_log, read_log, temp_dir};
 
 /// How long a started broker gets to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -90,14 +89,7 @@ impl KafkaBroker {
     }
 
     fn spawn_and_wait(&mut self) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap_or_else(|e| panic!("testkit: cannot open {}: {e}", self.log.display()));
-        let log_err: File = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("testkit: cannot clone log handle: {e}"));
+        let (log, log_err) = open_log(&self.log);
         let url = format!("tcp://127.0.0.1:{}", self.port);
         // tansu resolves an sqlite:// path against its working directory.
         let child = Command::new(tansu_path())

@@ -156,6 +156,19 @@ fn used_memory(port: u16) -> u64 {
         .unwrap_or_else(|| panic!("testkit: redis {port}: no used_memory in INFO memory:\n{info}"))
 }
 
+/// Opens `path` for appending, twice: a child's stdout and stderr.
+pub(crate) fn open_log(path: &Path) -> (File, File) {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("testkit: cannot open {}: {e}", path.display()));
+    let log_err = log
+        .try_clone()
+        .unwrap_or_else(|e| panic!("testkit: cannot clone log handle: {e}"));
+    (log, log_err)
+}
+
 pub(crate) fn read_log(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
 }
@@ -246,14 +259,7 @@ impl Node {
 
     fn spawn_and_wait(&mut self) -> Result<(), NotReady> {
         require_redis_tools();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap_or_else(|e| panic!("testkit: cannot open {}: {e}", self.log.display()));
-        let log_err: File = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("testkit: cannot clone log handle: {e}"));
+        let (log, log_err) = open_log(&self.log);
         let child = Command::new("redis-server")
             .args(self.args())
             .stdin(Stdio::null())

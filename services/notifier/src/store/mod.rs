@@ -80,8 +80,11 @@ pub struct Subscription {
     pub expires_at_ms: u64,
     /// Last CSeq used for a NOTIFY in this dialog; the next NOTIFY uses a larger one.
     pub local_cseq: u32,
-    /// Entity tag the subscriber confirmed (2xx to a NOTIFY carrying it, or a matching
-    /// Suppress-If-Match). Redelivered changes that resolve to this tag are not re-sent.
+    /// Entity tag the subscriber has: the one a SUBSCRIBE's own NOTIFY carries (or its
+    /// matching Suppress-If-Match), then the one of each change NOTIFY it answers 2xx. Change
+    /// walks and redelivered changes that resolve to this tag send nothing. (A NOTIFY that
+    /// never arrives removes the subscription, so this never claims what the phone lacks
+    /// for long.)
     pub confirmed_etag: Option<String>,
     /// Keys whose change can change what this subscriber is told (index entries).
     pub depends_on: Vec<ProfileKey>,

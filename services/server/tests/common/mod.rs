@@ -376,6 +376,31 @@ impl Phone {
     }
 }
 
+/// Runs `phone` until `until`, answering every NOTIFY 200 to whichever node sent it, and
+/// hands each new NOTIFY (retransmissions folded) to `seen`.
+pub fn answer_notifies(phone: &Phone, until: Instant, mut seen: impl FnMut(Msg)) {
+    let mut last = (String::new(), 0);
+    while Instant::now() < until {
+        let left = until.saturating_duration_since(Instant::now());
+        let Some((m, from)) = phone.recv_from(left.min(Duration::from_millis(200))) else {
+            continue;
+        };
+        if !m.is_request("NOTIFY") {
+            continue;
+        }
+        phone
+            .sock
+            .send_to(m.response(200, "OK").as_bytes(), from)
+            .expect("answer NOTIFY");
+        let id = (m.header("Via").unwrap_or_default().to_owned(), m.cseq());
+        if id == last {
+            continue; // a retransmission of the NOTIFY just answered
+        }
+        last = id;
+        seen(m);
+    }
+}
+
 /// Minimal HTTP/1.1 client: one request per connection.
 pub fn http(
     addr: SocketAddr,

@@ -663,17 +663,13 @@ impl SubscriptionStore for RedisStore {
     ) -> Result<Page, StoreError> {
         let ks = codec::key_bytes(key);
         let (sp, sb) = split(bucket_of_key(&ks));
-        let mut c = self.conn.clone();
-        let mut candidates: BTreeSet<u16> = redis::cmd("SMEMBERS")
-            .arg(self.hint_key(&ks))
-            .query_async::<Vec<u16>>(&mut c)
-            .await
-            .map_err(map_err)?
-            .into_iter()
-            .collect();
-        candidates.insert(sp);
         let owned: BTreeSet<u16> = self.leased_now().into_iter().collect();
-        let parts = candidates.intersection(&owned).copied().collect::<Vec<_>>();
+        let parts: Vec<u16> = self
+            .partitions_of(key)
+            .await?
+            .into_iter()
+            .filter(|p| owned.contains(p))
+            .collect();
         let ks = &ks;
         Self::walk(
             parts.into_iter(),
