@@ -81,11 +81,13 @@ pub struct Timing {
     pub rollout_window: Option<u32>,
 }
 
-impl Timing {
-    /// The `effective-by` the NOTIFYs of this change carry. A rollout window without an
-    /// explicit effective-by spreads the phones' fetches over the window.
-    pub fn notify_effective_by(&self) -> Option<u32> {
-        self.effective_by.or(self.rollout_window)
+impl From<Option<u32>> for Timing {
+    /// Just an effective-by (the provisioning API's `effective-by` parameter).
+    fn from(effective_by: Option<u32>) -> Self {
+        Self {
+            effective_by,
+            rollout_window: None,
+        }
     }
 }
 
@@ -104,19 +106,5 @@ mod tests {
         assert!(!valid_change_id(""));
         assert!(!valid_change_id("a b"));
         assert!(!valid_change_id(&"x".repeat(MAX_CHANGE_ID + 1)));
-    }
-
-    #[test]
-    fn rollout_window_spreads_fetches_unless_effective_by_is_given() {
-        let t = Timing {
-            effective_by: None,
-            rollout_window: Some(30),
-        };
-        assert_eq!(t.notify_effective_by(), Some(30));
-        let t = Timing {
-            effective_by: Some(5),
-            rollout_window: Some(30),
-        };
-        assert_eq!(t.notify_effective_by(), Some(5));
     }
 }

@@ -22,6 +22,9 @@ pub struct ProfileChange {
     pub version: u64,
     /// `effective-by` for the NOTIFYs this change causes (seconds), if the provisioner set one.
     pub effective_by: Option<u32>,
+    /// Seconds over which the change's NOTIFYs should be spread, if the provisioner set it.
+    #[serde(default)]
+    pub rollout_window: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,17 +4,20 @@
 //!   normalisation rules that make one phone map to one key whatever spelling it uses.
 //! * [`resolve`]: what the notifier asks the content tier ("which documents does this
 //!   subscriber get, and which keys does that answer depend on?"). In-process today, gRPC later.
+//! * [`admission`]: fetch credits, the content tier's pacing of NOTIFYs that cause fetches.
 //! * [`change`]: a change request (provisioning API or Kafka event) before the content tier
 //!   applies it.
 //! * [`feed`]: the change feed (applied changes → notifier fan-out): in-process, the content
 //!   tier's gRPC long-poll, or Kafka's applied topic; all are [`feed::ChangeSource`]s with
 //!   explicit commit.
 
+pub mod admission;
 pub mod change;
 pub mod feed;
 pub mod key;
 pub mod resolve;
 
+pub use admission::{Accrual, CreditSource, FixedRate, Unlimited};
 pub use change::{Change, ChangeOp, Timing};
 pub use feed::{ChangeSource, FeedError, ProfileChange};
 pub use key::{KeyError, ProfileKey, ProfileType};

@@ -68,7 +68,8 @@ impl Resolution {
     }
 }
 
-/// Why a resolve failed. Every variant is retryable by the caller: the subscriber gets a 5xx.
+/// Why a resolve failed. `Unavailable` and `Overloaded` are worth repeating (the subscriber
+/// gets a 5xx meanwhile); `Invalid` is not: the same request will fail the same way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResolveError {
@@ -76,6 +77,16 @@ pub enum ResolveError {
     Unavailable(String),
     #[error("content tier overloaded")]
     Overloaded,
+    /// The request, or the tier's answer to it, cannot be used (a key the tier refuses, a
+    /// reply that does not decode): asking again gives the same answer.
+    #[error("unresolvable: {0}")]
+    Invalid(String),
+}
+
+impl ResolveError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Invalid(_))
+    }
 }
 
 /// Implemented by the content tier in-process and (later) by a gRPC client.

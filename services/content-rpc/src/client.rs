@@ -3,8 +3,10 @@
 //!
 //! Every failure is retryable from the notifier's point of view, so errors are mapped onto
 //! the seams' retryable variants: `RESOURCE_EXHAUSTED` (the tier shedding load) becomes
-//! [`ResolveError::Overloaded`]; everything else (connection refused or reset, deadline
-//! exceeded, `UNAVAILABLE`, a malformed reply, ...) becomes [`ResolveError::Unavailable`] or
+//! [`ResolveError::Overloaded`]; `INVALID_ARGUMENT` and a reply that does not decode (the
+//! same request fails the same way again) become [`ResolveError::Invalid`]; everything else
+//! (connection refused or reset, deadline exceeded, `UNAVAILABLE`, ...) becomes
+//! [`ResolveError::Unavailable`] or
 //! [`FeedError::Unavailable`] with a message naming the method, the endpoint and the cause.
 //! `UNAVAILABLE` is not treated as overload: it is what a refused connection looks like.
 
@@ -111,10 +113,10 @@ impl RemoteContent {
     fn resolve_error(&self, method: &str, status: &Status) -> ResolveError {
         let text = self.describe(method, status);
         tracing::debug!(error = %text, "content tier call failed");
-        if status.code() == Code::ResourceExhausted {
-            ResolveError::Overloaded
-        } else {
-            ResolveError::Unavailable(text)
+        match status.code() {
+            Code::ResourceExhausted => ResolveError::Overloaded,
+            Code::InvalidArgument => ResolveError::Invalid(text),
+            _ => ResolveError::Unavailable(text),
         }
     }
 }
@@ -136,8 +138,9 @@ impl ContentResolver for RemoteContent {
             .resolve(with_timeout(message, REQUEST_TIMEOUT))
             .await
             .map_err(|s| self.resolve_error(METHOD, &s))?;
+        // A reply this build cannot use comes back the same on every retry.
         convert::resolution_from_wire(reply.into_inner()).map_err(|e| {
-            ResolveError::Unavailable(format!(
+            ResolveError::Invalid(format!(
                 "{METHOD} at {}: malformed reply: {e}",
                 self.endpoint
             ))

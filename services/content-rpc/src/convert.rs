@@ -168,6 +168,7 @@ pub(crate) fn change_to_wire(c: &ProfileChange) -> proto::ProfileChange {
         key: c.key.to_string(),
         version: c.version,
         effective_by: c.effective_by,
+        rollout_window: c.rollout_window,
     }
 }
 
@@ -201,6 +202,7 @@ pub(crate) fn changes_from_wire(
                 key: parse_key("key", &c.key)?,
                 version: c.version,
                 effective_by: c.effective_by,
+                rollout_window: c.rollout_window,
             })
         })
         .collect()
@@ -314,11 +316,15 @@ mod tests {
                 key: ProfileKey::class("acme", "Z100").unwrap(),
                 version: 1,
                 effective_by: Some(5),
+                rollout_window: Some(60),
             })
         };
         let ok = changes_from_wire(vec![change(4), change(6)], 3, 2).unwrap();
         assert_eq!(ok.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![4, 6]);
-        assert_eq!(ok[0].effective_by, Some(5));
+        assert_eq!(
+            (ok[0].effective_by, ok[0].rollout_window),
+            (Some(5), Some(60))
+        );
         assert_eq!(
             changes_from_wire(vec![change(4), change(6)], 3, 1),
             Err(WireError::TooManyChanges { got: 2, max: 1 })

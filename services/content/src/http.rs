@@ -27,8 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use uaprof_api::ProfileKey;
 use uaprof_api::key::percent_decode;
+use uaprof_api::{ProfileKey, Timing};
 
 use crate::error::ContentError;
 use crate::service::{ContentService, WriteReceipt, WriteStatus};
@@ -271,12 +271,12 @@ async fn provision_document(
         Ok(k) => k,
         Err(e) => return content_error(&e),
     };
-    let effective_by = match effective_by(req.uri().query()) {
+    let timing = match timing(req.uri().query()) {
         Ok(e) => e,
         Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
     };
     if method == Method::DELETE {
-        return match service.delete_document(&key, name, effective_by).await {
+        return match service.delete_document(&key, name, timing).await {
             Ok(r) => json(write_status(&r), &write_body(service, r, false)),
             Err(e) => content_error(&e),
         };
@@ -297,7 +297,7 @@ async fn provision_document(
         Err(resp) => return resp,
     };
     match service
-        .put_document(&key, name, &content_type, body, effective_by)
+        .put_document(&key, name, &content_type, body, timing)
         .await
     {
         Ok(r) => json(write_status(&r), &write_body(service, r, true)),
@@ -340,12 +340,12 @@ async fn provision_key(
             Err(e) => content_error(&e),
         };
     }
-    let effective_by = match effective_by(req.uri().query()) {
+    let timing = match timing(req.uri().query()) {
         Ok(e) => e,
         Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
     };
     if method == Method::DELETE {
-        return match service.delete_key(&key, effective_by).await {
+        return match service.delete_key(&key, timing).await {
             Ok(r) => json(write_status(&r), &write_body(service, r, false)),
             Err(e) => content_error(&e),
         };
@@ -359,7 +359,7 @@ async fn provision_key(
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
     match service
-        .set_device_attributes(&key, attrs.default_user.as_deref(), effective_by)
+        .set_device_attributes(&key, attrs.default_user.as_deref(), timing)
         .await
     {
         Ok(r) => json(write_status(&r), &write_body(service, r, false)),
@@ -399,19 +399,24 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Response
     }
 }
 
-/// Parses `effective-by=<seconds>` from the query; other parameters are ignored.
-fn effective_by(query: Option<&str>) -> Result<Option<u32>, String> {
-    let Some(query) = query else { return Ok(None) };
-    for pair in query.split('&') {
+/// Parses `effective-by=<seconds>` and `rollout-window=<seconds>` from the query; other
+/// parameters are ignored.
+fn timing(query: Option<&str>) -> Result<Timing, String> {
+    let mut t = Timing::default();
+    for pair in query.unwrap_or_default().split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name == "effective-by" {
-            return value
+        let slot = match name {
+            "effective-by" => &mut t.effective_by,
+            "rollout-window" => &mut t.rollout_window,
+            _ => continue,
+        };
+        *slot = Some(
+            value
                 .parse::<u32>()
-                .map(Some)
-                .map_err(|_| format!("effective-by must be whole seconds, got {value:?}"));
-        }
+                .map_err(|_| format!("{name} must be whole seconds, got {value:?}"))?,
+        );
     }
-    Ok(None)
+    Ok(t)
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
@@ -461,11 +466,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn effective_by_parsing() {
-        assert_eq!(effective_by(None), Ok(None));
-        assert_eq!(effective_by(Some("a=b&effective-by=30")), Ok(Some(30)));
-        assert!(effective_by(Some("effective-by=-1")).is_err());
-        assert!(effective_by(Some("effective-by")).is_err());
+    fn timing_parsing() {
+        assert_eq!(timing(None), Ok(Timing::default()));
+        let t = timing(Some("a=b&effective-by=30&rollout-window=600")).expect("valid");
+        assert_eq!((t.effective_by, t.rollout_window), (Some(30), Some(600)));
+        assert!(timing(Some("effective-by=-1")).is_err());
+        assert!(timing(Some("rollout-window")).is_err());
     }
 
     #[test]

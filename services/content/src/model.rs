@@ -77,6 +77,8 @@ pub(crate) struct Prepared {
     pub op: PreparedOp,
     /// `effective-by` for the NOTIFYs this change causes.
     pub effective_by: Option<u32>,
+    /// Seconds over which its NOTIFYs should be spread.
+    pub rollout_window: Option<u32>,
     pub now_unix: u64,
 }
 
@@ -204,6 +206,7 @@ mod tests {
             version,
             op,
             effective_by: None,
+            rollout_window: None,
             now_unix: 7,
         }
     }

@@ -61,8 +61,9 @@ pub struct WriteReceipt {
     pub sha1_hex: Option<String>,
     pub size: Option<u64>,
     pub content_id: Option<String>,
-    /// `effective-by` the NOTIFYs of this change carry.
+    /// `effective-by` the NOTIFYs of this change carry, and the window they are spread over.
     pub effective_by: Option<u32>,
+    pub rollout_window: Option<u32>,
 }
 
 /// A stored document as served over HTTP.
@@ -310,7 +311,8 @@ impl ContentService {
             key: key.clone(),
             version: change.version,
             op,
-            effective_by: change.timing.notify_effective_by(),
+            effective_by: change.timing.effective_by,
+            rollout_window: change.timing.rollout_window,
             now_unix,
         })
     }
@@ -475,16 +477,13 @@ impl ContentService {
     }
 
     /// A change made through the provisioning API.
-    fn api_change(key: &ProfileKey, op: ChangeOp, effective_by: Option<u32>) -> Change {
+    fn api_change(key: &ProfileKey, op: ChangeOp, timing: Timing) -> Change {
         Change {
             change_id: new_change_id(),
             key: key.clone(),
             version: None,
             op,
-            timing: Timing {
-                effective_by,
-                rollout_window: None,
-            },
+            timing,
             producer: PROVISIONING_API.into(),
             occurred_unix_ms: 0,
         }
@@ -497,14 +496,14 @@ impl ContentService {
         name: &str,
         content_type: &str,
         bytes: Bytes,
-        effective_by: Option<u32>,
+        timing: impl Into<Timing>,
     ) -> Result<WriteReceipt, ContentError> {
         let op = ChangeOp::PutDocument {
             name: name.to_owned(),
             content_type: content_type.to_owned(),
             bytes,
         };
-        self.submit(Self::api_change(key, op, effective_by)).await
+        self.submit(Self::api_change(key, op, timing.into())).await
     }
 
     /// Deletes one document; `NotFound` if it does not exist.
@@ -512,12 +511,12 @@ impl ContentService {
         &self,
         key: &ProfileKey,
         name: &str,
-        effective_by: Option<u32>,
+        timing: impl Into<Timing>,
     ) -> Result<WriteReceipt, ContentError> {
         let op = ChangeOp::DeleteDocument {
             name: name.to_owned(),
         };
-        self.submit(Self::api_change(key, op, effective_by)).await
+        self.submit(Self::api_change(key, op, timing.into())).await
     }
 
     /// Sets (or clears, with `None`) the default user of a device. The user's documents are
@@ -526,19 +525,19 @@ impl ContentService {
         &self,
         key: &ProfileKey,
         default_user: Option<&str>,
-        effective_by: Option<u32>,
+        timing: impl Into<Timing>,
     ) -> Result<WriteReceipt, ContentError> {
         let op = ChangeOp::SetDefaultUser(default_user.map(str::to_owned));
-        self.submit(Self::api_change(key, op, effective_by)).await
+        self.submit(Self::api_change(key, op, timing.into())).await
     }
 
     /// Removes every document and attribute of a key as one change.
     pub async fn delete_key(
         &self,
         key: &ProfileKey,
-        effective_by: Option<u32>,
+        timing: impl Into<Timing>,
     ) -> Result<WriteReceipt, ContentError> {
-        self.submit(Self::api_change(key, ChangeOp::DeleteKey, effective_by))
+        self.submit(Self::api_change(key, ChangeOp::DeleteKey, timing.into()))
             .await
     }
 
@@ -800,6 +799,7 @@ fn receipt_for(p: &Prepared) -> WriteReceipt {
         size,
         content_id,
         effective_by: p.effective_by,
+        rollout_window: p.rollout_window,
     }
 }
 

@@ -32,6 +32,7 @@ struct ChangeEntry {
     key_id: u32,
     version: u64,
     effective_by: Option<u32>,
+    rollout_window: Option<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -159,7 +160,7 @@ impl Store {
                 }
             }
             let version = *version;
-            self.record(id, version, change.effective_by);
+            self.record(id, version, change.effective_by, change.rollout_window);
         }
         Ok(Outcome {
             decision,
@@ -182,12 +183,19 @@ impl Store {
         Ok(id)
     }
 
-    fn record(&mut self, key_id: u32, version: u64, effective_by: Option<u32>) {
+    fn record(
+        &mut self,
+        key_id: u32,
+        version: u64,
+        effective_by: Option<u32>,
+        rollout_window: Option<u32>,
+    ) {
         self.last_seq += 1;
         self.changes.push_back(ChangeEntry {
             key_id,
             version,
             effective_by,
+            rollout_window,
         });
         self.trim();
     }
@@ -241,6 +249,7 @@ impl Store {
                     key: self.entries.get(c.key_id as usize)?.key.clone(),
                     version: c.version,
                     effective_by: c.effective_by,
+                    rollout_window: c.rollout_window,
                 })
             })
             .collect())
@@ -289,6 +298,7 @@ mod tests {
                 content_id: "c@h".into(),
             },
             effective_by: None,
+            rollout_window: None,
             now_unix: 1,
         }))
     }
@@ -342,6 +352,7 @@ mod tests {
             version: None,
             op: PreparedOp::DeleteKey,
             effective_by: None,
+            rollout_window: None,
             now_unix: 1,
         }));
         assert_eq!(

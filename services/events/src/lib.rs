@@ -207,7 +207,8 @@ impl Applied {
             seq,
             key: self.key.clone(),
             version: self.version,
-            effective_by: self.timing.notify_effective_by(),
+            effective_by: self.timing.effective_by,
+            rollout_window: self.timing.rollout_window,
         }
     }
 }
@@ -369,6 +370,7 @@ mod tests {
         };
         assert_eq!(decode_applied(&encode_applied(&a)), Ok(a.clone()));
         assert_eq!(a.to_feed(9).effective_by, Some(10));
+        assert_eq!(a.to_feed(9).rollout_window, None);
         assert!(decode_applied(b"\x12\x03x/y").is_err());
     }
 }

@@ -46,8 +46,12 @@ pub struct NotifierConfig {
     pub max_pending_requests: usize,
     /// Concurrent TCP connections (inbound and outbound each).
     pub max_tcp_connections: usize,
-    /// NOTIFYs being prepared at once by a change fan-out.
+    /// NOTIFYs being prepared (resolved and built) at once by the pipeline.
     pub fanout_concurrency: usize,
+    /// Memory for NOTIFYs in flight (sent, transaction not ended), in bytes. A NOTIFY to a
+    /// phone that is gone holds its share until Timer F (32 s); the budget, not a count,
+    /// bounds that, so silent phones do not stop the NOTIFYs to live ones.
+    pub max_inflight_bytes: usize,
     /// Subscriptions read from the index per page during fan-out.
     pub fanout_page: usize,
     /// RFC 3261 T1 (round-trip estimate).
@@ -77,10 +81,11 @@ impl Default for NotifierConfig {
             unknown_subscriber: UnknownSubscriberPolicy::Accept,
             max_pending_requests: 4096,
             max_tcp_connections: 10_000,
-            // Fan-out waits for each NOTIFY transaction to end before committing its batch,
-            // so concurrency times the phones' round-trip time is the fan-out rate (1024 at
-            // 100 ms is ~10k NOTIFYs/s) while memory stays bounded.
+            // Preparing a NOTIFY is a few store and content-tier round trips; this many at
+            // once keeps both busy without a task per subscription.
             fanout_concurrency: 1024,
+            // 128 MiB: about 80k NOTIFYs of 1.5 KiB, or 2.5k/s of them to silent phones.
+            max_inflight_bytes: 128 << 20,
             fanout_page: 1000,
             t1: t.t1,
             t2: t.t2,
@@ -131,6 +136,7 @@ impl NotifierConfig {
             ("max_tcp_connections", self.max_tcp_connections),
             ("fanout_concurrency", self.fanout_concurrency),
             ("fanout_page", self.fanout_page),
+            ("max_inflight_bytes / 1024", self.max_inflight_bytes / 1024),
         ] {
             if v == 0 {
                 return Err(format!("notifier: {name} must be positive"));

@@ -58,9 +58,21 @@ pub struct OutNotify {
     /// The last NOTIFY of the dialog (`Subscription-State: terminated`).
     pub terminal: bool,
     pub kind: NotifyKind,
-    /// Fired (or dropped) when this NOTIFY's transaction has ended, or it was merged into
-    /// another one: fan-out commits its feed position only after that.
-    pub done: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Who sent it, which decides what follows its outcome.
+    pub origin: Origin,
+    /// Its share of the in-flight budget, held until the transaction ends.
+    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Where a NOTIFY comes from.
+#[derive(Debug)]
+pub enum Origin {
+    /// The NOTIFY answering a SUBSCRIBE, in the dialog's turn that the store gave with it.
+    Subscribe,
+    /// A pipeline want, in the turn its delivery took (priority it was queued at).
+    Pipeline(Box<crate::pipeline::Want>, crate::pipeline::Priority),
+    /// A terminated NOTIFY of a subscription already removed: no turn, nothing follows.
+    Terminal,
 }
 
 /// Why a NOTIFY is sent (metrics label and priority).
@@ -97,7 +109,8 @@ struct Sent {
     terminal: bool,
     kind: NotifyKind,
     at: Instant,
-    done: Option<tokio::sync::oneshot::Sender<()>>,
+    origin: Origin,
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub struct Engine {
@@ -117,8 +130,14 @@ pub struct Engine {
 /// Store writes that follow a NOTIFY's outcome. The engine must never wait on the store, so
 /// it hands them to [`run_store_updates`] through a bounded channel.
 enum StoreUpdate {
-    /// The subscriber answered 2xx to a NOTIFY carrying this entity tag.
-    Confirm(SubId, String),
+    /// The NOTIFY's transaction ended without ending the subscription: end the dialog's
+    /// turn (confirming the entity tag on a 2xx), then retry it or send what was wanted.
+    End {
+        sub: SubId,
+        confirmed: Option<String>,
+        want: Option<(Box<crate::pipeline::Want>, crate::pipeline::Priority)>,
+        retry: bool,
+    },
     /// The NOTIFY failed in a way that ends the subscription (RFC 6665 §4.2.2).
     Remove(SubId),
 }
@@ -129,26 +148,34 @@ const STORE_UPDATE_QUEUE: usize = 16_384;
 /// pipeline) to batch them, few enough to bound tasks and memory.
 const STORE_UPDATE_CONCURRENCY: usize = 256;
 
-/// Applies NOTIFY outcomes to the store with bounded concurrency.
-async fn run_store_updates(
-    store: Arc<dyn crate::store::SubscriptionStore>,
-    mut rx: mpsc::Receiver<StoreUpdate>,
-) {
+/// Applies NOTIFY outcomes to the store with bounded concurrency, and queues what follows.
+async fn run_store_updates(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<StoreUpdate>) {
     let permits = Arc::new(Semaphore::new(STORE_UPDATE_CONCURRENCY));
     while let Some(update) = rx.recv().await {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
-        let store = Arc::clone(&store);
+        let ctx = Arc::clone(&ctx);
         tokio::spawn(async move {
             let _permit = permit;
-            let (op, result) = match update {
-                StoreUpdate::Confirm(id, etag) => ("confirm", store.confirm_etag(id, etag).await),
-                StoreUpdate::Remove(id) => ("remove", store.remove(id).await.map(|_| ())),
-            };
-            if let Err(e) = result {
-                counter!("store_errors_total", "op" => op).increment(1);
-                tracing::warn!(%e, op, "NOTIFY outcome not recorded");
+            match update {
+                StoreUpdate::End {
+                    sub,
+                    confirmed,
+                    want,
+                    retry,
+                } => match ctx.store.end_notify(sub, confirmed).await {
+                    Ok(wanted) => {
+                        crate::pipeline::deliver::after(&ctx, sub, want, retry, wanted).await
+                    }
+                    Err(e) => crate::pipeline::deliver::outcome_failed(&e, sub),
+                },
+                StoreUpdate::Remove(id) => {
+                    if let Err(e) = ctx.store.remove(id).await {
+                        counter!("store_errors_total", "op" => "remove").increment(1);
+                        tracing::warn!(%e, "NOTIFY outcome not recorded");
+                    }
+                }
             }
         });
     }
@@ -191,7 +218,7 @@ impl Engine {
     pub async fn run(mut self, drain: CancellationToken, stop: CancellationToken) {
         let (tx, rx) = mpsc::channel(STORE_UPDATE_QUEUE);
         self.updates = Some(tx);
-        tokio::spawn(run_store_updates(Arc::clone(&self.ctx.store), rx));
+        tokio::spawn(run_store_updates(Arc::clone(&self.ctx), rx));
         let mut draining = false;
         loop {
             if draining && self.is_idle() {
@@ -353,17 +380,33 @@ impl Engine {
         let Some(f) = self.inflight.get_mut(&n.sub) else {
             return self.start_notify(n);
         };
-        let current = self.sent.get(&f.client);
+        // The store's turn keeps one NOTIFY per dialog in flight; only a terminated NOTIFY
+        // (which needs no turn: the subscription is already gone) can meet another here.
         // Nothing follows the end of a dialog, and a NOTIFY with the content already on its
         // way (or queued) tells the subscriber nothing new: both are merged away.
+        let current = self.sent.get(&f.client);
         let ended =
             current.is_some_and(|c| c.terminal) || f.queued.as_ref().is_some_and(|q| q.terminal);
         let same = !n.terminal
             && n.etag.is_some()
             && (current.is_some_and(|c| c.etag == n.etag)
                 || f.queued.as_ref().is_some_and(|q| q.etag == n.etag));
-        if ended || same || f.queued.replace(n).is_some() {
+        let dropped = if ended || same {
+            Some(n)
+        } else {
+            f.queued.replace(n)
+        };
+        if let Some(d) = dropped {
             counter!("notify_coalesced_total").increment(1);
+            if !matches!(d.origin, Origin::Terminal) {
+                // It held the dialog's turn: give it back.
+                self.record(StoreUpdate::End {
+                    sub: d.sub,
+                    confirmed: None,
+                    want: None,
+                    retry: false,
+                });
+            }
         }
     }
 
@@ -380,7 +423,8 @@ impl Engine {
                 terminal: n.terminal,
                 kind: n.kind,
                 at: now,
-                done: n.done,
+                origin: n.origin,
+                _budget: n.budget,
             },
         );
         self.inflight.insert(
@@ -418,12 +462,9 @@ impl Engine {
 
     /// A NOTIFY transaction ended with `status` (`None`: Timer F fired).
     fn finish(&mut self, id: ClientId, status: Option<u16>) {
-        let Some(mut sent) = self.sent.remove(&id) else {
+        let Some(sent) = self.sent.remove(&id) else {
             return;
         };
-        if let Some(done) = sent.done.take() {
-            let _ = done.send(());
-        }
         gauge!("notify_in_flight").set(self.sent.len() as f64);
         let outcome = match status {
             Some(s) if (200..300).contains(&s) => "2xx",
@@ -446,21 +487,36 @@ impl Engine {
             None => true,
             Some(s) => profile_event::state::removes_subscription(s),
         };
-        if remove && !sent.terminal {
-            debug!(sub = %sent.sub, ?status, "NOTIFY failed; removing subscription");
-            counter!("subscriptions_removed_total", "reason" => "notify_failed").increment(1);
-            self.record(StoreUpdate::Remove(sent.sub));
-            return;
-        }
-        if status.is_some_and(|s| (200..300).contains(&s))
-            && !sent.terminal
-            && let Some(etag) = sent.etag
-        {
-            self.record(StoreUpdate::Confirm(sent.sub, etag));
-        }
         if let Some(next) = queued {
             self.start_notify(next);
         }
+        let want = match sent.origin {
+            // A terminated NOTIFY's subscription is gone already: nothing follows.
+            Origin::Terminal => return,
+            Origin::Subscribe => None,
+            Origin::Pipeline(want, priority) => Some((want, priority)),
+        };
+        if remove {
+            debug!(sub = %sent.sub, ?status, "NOTIFY failed; removing subscription");
+            counter!("subscriptions_removed_total", "reason" => "notify_failed").increment(1);
+            // The turn goes with the subscription; a walk's want ends here.
+            self.record(StoreUpdate::Remove(sent.sub));
+            return;
+        }
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
+        // RFC 6665 leaves the rest to the notifier: a busy or failing phone (5xx, 408, 486)
+        // is asked again later; any other answer ends this NOTIFY's attempts.
+        let retry = status.is_some_and(|s| s >= 500 || s == 408 || s == 486);
+        let want = match want {
+            None if retry => Some(crate::pipeline::deliver::retry_of(sent.sub)),
+            w => w,
+        };
+        self.record(StoreUpdate::End {
+            sub: sent.sub,
+            confirmed: if ok { sent.etag } else { None },
+            want,
+            retry,
+        });
     }
 }
 

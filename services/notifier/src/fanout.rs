@@ -25,16 +25,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
-use profile_event::state::SubState;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use uaprof_api::{ChangeSource, FeedError, ProfileChange, ProfileKey, ResolveRequest};
+use uaprof_api::{ChangeSource, FeedError, ProfileChange, ProfileKey};
 
 use crate::Ctx;
-use crate::engine::{EngineMsg, NotifyKind};
-use crate::store::{FanoutJob, StoreError, SubId};
+use crate::pipeline::{Priority, Progress, Want, Why};
+use crate::store::FanoutJob;
 
 /// Changes taken from the feed per batch; a batch is recorded and committed as one unit.
 const FEED_BATCH: usize = 256;
@@ -85,6 +84,7 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
                     target: None,
                     version: resume_after,
                     effective_by: None,
+                    rollout_window: None,
                 };
                 (vec![all], resume_after)
             }
@@ -107,21 +107,21 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
 
 /// One job per key: the highest version, and the effective-by of the change that set it.
 fn coalesce(changes: &[ProfileChange]) -> Vec<FanoutJob> {
-    let mut by_key: BTreeMap<&ProfileKey, (u64, Option<u32>)> = BTreeMap::new();
+    let mut by_key: BTreeMap<&ProfileKey, FanoutJob> = BTreeMap::new();
     for c in changes {
-        let e = by_key.entry(&c.key).or_insert((0, None));
-        if c.version >= e.0 {
-            *e = (c.version, c.effective_by.or(e.1));
+        let e = by_key.entry(&c.key).or_insert_with(|| FanoutJob {
+            target: Some(c.key.clone()),
+            version: 0,
+            effective_by: None,
+            rollout_window: None,
+        });
+        if c.version >= e.version {
+            e.version = c.version;
+            e.effective_by = c.effective_by.or(e.effective_by);
+            e.rollout_window = c.rollout_window.or(e.rollout_window);
         }
     }
-    by_key
-        .into_iter()
-        .map(|(k, (version, effective_by))| FanoutJob {
-            target: Some(k.clone()),
-            version,
-            effective_by,
-        })
-        .collect()
+    by_key.into_values().collect()
 }
 
 /// Records the jobs durably, retrying until the store takes them. `false` on shutdown.
@@ -359,27 +359,28 @@ async fn finish(ctx: &Ctx, p: u16, job: &FanoutJob, shutdown: &CancellationToken
     }
 }
 
-/// Walks the subscriptions of one job in one partition, page by page, sending NOTIFYs with
-/// bounded concurrency, and waits for every NOTIFY to end.
+/// Walks the subscriptions of one job in one partition, page by page, queueing one want per
+/// subscription (spread over the job's rollout window), and waits until every want ended.
 async fn walk(
     ctx: &Arc<Ctx>,
     p: u16,
     job: &FanoutJob,
-    permits: &Arc<Semaphore>,
+    _permits: &Arc<Semaphore>,
     shutdown: &CancellationToken,
 ) -> Walked {
     let started = Instant::now();
+    let progress = Arc::new(Progress::default());
     let mut after = None;
     let mut visited = 0u64;
-    let mut notifies = JoinSet::new();
+    // A rollout window spreads the sends; each NOTIFY then lets the phone fetch within a
+    // tenth of it (at most a minute), so the fetches follow the sends.
+    let window = job.rollout_window.map(|w| Duration::from_secs(w.into()));
+    let effective_by = job
+        .effective_by
+        .or(job.rollout_window.map(|w| (w / 10).clamp(1, 60)));
     loop {
         if !ctx.store.owns_partition(p) {
-            counter!("fanout_jobs_total", "result" => "abandoned").increment(1);
-            debug!(
-                partition = p,
-                "partition lost mid-walk; its new owner finishes the job"
-            );
-            return Walked::Abandoned;
+            return abandoned(p);
         }
         let limit = ctx.config.fanout_page;
         let page = match &job.target {
@@ -398,31 +399,35 @@ async fn walk(
             }
         };
         for id in page.ids {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => return Walked::Abandoned,
-                p = Arc::clone(permits).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return Walked::Abandoned,
-                },
-            };
             visited += 1;
-            let ctx = Arc::clone(ctx);
-            let stop = shutdown.clone();
-            let effective_by = job.effective_by;
-            notifies.spawn(async move {
-                notify_until_done(&ctx, id, effective_by, permit, &stop).await;
-            });
-            // Reap finished NOTIFYs so the set stays as small as the permit count.
-            while notifies.try_join_next().is_some() {}
+            let not_before = match window {
+                Some(w) => started + w.mul_f64(rand::random::<f64>()),
+                None => started,
+            };
+            let want = Want {
+                effective_by,
+                token: Some(progress.token()),
+                ..Want::new(id, Why::Change)
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Walked::Abandoned,
+                () = ctx.pipeline.push(Priority::Change, want, true, not_before) => {}
+            }
         }
         match page.next {
             Some(n) => after = Some(n),
             None => break,
         }
     }
-    while notifies.join_next().await.is_some() {}
-    if shutdown.is_cancelled() {
-        return Walked::Abandoned;
+    // Every want ends in the pipeline (sent and answered, unchanged, gone, given up).
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Walked::Abandoned,
+            done = progress.settled(SETTLE_CHECK) => if done { break },
+        }
+        if !ctx.store.owns_partition(p) {
+            return abandoned(p);
+        }
     }
     if job.target.is_none() || visited > 1000 {
         info!(partition = p, target = ?job.target, version = job.version, visited, elapsed = ?started.elapsed(), "fan-out walk done");
@@ -430,107 +435,14 @@ async fn walk(
     Walked::Complete
 }
 
-/// Notifies one subscription of its current state, retrying transient failures, and waits
-/// until the NOTIFY transaction has ended.
-async fn notify_until_done(
-    ctx: &Ctx,
-    id: SubId,
-    effective_by: Option<u32>,
-    _permit: OwnedSemaphorePermit,
-    stop: &CancellationToken,
-) {
-    loop {
-        match notify_one(ctx, id, effective_by).await {
-            Ok(Some(done)) => {
-                let _ = done.await;
-                return;
-            }
-            Ok(None) => return,
-            Err(e) => {
-                counter!("store_errors_total", "op" => "fanout").increment(1);
-                warn!(%e, sub = %id, "fan-out step failed; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY_BACKOFF) => {}
-                }
-            }
-        }
-    }
-}
+/// How often a walk waiting for its wants checks that it still owns the partition.
+const SETTLE_CHECK: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
-enum StepError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("resolve: {0}")]
-    Resolve(#[from] uaprof_api::ResolveError),
-}
-
-/// `Ok(Some(rx))`: a NOTIFY was handed to the engine and `rx` fires when it ends;
-/// `Ok(None)`: nothing to send (gone, expired, or the subscriber already has this state).
-async fn notify_one(
-    ctx: &Ctx,
-    id: SubId,
-    effective_by: Option<u32>,
-) -> Result<Option<oneshot::Receiver<()>>, StepError> {
-    let Some(sub) = ctx.store.get(id).await? else {
-        counter!("fanout_notifies_total", "result" => "gone").increment(1);
-        return Ok(None);
-    };
-    let now_ms = ctx.clock.now_ms();
-    let remaining = sub.expires_at_ms.saturating_sub(now_ms) / 1000;
-    if remaining == 0 {
-        // The expiry sweep owns this one.
-        return Ok(None);
-    }
-    let resolution = ctx
-        .resolver
-        .resolve(&ResolveRequest {
-            profile_type: sub.profile_type,
-            subject: sub.subject.clone(),
-            vendor: sub.vendor.clone(),
-            model: sub.model.clone(),
-            version: sub.version.clone(),
-        })
-        .await?;
-    let etag = resolution.entity_tag();
-    if sub.confirmed_etag.as_deref() == Some(etag.as_str()) {
-        counter!("fanout_notifies_total", "result" => "unchanged").increment(1);
-        return Ok(None);
-    }
-    let route = match crate::notify::route(ctx, &sub).await {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(%e, sub = %id, "unroutable subscriber; removing");
-            ctx.store.remove(id).await?;
-            counter!("subscriptions_removed_total", "reason" => "unroutable").increment(1);
-            return Ok(None);
-        }
-    };
-    let Some(cseq) = ctx
-        .store
-        .next_cseq(id, Some(resolution.depends_on.clone()))
-        .await?
-    else {
-        return Ok(None);
-    };
-    let expires = u32::try_from(remaining).unwrap_or(u32::MAX);
-    let mut out = crate::notify::prepare(
-        ctx,
-        &sub,
-        &route,
-        cseq,
-        SubState::Active { expires },
-        &resolution,
-        effective_by,
-        NotifyKind::Change,
-    )
-    .await;
-    let (tx, rx) = oneshot::channel();
-    out.done = Some(tx);
-    counter!("fanout_notifies_total", "result" => "sent").increment(1);
-    if ctx.engine.send(EngineMsg::Notify(out)).await.is_err() {
-        return Ok(None);
-    }
-    Ok(Some(rx))
+fn abandoned(p: u16) -> Walked {
+    counter!("fanout_jobs_total", "result" => "abandoned").increment(1);
+    debug!(
+        partition = p,
+        "partition lost mid-walk; its new owner finishes the job"
+    );
+    Walked::Abandoned
 }

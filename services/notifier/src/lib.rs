@@ -4,7 +4,10 @@
 //! * [`engine`]: the single task that owns SIP transactions and NOTIFYs in flight.
 //! * [`subscribe`]: SUBSCRIBE handling (RFC 6665 + RFC 6080 + RFC 5839).
 //! * [`notify`]: building a NOTIFY for a stored subscription.
-//! * [`fanout`]: the change-feed consumer that turns document changes into NOTIFYs.
+//! * [`fanout`]: the change-feed consumer that turns document changes into durable fan-out
+//!   work, and the walks that turn that work into wants.
+//! * [`pipeline`]: every NOTIFY but a SUBSCRIBE's own answer leaves through it: priority
+//!   queues, fetch credits, the dialog's turn, retries.
 //! * [`expiry`]: the sweep that ends expired subscriptions with `reason=timeout`.
 //! * [`store`]: the subscription store trait, its contract suite and the embedded store.
 //! * [`config`] holds the configuration.
@@ -17,6 +20,7 @@ pub mod expiry;
 pub mod fanout;
 pub mod metrics_desc;
 pub mod notify;
+pub mod pipeline;
 pub mod store;
 pub mod subscribe;
 pub mod transport;
@@ -30,7 +34,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use uaprof_api::{ChangeSource, ContentResolver};
+use uaprof_api::{ChangeSource, ContentResolver, CreditSource};
 
 pub use config::NotifierConfig;
 use engine::{ENGINE_QUEUE, Engine, EngineMsg};
@@ -86,6 +90,10 @@ pub struct Ctx {
     pub local: LocalAddrs,
     pub engine: mpsc::Sender<EngineMsg>,
     pub clock: Arc<dyn Clock>,
+    pub pipeline: pipeline::Pipeline,
+    /// In-flight NOTIFY memory, in KiB: a delivery holds its NOTIFY's size until the
+    /// transaction ends.
+    pub inflight_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Sockets bound before `run`, so callers can print the real addresses (port 0 in tests).
@@ -134,16 +142,29 @@ fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(sock.into())
 }
 
+/// What a notifier node works with: its store, the content tier's resolver, change feed and
+/// fetch credits.
+pub struct Seams {
+    pub store: Arc<dyn SubscriptionStore>,
+    pub resolver: Arc<dyn ContentResolver>,
+    pub feed: Box<dyn ChangeSource>,
+    pub credits: Arc<dyn CreditSource>,
+}
+
 /// Runs one notifier node until `shutdown` fires, then drains for at most `grace`.
 pub async fn run(
     config: NotifierConfig,
     bound: Bound,
-    store: Arc<dyn SubscriptionStore>,
-    resolver: Arc<dyn ContentResolver>,
-    feed: Box<dyn ChangeSource>,
+    seams: Seams,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let Seams {
+        store,
+        resolver,
+        feed,
+        credits,
+    } = seams;
     metrics_desc::describe();
     let advertise = |addr: Option<SocketAddr>| {
         config
@@ -175,6 +196,10 @@ pub async fn run(
         local,
         engine: tx.clone(),
         clock: Arc::new(SystemClock),
+        pipeline: pipeline::Pipeline::new(Arc::new(pipeline::CreditPool::new(credits))),
+        inflight_budget: Arc::new(tokio::sync::Semaphore::new(
+            config.max_inflight_bytes / 1024,
+        )),
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -194,6 +219,7 @@ pub async fn run(
         ));
     }
     tasks.spawn(expiry::run(Arc::clone(&ctx), listeners.clone()));
+    tasks.spawn(pipeline::run(Arc::clone(&ctx), stop.clone()));
     tasks.spawn(fanout::run(Arc::clone(&ctx), feed, listeners.clone()));
     let engine = Engine::new(Arc::clone(&ctx), out, rx, tx, config.timers());
     let drain = CancellationToken::new();

@@ -161,6 +161,13 @@ pub async fn prepare(
         etag: Some(etag),
         terminal,
         kind,
-        done: None,
+        // The answer to a SUBSCRIBE holds the turn the store gave with it; a terminated
+        // NOTIFY needs none. The pipeline marks its own.
+        origin: if terminal {
+            crate::engine::Origin::Terminal
+        } else {
+            crate::engine::Origin::Subscribe
+        },
+        budget: None,
     }
 }

@@ -22,7 +22,8 @@ use crate::Ctx;
 use crate::config::UnknownSubscriberPolicy;
 use crate::engine::{NotifyKind, OutNotify};
 use crate::notify;
-use crate::store::{PackageName, StoreError, SubId, Subscription};
+use crate::pipeline::{Priority, Want, Why};
+use crate::store::{PackageName, StoreError, SubId, Subscription, Turn};
 
 /// A final non-2xx answer, with the headers it needs.
 pub struct Reject {
@@ -47,6 +48,21 @@ impl Reject {
 
     fn unavailable(what: &str) -> Self {
         Self::new(503, format!("{what} unavailable")).with(crate::engine::retry_after())
+    }
+
+    /// The share of new subscriptions refused while first NOTIFYs queue for longer than
+    /// their bound: graded, so that refusals and retries do not swing all-or-nothing
+    /// (RFC 6357 §3), with a randomised Retry-After so that they do not return in step.
+    fn pacing(ctx: &Ctx) -> Option<Self> {
+        let pressure = ctx.pipeline.first_pressure().min(1.0);
+        let full = !ctx.pipeline.has_room(Priority::First);
+        if full || (pressure > 0.0 && rand::random::<f64>() < pressure) {
+            counter!("sip_shed_total", "reason" => "first_notify_queue").increment(1);
+            return Some(
+                Self::new(503, "Busy provisioning other phones").with(crate::engine::retry_after()),
+            );
+        }
+        None
     }
 }
 
@@ -323,6 +339,11 @@ async fn create(
     p: Request<'_>,
 ) -> Result<Accepted, Reject> {
     let subject = subject(req, p.profile_type)?;
+    if p.expires > 0
+        && let Some(busy) = Reject::pacing(ctx)
+    {
+        return Err(busy);
+    }
     let now_ms = ctx.clock.now_ms();
     let mut id = ctx.store.allocate_id(&subject, rand::rng().random());
     let dialog = Dialog::from_request(req, id.tag())
@@ -358,7 +379,14 @@ async fn create(
     let etag = resolution.entity_tag();
 
     if p.expires == 0 {
-        // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, and no subscription.
+        // A fetch (RFC 6665 §4.4.3, what plug-and-play phones send at boot): one NOTIFY with
+        // the state, and no subscription to follow up on, so without a fetch credit the phone
+        // is asked to come back later instead.
+        if !has_credit(ctx, &resolution, None) {
+            counter!("sip_shed_total", "reason" => "no_fetch_credit").increment(1);
+            return Err(Reject::new(503, "Busy provisioning other phones")
+                .with(crate::engine::retry_after()));
+        }
         return Ok(accepted(
             ctx,
             &sub,
@@ -375,10 +403,18 @@ async fn create(
     if suppressed {
         // RFC 5839 §4.2: the subscriber already has this state; create it without a NOTIFY.
         sub.local_cseq = 0;
+        sub.confirmed_etag = Some(etag.clone());
     }
-    // The subscriber has this state, or the NOTIFY answering this SUBSCRIBE brings it: a
-    // change walk that reaches the new subscription meanwhile must not send it again.
-    sub.confirmed_etag = Some(etag.clone());
+    // The first NOTIFY points the phone at its documents only against a fetch credit; when
+    // none is at hand it goes out at once without them (`active`, no body: RFC 6080 lets
+    // phones wait for the documents) and the URL-bearing one follows from the first queue.
+    let with_urls = suppressed || has_credit(ctx, &resolution, None);
+    let shown = if with_urls {
+        resolution
+    } else {
+        counter!("notify_bodiless_total").increment(1);
+        bodiless(resolution)
+    };
     // Local tags are 64 random bits; retry the (astronomically rare) collision.
     let mut attempts = 0;
     let upserted = loop {
@@ -399,6 +435,8 @@ async fn create(
             .increment(upserted.replaced.len() as u64);
     }
     if suppressed {
+        // No NOTIFY goes out: give back the turn the insert took for it.
+        ctx.store.end_notify(sub.id, None).await?;
         return Ok(Accepted {
             status: 204,
             to_tag: sub.dialog.local_tag.clone(),
@@ -406,16 +444,42 @@ async fn create(
             notify: None,
         });
     }
+    if !with_urls {
+        follow_up(ctx, sub.id, Priority::First).await;
+    }
     Ok(accepted(
         ctx,
         &sub,
         Some(&route),
         1,
         p.expires,
-        &resolution,
+        &shown,
         NotifyKind::Initial,
     )
     .await)
+}
+
+/// Whether a NOTIFY of `resolution` may point the phone at documents now: nothing to
+/// fetch, nothing new to the phone (its confirmed tag), or a fetch credit taken.
+fn has_credit(ctx: &Ctx, resolution: &Resolution, confirmed: Option<&str>) -> bool {
+    resolution.documents.is_empty()
+        || confirmed == Some(resolution.entity_tag().as_str())
+        || ctx.pipeline.credits().try_take(Instant::now())
+}
+
+/// The same answer without its documents (a bodiless NOTIFY).
+fn bodiless(resolution: Resolution) -> Resolution {
+    Resolution {
+        documents: Vec::new(),
+        ..resolution
+    }
+}
+
+/// Queues the URL-bearing NOTIFY that follows a bodiless one.
+async fn follow_up(ctx: &Ctx, id: SubId, priority: Priority) {
+    ctx.pipeline
+        .push(priority, Want::new(id, Why::FollowUp), true, Instant::now())
+        .await;
 }
 
 async fn refresh(
@@ -479,24 +543,44 @@ async fn refresh(
 
     sub.expires_at_ms = now_ms + u64::from(p.expires) * 1000;
     let suppressed = p.suppress.is_some_and(|s| suppress_matches(Some(s), &etag));
-    // As for a new subscription: the refresh's NOTIFY (or the 204) settles this state.
-    sub.confirmed_etag = Some(etag);
-    let cseq = ctx.store.refresh(sub.clone()).await?.ok_or_else(gone)?;
     if suppressed {
-        return Ok(Accepted {
-            status: 204,
-            to_tag: sub.dialog.local_tag.clone(),
-            expires: p.expires,
-            notify: None,
-        });
+        sub.confirmed_etag = Some(etag.clone());
     }
+    let status = if suppressed { 204 } else { 200 };
+    let no_notify = Accepted {
+        status,
+        to_tag: sub.dialog.local_tag.clone(),
+        expires: p.expires,
+        notify: None,
+    };
+    let cseq = match ctx.store.refresh(sub.clone()).await? {
+        Turn::Gone => return Err(gone()),
+        // Another NOTIFY of the dialog is in flight: its sender sends the newest state
+        // when it ends (the store recorded the wish).
+        Turn::Busy => return Ok(no_notify),
+        // No NOTIFY goes out (a 204, or a Contact that stopped resolving, which expiry or a
+        // later NOTIFY ends): give the turn back.
+        Turn::Granted(_) if suppressed || route.is_none() => {
+            ctx.store.end_notify(id, None).await?;
+            return Ok(no_notify);
+        }
+        Turn::Granted(c) => c,
+    };
+    let with_urls = has_credit(ctx, &resolution, sub.confirmed_etag.as_deref());
+    let shown = if with_urls {
+        resolution
+    } else {
+        counter!("notify_bodiless_total").increment(1);
+        follow_up(ctx, id, Priority::Background).await;
+        bodiless(resolution)
+    };
     Ok(accepted(
         ctx,
         &sub,
         route.as_ref(),
         cseq,
         p.expires,
-        &resolution,
+        &shown,
         NotifyKind::Refresh,
     )
     .await)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use notifier::store::contract::{run_all, sample};
 use notifier::store::redis::{PARTITIONS, RedisConfig, RedisStore};
-use notifier::store::{StoreError, SubId, SubscriptionStore};
+use notifier::store::{StoreError, SubId, SubscriptionStore, Turn};
 use testkit::{RedisCluster, RedisServer};
 use uaprof_api::ProfileKey;
 
@@ -77,13 +77,16 @@ async fn survives_a_new_connection_and_keeps_cseq() {
     sub.id = store.allocate_id(&subject, 42);
     sub.dialog.local_tag = sub.id.tag();
     store.insert(sub.clone()).await.expect("insert");
-    let c1 = store
-        .next_cseq(sub.id, None)
+    store
+        .end_notify(sub.id, None)
         .await
-        .expect("cseq")
-        .expect("present");
-    drop(store);
+        .expect("first NOTIFY ended");
+    let Turn::Granted(c1) = store.begin_notify(sub.id, None).await.expect("cseq") else {
+        panic!("the turn is free");
+    };
 
+    // Another node (a new connection) shares the dialog's turn: it waits while this
+    // node's NOTIFY is in flight, and takes the next CSeq once it has ended.
     let again = RedisStore::connect(&c, "other".into())
         .await
         .expect("reconnect");
@@ -91,11 +94,22 @@ async fn survives_a_new_connection_and_keeps_cseq() {
         again.get(sub.id).await.expect("get").map(|s| s.dialog),
         Some(sub.dialog.clone())
     );
-    let c2 = again
-        .next_cseq(sub.id, None)
-        .await
-        .expect("cseq")
-        .expect("present");
+    assert_eq!(
+        again.begin_notify(sub.id, None).await.expect("cseq"),
+        Turn::Busy
+    );
+    assert!(
+        !again.end_notify(sub.id, None).await.expect("not its turn"),
+        "ending another node's turn does nothing"
+    );
+    assert!(
+        store.end_notify(sub.id, None).await.expect("end"),
+        "a NOTIFY was wanted"
+    );
+    drop(store);
+    let Turn::Granted(c2) = again.begin_notify(sub.id, None).await.expect("cseq") else {
+        panic!("the turn is free again");
+    };
     assert!(c2 > c1);
     assert_eq!(again.count().await.expect("count"), 1);
 }
@@ -136,9 +150,16 @@ async fn colocated_subject_is_found_without_an_index_entry() {
     assert_eq!(ids, want);
     // Dropping the device from the dependencies removes it from lookups.
     store
-        .next_cseq(sub.id, Some(vec![sub.depends_on[1].clone()]))
+        .end_notify(sub.id, None)
         .await
-        .expect("cseq");
+        .expect("first NOTIFY ended");
+    assert!(matches!(
+        store
+            .begin_notify(sub.id, Some(vec![sub.depends_on[1].clone()]))
+            .await
+            .expect("cseq"),
+        Turn::Granted(_)
+    ));
     assert_eq!(
         store.by_key(&key, None, 10).await.expect("by_key").ids,
         vec![other.id]

@@ -200,12 +200,16 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
         if let Some(k) = &cfg.kafka {
             feed = Box::new(bus::AppliedFeed::new(k).map_err(RunError::Config)?);
         }
+        let credits: Arc<dyn uaprof_api::CreditSource> = Arc::new(uaprof_api::Unlimited);
         notifier_task = Some(tokio::spawn(notifier::run(
             cfg.notifier.clone(),
             bound,
-            store,
-            resolver,
-            feed,
+            notifier::Seams {
+                store,
+                resolver,
+                feed,
+                credits,
+            },
             shutdown.clone(),
             cfg.shutdown_grace,
         )));

@@ -75,7 +75,7 @@ fn kill_9_of_a_notifier_mid_fanout_loses_nothing() {
     // Kill node B while it is fanning the change out.
     let deadline = Instant::now() + Duration::from_secs(120);
     let sent_at_kill = loop {
-        let sent = node_b.metric("fanout_notifies_total{result=\"sent\"}");
+        let sent = node_b.metric("fanout_notifies_total{result=\"sent\"");
         if sent >= 200.0 {
             break sent;
         }

@@ -12,7 +12,7 @@ use sip_core::dialog::Dialog;
 use sip_core::transport::Transport;
 use uaprof_api::{ProfileKey, ProfileType};
 
-use super::{FanoutJob, PackageName, StoreError, SubId, Subscription, SubscriptionStore};
+use super::{FanoutJob, PackageName, StoreError, SubId, Subscription, SubscriptionStore, Turn};
 
 /// A plausible device subscription for tests: id `n`, device `device_id`, class acme/Z100.
 pub fn sample(n: u64, device_id: &str) -> Subscription {
@@ -78,6 +78,7 @@ where
     case!(instance_replaces_older_subscription);
     case!(index_pages_cover_every_member_once);
     case!(cseq_is_strictly_increasing_and_refresh_never_lowers_it);
+    case!(one_notify_turn_per_dialog);
     case!(dependency_change_moves_index_entries);
     case!(take_due_is_exactly_once);
     case!(confirm_etag_and_feed_offset);
@@ -178,28 +179,37 @@ async fn index_pages_cover_every_member_once(store: &impl SubscriptionStore) {
     assert!(one.next.is_none());
 }
 
+/// A granted CSeq (the turn is ended at once, as a transaction that ended would).
+async fn granted(store: &impl SubscriptionStore, id: SubId) -> u32 {
+    let turn = store.begin_notify(id, None).await.expect("begin_notify");
+    let Turn::Granted(c) = turn else {
+        panic!("no turn for {id}: {turn:?}");
+    };
+    store.end_notify(id, None).await.expect("end_notify");
+    c
+}
+
 async fn cseq_is_strictly_increasing_and_refresh_never_lowers_it(store: &impl SubscriptionStore) {
     let sub = sample(6, "mac:000000000006");
     store.insert(sub.clone()).await.expect("insert");
+    store
+        .end_notify(sub.id, None)
+        .await
+        .expect("first NOTIFY ended");
     let mut last = sub.local_cseq;
     for _ in 0..5 {
-        let c = store
-            .next_cseq(sub.id, None)
-            .await
-            .expect("next_cseq")
-            .expect("present");
+        let c = granted(store, sub.id).await;
         assert!(c > last, "cseq went from {last} to {c}");
         last = c;
     }
     // A refresh built from an older copy must not move the CSeq backwards.
     let mut stale = sub.clone();
     stale.expires_at_ms += 1000;
-    let c = store
-        .refresh(stale)
-        .await
-        .expect("refresh")
-        .expect("present");
+    let Turn::Granted(c) = store.refresh(stale).await.expect("refresh") else {
+        panic!("the turn was free");
+    };
     assert!(c > last, "refresh reused cseq: {c} after {last}");
+    store.end_notify(sub.id, None).await.expect("end");
     last = c;
     assert_eq!(
         store
@@ -210,22 +220,85 @@ async fn cseq_is_strictly_increasing_and_refresh_never_lowers_it(store: &impl Su
             .expires_at_ms,
         sub.expires_at_ms + 1000
     );
-    let c = store
-        .next_cseq(sub.id, None)
-        .await
-        .expect("next_cseq")
-        .expect("present");
+    let c = granted(store, sub.id).await;
     assert!(
         c > last,
         "cseq went backwards after refresh: {c} after {last}"
     );
     assert_eq!(
-        store.next_cseq(SubId(999), None).await.expect("next_cseq"),
-        None
+        store.begin_notify(SubId(999), None).await.expect("begin"),
+        Turn::Gone
     );
     let mut gone = sample(998, "mac:000000000998");
     gone.local_cseq = 5;
-    assert_eq!(store.refresh(gone).await.expect("refresh of unknown"), None);
+    assert_eq!(
+        store.refresh(gone).await.expect("refresh of unknown"),
+        Turn::Gone
+    );
+}
+
+async fn one_notify_turn_per_dialog(store: &impl SubscriptionStore) {
+    let sub = sample(7, "mac:000000000007");
+    store.insert(sub.clone()).await.expect("insert");
+    // The inserting node holds the turn of the first NOTIFY.
+    assert_eq!(
+        store.begin_notify(sub.id, None).await.expect("begin"),
+        Turn::Busy,
+        "a second NOTIFY while the first is in flight"
+    );
+    // A refresh meanwhile is stored, but its NOTIFY must wait too.
+    let mut refreshed = sub.clone();
+    refreshed.expires_at_ms += 5000;
+    assert_eq!(store.refresh(refreshed).await.expect("refresh"), Turn::Busy);
+    assert_eq!(
+        store
+            .get(sub.id)
+            .await
+            .expect("get")
+            .expect("present")
+            .expires_at_ms,
+        sub.expires_at_ms + 5000
+    );
+    // Ending the first NOTIFY says that another one was wanted, and frees the turn.
+    assert!(
+        store
+            .end_notify(sub.id, Some("e1".into()))
+            .await
+            .expect("end")
+    );
+    let got = store.get(sub.id).await.expect("get").expect("present");
+    assert_eq!(got.confirmed_etag.as_deref(), Some("e1"));
+    let Turn::Granted(c) = store.begin_notify(sub.id, None).await.expect("begin") else {
+        panic!("the turn is free again");
+    };
+    assert!(c > sub.local_cseq);
+    assert!(
+        !store.end_notify(sub.id, None).await.expect("end"),
+        "nothing was wanted this time"
+    );
+    // Ending a turn not held changes nothing; a confirmation of an unknown dialog neither.
+    assert!(!store.end_notify(sub.id, None).await.expect("end again"));
+    assert!(
+        !store
+            .end_notify(SubId(12345), Some("x".into()))
+            .await
+            .expect("unknown")
+    );
+    // Removal frees the turn with the subscription.
+    assert!(matches!(
+        store.begin_notify(sub.id, None).await.expect("begin"),
+        Turn::Granted(_)
+    ));
+    store.remove(sub.id).await.expect("remove");
+    store.insert(sub.clone()).await.expect("insert again");
+    store
+        .end_notify(sub.id, None)
+        .await
+        .expect("end its first NOTIFY");
+    assert!(matches!(
+        store.begin_notify(sub.id, None).await.expect("begin"),
+        Turn::Granted(_)
+    ));
 }
 
 async fn dependency_change_moves_index_entries(store: &impl SubscriptionStore) {
@@ -233,10 +306,14 @@ async fn dependency_change_moves_index_entries(store: &impl SubscriptionStore) {
     store.insert(sub.clone()).await.expect("insert");
     let user = ProfileKey::User("bob@example.com".into());
     let keys = vec![sub.depends_on[0].clone(), user.clone()];
-    store
-        .next_cseq(sub.id, Some(keys.clone()))
-        .await
-        .expect("next_cseq");
+    store.end_notify(sub.id, None).await.expect("end first");
+    assert!(matches!(
+        store
+            .begin_notify(sub.id, Some(keys.clone()))
+            .await
+            .expect("begin_notify"),
+        Turn::Granted(_)
+    ));
     assert_eq!(
         store.by_key(&user, None, 10).await.expect("by_key").ids,
         vec![sub.id]
@@ -296,7 +373,7 @@ async fn confirm_etag_and_feed_offset(store: &impl SubscriptionStore) {
     let sub = sample(9, "mac:000000000009");
     store.insert(sub.clone()).await.expect("insert");
     store
-        .confirm_etag(sub.id, "abc".into())
+        .end_notify(sub.id, Some("abc".into()))
         .await
         .expect("confirm");
     assert_eq!(
@@ -310,7 +387,7 @@ async fn confirm_etag_and_feed_offset(store: &impl SubscriptionStore) {
         Some("abc")
     );
     store
-        .confirm_etag(SubId(12345), "x".into())
+        .end_notify(SubId(12345), Some("x".into()))
         .await
         .expect("confirm unknown is a no-op");
     assert_eq!(store.feed_offset().await.expect("offset"), 0);
@@ -364,6 +441,7 @@ async fn fanout_work_lands_where_subscribers_are_and_coalesces(store: &impl Subs
         target,
         version,
         effective_by,
+        rollout_window: effective_by.map(|e| e * 10),
     };
     store
         .enqueue_fanout(&[job(Some(class()), 3, Some(10))])

@@ -15,7 +15,10 @@ use journal::{Journal, JournalOptions, Replay};
 use serde::{Deserialize, Serialize};
 use uaprof_api::{ProfileKey, ProfileType};
 
-use super::{FanoutJob, Page, StoreError, SubId, Subscription, SubscriptionStore, Upserted};
+use super::{
+    FanoutJob, Page, StoreError, SubId, Subscription, SubscriptionStore, TURN_HOLD, Turn, Upserted,
+};
+use crate::Clock;
 
 /// Largest CSeq we hand out: RFC 3261 §8.1.1.5 requires CSeq < 2**31.
 const MAX_CSEQ: u32 = (1 << 31) - 1;
@@ -96,8 +99,8 @@ fn set_is_empty(m: &Members) -> bool {
 pub struct State {
     subs: HashMap<SubId, Packed>,
     feed_offset: u64,
-    /// Pending fan-out work by target: (version, effective-by).
-    jobs: HashMap<Option<ProfileKey>, (u64, Option<u32>)>,
+    /// Pending fan-out work by target: (version, effective-by, rollout window).
+    jobs: HashMap<Option<ProfileKey>, (u64, Option<u32>, Option<u32>)>,
     // Derived indexes, rebuilt from `subs` on load.
     index: HashMap<ProfileKey, Members>,
     expiry: BTreeSet<(u64, SubId)>,
@@ -154,18 +157,21 @@ impl State {
     fn job_list(&self) -> Vec<FanoutJob> {
         self.jobs
             .iter()
-            .map(|(target, (version, effective_by))| FanoutJob {
-                target: target.clone(),
-                version: *version,
-                effective_by: *effective_by,
-            })
+            .map(
+                |(target, (version, effective_by, rollout_window))| FanoutJob {
+                    target: target.clone(),
+                    version: *version,
+                    effective_by: *effective_by,
+                    rollout_window: *rollout_window,
+                },
+            )
             .collect()
     }
 
     fn enqueue(&mut self, job: FanoutJob) {
-        let entry = self.jobs.entry(job.target).or_insert((0, None));
+        let entry = self.jobs.entry(job.target).or_insert((0, None, None));
         if job.version > entry.0 || entry.0 == 0 {
-            *entry = (job.version, job.effective_by);
+            *entry = (job.version, job.effective_by, job.rollout_window);
         }
     }
 
@@ -332,7 +338,7 @@ impl Replay for State {
                 Outcome::Done
             }
             Op::Finish(job) => {
-                let current = (job.version, job.effective_by);
+                let current = (job.version, job.effective_by, job.rollout_window);
                 let done = self.jobs.get(&job.target) == Some(&current);
                 if done {
                     self.jobs.remove(&job.target);
@@ -343,6 +349,13 @@ impl Replay for State {
     }
 }
 
+/// A dialog's NOTIFY turn: until when it is held, and whether a NOTIFY is wanted after it.
+#[derive(Clone, Copy)]
+struct TurnState {
+    until_ms: u64,
+    wanted: bool,
+}
+
 /// The embedded, journal-backed [`SubscriptionStore`]. It is one partition (0), always
 /// owned by this node.
 #[derive(Clone)]
@@ -350,6 +363,9 @@ pub struct EmbeddedStore {
     journal: Journal<State>,
     /// Wakes the fan-out worker when work is enqueued.
     fanout: Arc<tokio::sync::Notify>,
+    /// NOTIFY turns of dialogs with a NOTIFY in flight. Not journaled: after a restart no
+    /// NOTIFY is in flight.
+    turns: Arc<std::sync::Mutex<HashMap<SubId, TurnState>>>,
 }
 
 impl EmbeddedStore {
@@ -359,7 +375,35 @@ impl EmbeddedStore {
         Ok(Self {
             journal,
             fanout: Arc::new(tokio::sync::Notify::new()),
+            turns: Arc::new(std::sync::Mutex::new(HashMap::new())),
         })
+    }
+
+    fn lock_turns(&self) -> std::sync::MutexGuard<'_, HashMap<SubId, TurnState>> {
+        self.turns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the turn of `id` unless one is held; marks it wanted when it is.
+    fn take_turn(&self, id: SubId) -> bool {
+        let now = crate::SystemClock.now_ms();
+        let mut turns = self.lock_turns();
+        match turns.get_mut(&id) {
+            Some(t) if t.until_ms > now => {
+                t.wanted = true;
+                false
+            }
+            _ => {
+                let until_ms = now + TURN_HOLD.as_millis() as u64;
+                turns.insert(
+                    id,
+                    TurnState {
+                        until_ms,
+                        wanted: false,
+                    },
+                );
+                true
+            }
+        }
     }
 
     /// Writes a snapshot so the next start does not replay a long journal.
@@ -387,16 +431,28 @@ fn unexpected() -> StoreError {
 #[async_trait]
 impl SubscriptionStore for EmbeddedStore {
     async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError> {
+        let id = sub.id;
         match self.one(Op::Insert(Box::new(sub))).await? {
-            Outcome::Inserted(Ok(replaced)) => Ok(Upserted { replaced }),
+            Outcome::Inserted(Ok(replaced)) => {
+                let mut turns = self.lock_turns();
+                for old in &replaced {
+                    turns.remove(&old.id);
+                }
+                drop(turns);
+                self.take_turn(id);
+                Ok(Upserted { replaced })
+            }
             Outcome::Inserted(Err(id)) => Err(StoreError::Conflict(id)),
             _ => Err(unexpected()),
         }
     }
 
-    async fn refresh(&self, sub: Subscription) -> Result<Option<u32>, StoreError> {
+    async fn refresh(&self, sub: Subscription) -> Result<Turn, StoreError> {
+        let id = sub.id;
         match self.one(Op::Refresh(Box::new(sub))).await? {
-            Outcome::Cseq(c) => Ok(c),
+            Outcome::Cseq(Some(c)) if self.take_turn(id) => Ok(Turn::Granted(c)),
+            Outcome::Cseq(Some(_)) => Ok(Turn::Busy),
+            Outcome::Cseq(None) => Ok(Turn::Gone),
             _ => Err(unexpected()),
         }
     }
@@ -408,6 +464,7 @@ impl SubscriptionStore for EmbeddedStore {
     }
 
     async fn remove(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
+        self.lock_turns().remove(&id);
         // Skip the journal write when there is nothing to remove.
         if !self.journal.read(|s| s.subs.contains_key(&id)) {
             return Ok(None);
@@ -418,28 +475,46 @@ impl SubscriptionStore for EmbeddedStore {
         }
     }
 
-    async fn next_cseq(
+    async fn begin_notify(
         &self,
         id: SubId,
         depends_on: Option<Vec<ProfileKey>>,
-    ) -> Result<Option<u32>, StoreError> {
-        match self.one(Op::NextCseq { id, depends_on }).await? {
-            Outcome::Cseq(c) => Ok(c),
-            _ => Err(unexpected()),
+    ) -> Result<Turn, StoreError> {
+        if !self.journal.read(|s| s.subs.contains_key(&id)) {
+            return Ok(Turn::Gone);
+        }
+        if !self.take_turn(id) {
+            return Ok(Turn::Busy);
+        }
+        match self.one(Op::NextCseq { id, depends_on }).await {
+            Ok(Outcome::Cseq(Some(c))) => Ok(Turn::Granted(c)),
+            Ok(Outcome::Cseq(None)) => {
+                self.lock_turns().remove(&id);
+                Ok(Turn::Gone)
+            }
+            Ok(_) => Err(unexpected()),
+            Err(e) => {
+                self.lock_turns().remove(&id);
+                Err(e)
+            }
         }
     }
 
-    async fn confirm_etag(&self, id: SubId, etag: String) -> Result<(), StoreError> {
+    async fn end_notify(&self, id: SubId, confirmed: Option<String>) -> Result<bool, StoreError> {
+        let wanted = self.lock_turns().remove(&id).is_some_and(|t| t.wanted);
+        let Some(etag) = confirmed else {
+            return Ok(wanted);
+        };
         let unchanged = self.journal.read(|s| {
             s.subs
                 .get(&id)
                 .and_then(Packed::unpack)
                 .is_none_or(|sub| sub.confirmed_etag.as_deref() == Some(etag.as_str()))
         });
-        if unchanged {
-            return Ok(());
+        if !unchanged {
+            self.one(Op::Confirm { id, etag }).await?;
         }
-        self.one(Op::Confirm { id, etag }).await.map(|_| ())
+        Ok(wanted)
     }
 
     async fn by_key(
@@ -463,7 +538,13 @@ impl SubscriptionStore for EmbeddedStore {
         }
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
         match self.one(Op::TakeDue { now_ms, limit }).await? {
-            Outcome::Due(v) => Ok(v),
+            Outcome::Due(v) => {
+                let mut turns = self.lock_turns();
+                for sub in &v {
+                    turns.remove(&sub.id);
+                }
+                Ok(v)
+            }
             _ => Err(unexpected()),
         }
     }
@@ -568,14 +649,23 @@ mod tests {
         {
             let store = open(&p);
             store.insert(sub.clone()).await.expect("insert");
-            assert_eq!(store.next_cseq(sub.id, None).await.expect("cseq"), Some(2));
+            store.end_notify(sub.id, None).await.expect("end first");
+            assert_eq!(
+                store.begin_notify(sub.id, None).await.expect("cseq"),
+                Turn::Granted(2)
+            );
+            store.end_notify(sub.id, None).await.expect("end");
             store.snapshot().expect("snapshot");
-            assert_eq!(store.next_cseq(sub.id, None).await.expect("cseq"), Some(3));
+            assert_eq!(
+                store.begin_notify(sub.id, None).await.expect("cseq"),
+                Turn::Granted(3)
+            );
             store.set_feed_offset(42).await.expect("offset");
             let job = |v| FanoutJob {
                 target: Some(sub.depends_on[1].clone()),
                 version: v,
                 effective_by: None,
+                rollout_window: None,
             };
             store.enqueue_fanout(&[job(1)]).await.expect("enqueue");
             store.snapshot().expect("snapshot");

@@ -132,6 +132,26 @@ pub struct FanoutJob {
     pub version: u64,
     /// `effective-by` for the NOTIFYs, from the change with the highest version.
     pub effective_by: Option<u32>,
+    /// Seconds to spread the NOTIFYs over, from the same change.
+    pub rollout_window: Option<u32>,
+}
+
+/// How long a node may hold a dialog's NOTIFY turn without ending it: longer than a NOTIFY
+/// transaction lasts (Timer F, 32 s at the default T1), so it only lapses when the holder
+/// died with the NOTIFY in flight.
+pub const TURN_HOLD: Duration = Duration::from_secs(40);
+
+/// What a node may do about sending a NOTIFY in a dialog (RFC 6665 §4.2.2 allows one
+/// outstanding NOTIFY per dialog; the store makes that hold across the tier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Send it now with this CSeq, then [`SubscriptionStore::end_notify`].
+    Granted(u32),
+    /// Another NOTIFY of the dialog is in flight. The wish is recorded: the holder sends
+    /// the dialog's newest state when its NOTIFY ends.
+    Busy,
+    /// The subscription is gone.
+    Gone,
 }
 
 /// A page of an index walk.
@@ -148,7 +168,11 @@ pub struct Page {
 /// * `insert` rejects an existing id, and displaces any other subscription with the same
 ///   (`instance`, `profile_type`), removing it from every index;
 /// * the key index holds exactly the live subscriptions' `depends_on` keys;
-/// * `next_cseq` is strictly increasing per subscription, across restarts;
+/// * CSeqs handed out (by `insert`, `refresh` and `begin_notify`) are strictly increasing per
+///   subscription, across restarts;
+/// * a dialog has at most one NOTIFY turn at a time across every node sharing the store
+///   (`insert` gives the inserting node the first one; a turn ends with `end_notify`,
+///   the subscription's removal, or after [`TURN_HOLD`]);
 /// * `take_due` removes and returns expired subscriptions exactly once.
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync + 'static {
@@ -159,28 +183,32 @@ pub trait SubscriptionStore: Send + Sync + 'static {
         SubId(random)
     }
 
-    /// Stores a new subscription (its `local_cseq` is the CSeq of the first NOTIFY).
+    /// Stores a new subscription (its `local_cseq` is the CSeq of the first NOTIFY) and
+    /// gives this node the turn for that NOTIFY.
     async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError>;
 
-    /// Replaces an existing subscription's record (a refresh) and allocates the CSeq of the
-    /// NOTIFY that answers it: the larger of the stored and the given `local_cseq`, plus one.
-    /// `Ok(None)` if the subscription is gone.
-    async fn refresh(&self, sub: Subscription) -> Result<Option<u32>, StoreError>;
+    /// Replaces an existing subscription's record (a refresh). If the dialog's turn is free,
+    /// takes it and allocates the CSeq of the NOTIFY that answers the refresh (the larger of
+    /// the stored and the given `local_cseq`, plus one); if not, records that the dialog
+    /// wants a NOTIFY ([`Turn::Busy`]).
+    async fn refresh(&self, sub: Subscription) -> Result<Turn, StoreError>;
 
     async fn get(&self, id: SubId) -> Result<Option<Subscription>, StoreError>;
 
     async fn remove(&self, id: SubId) -> Result<Option<Subscription>, StoreError>;
 
-    /// Allocates the next NOTIFY CSeq and, if given, replaces the dependency keys (the
-    /// answer of a new resolve). `Ok(None)` if the subscription is gone.
-    async fn next_cseq(
+    /// Takes the dialog's NOTIFY turn for this node and allocates the next CSeq, replacing
+    /// the dependency keys if given (the answer of the resolve the NOTIFY carries).
+    async fn begin_notify(
         &self,
         id: SubId,
         depends_on: Option<Vec<ProfileKey>>,
-    ) -> Result<Option<u32>, StoreError>;
+    ) -> Result<Turn, StoreError>;
 
-    /// Records that the subscriber has the content with this entity tag.
-    async fn confirm_etag(&self, id: SubId, etag: String) -> Result<(), StoreError>;
+    /// Ends this node's turn in the dialog (a NOTIFY transaction ended), recording that the
+    /// subscriber has the content with entity tag `confirmed` when given. `Ok(true)` when a
+    /// NOTIFY was wanted meanwhile: the caller sends the dialog's newest state.
+    async fn end_notify(&self, id: SubId, confirmed: Option<String>) -> Result<bool, StoreError>;
 
     /// Up to `limit` subscriptions depending on `key`, in id order, starting after `after`.
     async fn by_key(

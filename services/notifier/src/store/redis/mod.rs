@@ -38,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uaprof_api::ProfileKey;
 
-use super::{FanoutJob, Page, StoreError, SubId, Subscription, SubscriptionStore, Upserted};
+use super::{
+    FanoutJob, Page, StoreError, SubId, Subscription, SubscriptionStore, TURN_HOLD, Turn, Upserted,
+};
 use crate::Clock;
 
 /// Partitions: the unit of ownership and of atomicity (one hash slot each).
@@ -112,6 +114,9 @@ pub struct RedisStore {
     owned: Mutex<Owned>,
     /// (key, partition) hints already written by this node; hints only ever grow.
     hinted: Mutex<HashSet<(Vec<u8>, u16)>>,
+    /// The live nodes of the last membership tick: a dialog turn held by any other node
+    /// belongs to one that died, and is taken over instead of waiting for it to lapse.
+    live: Mutex<Vec<String>>,
 }
 
 /// Bound on the hint cache; cleared when full (it is only an optimisation).
@@ -132,6 +137,7 @@ impl RedisStore {
             lease_ttl: config.lease_ttl,
             owned: Mutex::new(Owned::default()),
             hinted: Mutex::new(HashSet::new()),
+            live: Mutex::new(Vec::new()),
         };
         store.check_layout().await?;
         Ok(store)
@@ -396,6 +402,7 @@ impl RedisStore {
         let n = self.leased_now().len();
         gauge!("ownership_partitions").set(n as f64);
         gauge!("ownership_live_nodes").set(live.len() as f64);
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = live;
         if failures > 0 {
             return Err(StoreError::Unavailable(format!(
                 "{failures} lease renewals failed"
@@ -553,6 +560,7 @@ impl SubscriptionStore for RedisStore {
         let rec = codec::encode(&sub, colocated)?;
         self.hint(sub.id, &sub.depends_on).await?;
         let (part, b, hash) = self.locate(sub.id);
+        let (_, until) = turn_times();
         let mut c = self.conn.clone();
         let r: Result<Vec<Vec<u8>>, _> = scripts::INSERT
             .key(hash)
@@ -560,6 +568,8 @@ impl SubscriptionStore for RedisStore {
             .arg(b)
             .arg(sub.id.0)
             .arg(rec)
+            .arg(&self.node)
+            .arg(until)
             .invoke_async(&mut c)
             .await;
         match r {
@@ -571,21 +581,26 @@ impl SubscriptionStore for RedisStore {
         }
     }
 
-    async fn refresh(&self, sub: Subscription) -> Result<Option<u32>, StoreError> {
+    async fn refresh(&self, sub: Subscription) -> Result<Turn, StoreError> {
         let colocated = Self::colocated(sub.id, &sub.subject);
         let rec = codec::encode(&sub, colocated)?;
         self.hint(sub.id, &sub.depends_on).await?;
         let (part, b, hash) = self.locate(sub.id);
+        let (now, until) = turn_times();
         let mut c = self.conn.clone();
-        scripts::REFRESH
+        let cseq: Option<u32> = scripts::REFRESH
             .key(hash)
             .arg(part)
             .arg(b)
             .arg(sub.id.0)
             .arg(rec)
+            .arg(&self.node)
+            .arg(now)
+            .arg(until)
             .invoke_async(&mut c)
             .await
-            .map_err(map_err)
+            .map_err(map_err)?;
+        Ok(turn_of(cseq))
     }
 
     async fn get(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
@@ -614,44 +629,52 @@ impl SubscriptionStore for RedisStore {
         rec.map(|r| decode(id, &r)).transpose()
     }
 
-    async fn next_cseq(
+    async fn begin_notify(
         &self,
         id: SubId,
         depends_on: Option<Vec<ProfileKey>>,
-    ) -> Result<Option<u32>, StoreError> {
-        let (part, b, hash) = self.locate(id);
-        let mut script = scripts::NEXT_CSEQ.key(hash);
-        script.arg(part).arg(b).arg(id.0);
-        match &depends_on {
-            Some(keys) => {
-                if keys.len() > usize::from(u8::MAX) {
-                    return Err(StoreError::Other("more than 255 dependency keys".into()));
-                }
-                self.hint(id, keys).await?;
-                script.arg("1");
-                for k in keys {
-                    script.arg(codec::key_bytes(k));
-                }
+    ) -> Result<Turn, StoreError> {
+        if let Some(keys) = &depends_on {
+            if keys.len() > usize::from(u8::MAX) {
+                return Err(StoreError::Other("more than 255 dependency keys".into()));
             }
-            None => {
-                script.arg("0");
+            self.hint(id, keys).await?;
+        }
+        let mut dead = String::new();
+        // At most twice: the second time taking over the turn of a node that left.
+        for _ in 0..2 {
+            match self.try_begin(id, depends_on.as_deref(), &dead).await? {
+                Begun::Cseq(c) => return Ok(turn_of(Some(c))),
+                Begun::Gone => return Ok(Turn::Gone),
+                Begun::HeldBy(holder) => {
+                    let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+                    // An empty view means no membership tick has succeeded yet: trust no one's death.
+                    if live.is_empty() || live.contains(&holder) || holder == self.node {
+                        return Ok(Turn::Busy);
+                    }
+                    drop(live);
+                    counter!("notify_turns_taken_over_total").increment(1);
+                    dead = holder;
+                }
             }
         }
-        let mut c = self.conn.clone();
-        script.invoke_async(&mut c).await.map_err(map_err)
+        Ok(Turn::Busy)
     }
 
-    async fn confirm_etag(&self, id: SubId, etag: String) -> Result<(), StoreError> {
-        let (_, _, hash) = self.locate(id);
+    async fn end_notify(&self, id: SubId, confirmed: Option<String>) -> Result<bool, StoreError> {
+        let (part, _, hash) = self.locate(id);
+        let etag = confirmed.as_deref().map(codec::compact).unwrap_or_default();
         let mut c = self.conn.clone();
-        let _: i64 = scripts::CONFIRM
+        let wanted: i64 = scripts::END_NOTIFY
             .key(hash)
+            .arg(part)
             .arg(id.0)
-            .arg(codec::compact(&etag))
+            .arg(&self.node)
+            .arg(etag)
             .invoke_async(&mut c)
             .await
             .map_err(map_err)?;
-        Ok(())
+        Ok(wanted == 1)
     }
 
     /// Subscriptions depending on `key` in the partitions this node owns.
@@ -962,14 +985,89 @@ impl SubscriptionStore for RedisStore {
     }
 }
 
-/// A job's field (its target) and value (`version:effective_by`) in a partition's hash.
+/// What one attempt at a dialog's turn found.
+enum Begun {
+    Cseq(u32),
+    HeldBy(String),
+    Gone,
+}
+
+impl RedisStore {
+    async fn try_begin(
+        &self,
+        id: SubId,
+        depends_on: Option<&[ProfileKey]>,
+        dead: &str,
+    ) -> Result<Begun, StoreError> {
+        let (part, b, hash) = self.locate(id);
+        let (now, until) = turn_times();
+        let mut script = scripts::BEGIN_NOTIFY.key(hash);
+        script
+            .arg(part)
+            .arg(b)
+            .arg(id.0)
+            .arg(&self.node)
+            .arg(now)
+            .arg(until)
+            .arg(dead);
+        match depends_on {
+            Some(keys) => {
+                script.arg("1");
+                for k in keys {
+                    script.arg(codec::key_bytes(k));
+                }
+            }
+            None => {
+                script.arg("0");
+            }
+        }
+        let mut c = self.conn.clone();
+        let v: redis::Value = script.invoke_async(&mut c).await.map_err(map_err)?;
+        Ok(match v {
+            redis::Value::Nil => Begun::Gone,
+            redis::Value::Int(c) => Begun::Cseq(u32::try_from(c).unwrap_or(u32::MAX)),
+            redis::Value::BulkString(h) => Begun::HeldBy(String::from_utf8_lossy(&h).into_owned()),
+            other => {
+                return Err(StoreError::Other(format!(
+                    "unexpected answer to begin_notify: {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// Now and when a turn taken now lapses, wall-clock milliseconds (shared by the tier).
+fn turn_times() -> (u64, u64) {
+    let now = crate::SystemClock.now_ms();
+    (now, now + TURN_HOLD.as_millis() as u64)
+}
+
+/// A script's CSeq answer as a turn: nil gone, 0 busy.
+fn turn_of(cseq: Option<u32>) -> Turn {
+    match cseq {
+        None => Turn::Gone,
+        Some(0) => Turn::Busy,
+        Some(c) => Turn::Granted(c),
+    }
+}
+
+/// A job's field (its target) and value (`version:effective_by:rollout_window`, empty
+/// parts for none) in a partition's hash.
 fn job_fields(job: &FanoutJob) -> (Vec<u8>, String) {
     let field = match &job.target {
         Some(k) => codec::key_bytes(k),
         None => b"*".to_vec(),
     };
-    let eb = job.effective_by.map(|e| e.to_string()).unwrap_or_default();
-    (field, format!("{}:{eb}", job.version))
+    let opt = |v: Option<u32>| v.map(|e| e.to_string()).unwrap_or_default();
+    (
+        field,
+        format!(
+            "{}:{}:{}",
+            job.version,
+            opt(job.effective_by),
+            opt(job.rollout_window)
+        ),
+    )
 }
 
 fn parse_job(field: &[u8], value: &str) -> Option<FanoutJob> {
@@ -977,13 +1075,18 @@ fn parse_job(field: &[u8], value: &str) -> Option<FanoutJob> {
         b"*" => None,
         k => Some(codec::parse_key(k)?),
     };
-    let (version, eb) = value.split_once(':')?;
+    let mut parts = value.split(':');
+    let version = parts.next()?.parse().ok()?;
+    let mut opt = || -> Option<Option<u32>> {
+        match parts.next().unwrap_or_default() {
+            "" => Some(None),
+            e => e.parse().ok().map(Some),
+        }
+    };
     Some(FanoutJob {
         target,
-        version: version.parse().ok()?,
-        effective_by: match eb {
-            "" => None,
-            e => Some(e.parse().ok()?),
-        },
+        version,
+        effective_by: opt()?,
+        rollout_window: opt()?,
     })
 }

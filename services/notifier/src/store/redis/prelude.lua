@@ -7,6 +7,8 @@
 --   P..':due'            ZSET  bucket -> earliest expiry in it (may be early, never late)
 --   P..':n'              count of subscriptions in the partition
 --   P..':lease'          the node that owns the partition's timed duties
+--   P..':t'              HASH  id -> "node|until_ms|wanted": the dialog's NOTIFY turn
+--   P..':jobs'           HASH  key -> "version:effective_by": pending fan-out work
 -- Records: see codec.rs (flags, expires, cseq, type, subject, etag, instance, deps, tail).
 
 local MAX_CSEQ = 2147483647
@@ -90,6 +92,7 @@ end
 
 local function unlink(P, b, id, h)
   redis.call('HDEL', P .. ':h:' .. b, id)
+  redis.call('HDEL', P .. ':t', id)
   for _, k in ipairs(h.explicit) do redis.call('SREM', set_key(P, b, k), id) end
   redis.call('INCRBY', P .. ':n', -1)
 end
@@ -104,3 +107,19 @@ local function relink(P, b, id, old, new)
 end
 
 local function u16s(n) return string.char(math.floor(n / 256), n % 256) end
+
+-- The dialog's NOTIFY turn: takes it for `node` until `untl` unless another is held at
+-- `now` (by a node other than `dead`, whose turns may be taken over), in which case it marks
+-- a NOTIFY wanted. Returns true when taken, else the holder.
+local function take_turn(P, id, node, now, untl, dead)
+  local t = redis.call('HGET', P .. ':t', id)
+  if t then
+    local h, u = string.match(t, '^(.*)|(%d+)|%d$')
+    if u and tonumber(u) > now and h ~= dead then
+      redis.call('HSET', P .. ':t', id, h .. '|' .. u .. '|1')
+      return h
+    end
+  end
+  redis.call('HSET', P .. ':t', id, node .. '|' .. untl .. '|0')
+  return true
+end

@@ -12,8 +12,9 @@ macro_rules! script {
     };
 }
 
-// KEYS[1] bucket hash; ARGV: P, b, id, record. Returns the replaced [id, record, ...] or a
-// CONFLICT error if the id exists.
+// KEYS[1] bucket hash; ARGV: P, b, id, record, node, until_ms. Returns the replaced
+// [id, record, ...] or a CONFLICT error if the id exists. The node gets the dialog's turn for
+// the first NOTIFY.
 script!(
     INSERT,
     r#"
@@ -34,6 +35,7 @@ if new.instance ~= '' then
   end
 end
 redis.call('HSET', h, id, rec)
+redis.call('HSET', P .. ':t', id, ARGV[5] .. '|' .. ARGV[6] .. '|0')
 for _, k in ipairs(new.explicit) do redis.call('SADD', set_key(P, b, k), id) end
 redis.call('INCRBY', P .. ':n', 1)
 if #replaced > 0 then fix_due(P, b) else redis.call('ZADD', P .. ':due', 'LT', expires(rec), b) end
@@ -41,7 +43,9 @@ return replaced
 "#
 );
 
-// KEYS[1] bucket hash; ARGV: P, b, id, record. Returns the new CSeq, or nil if gone.
+// KEYS[1] bucket hash; ARGV: P, b, id, record, node, now_ms, until_ms. Returns the CSeq of
+// the NOTIFY answering the refresh, 0 when another NOTIFY of the dialog is in flight (one is
+// then wanted after it), or nil if gone.
 script!(
     REFRESH,
     r#"
@@ -55,28 +59,33 @@ redis.call('HSET', KEYS[1], id, rec)
 if expires(rec) < expires(old) then
   redis.call('ZADD', P .. ':due', 'LT', expires(rec), b)
 end
+if take_turn(P, id, ARGV[5], tonumber(ARGV[6]), ARGV[7], '') ~= true then return 0 end
 return c
 "#
 );
 
-// KEYS[1] bucket hash; ARGV: P, b, id, replace ('0'/'1'), then the new dependency keys.
-// Returns the new CSeq, or nil if gone. The dependency section is rebuilt here (the subject
-// is written as an implicit entry when the record is in the subject's bucket) and the index
-// sets are touched only when it changed.
+// KEYS[1] bucket hash; ARGV: P, b, id, node, now_ms, until_ms, dead (a holder known to have
+// left the tier, whose turn may be taken over; '' for none), replace ('0'/'1'), then the new
+// dependency keys. Takes the dialog's NOTIFY turn and returns the new CSeq; the holder's
+// name when another NOTIFY of the dialog is in flight (one is then wanted); nil if gone. The
+// dependency section is rebuilt here (the subject is written as an implicit entry when the
+// record is in the subject's bucket) and the index sets are touched only when it changed.
 script!(
-    NEXT_CSEQ,
+    BEGIN_NOTIFY,
     r#"
 local P, b, id = ARGV[1], ARGV[2], ARGV[3]
 local old = redis.call('HGET', KEYS[1], id)
 if not old then return false end
+local holder = take_turn(P, id, ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7])
+if holder ~= true then return holder end
 local c = math.min(cseq(old) + 1, MAX_CSEQ)
 local rec = with_cseq(old, c)
-if ARGV[4] == '1' then
+if ARGV[8] == '1' then
   local o = parse(old)
   local colocated = bit.band(o.flags, 4) == 4
   local implicit = 0
-  local parts = { string.char(#ARGV - 4) }
-  for i = 5, #ARGV do
+  local parts = { string.char(#ARGV - 8) }
+  for i = 9, #ARGV do
     local k = ARGV[i]
     if colocated and k == o.subject then
       implicit = 1
@@ -97,19 +106,31 @@ return c
 "#
 );
 
-// KEYS[1] bucket hash; ARGV: id, etag. Returns 1 if written.
+// KEYS[1] bucket hash; ARGV: P, id, node, etag ('' for none). Ends `node`'s NOTIFY turn in
+// the dialog and records the confirmed entity tag. Returns 1 when a NOTIFY was wanted
+// meanwhile (the caller sends the dialog's newest state), else 0.
 script!(
-    CONFIRM,
+    END_NOTIFY,
     r#"
-local id, etag = ARGV[1], ARGV[2]
+local P, id, node, etag = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local wanted = 0
+local t = redis.call('HGET', P .. ':t', id)
+if t then
+  local h, w = string.match(t, '^(.*)|%d+|(%d)$')
+  if h == node then
+    redis.call('HDEL', P .. ':t', id)
+    if w == '1' then wanted = 1 end
+  end
+end
+if etag == '' then return wanted end
 local old = redis.call('HGET', KEYS[1], id)
-if not old then return 0 end
+if not old then return wanted end
 local o = parse(old)
-if bit.band(o.flags, 2) == 2 and o.etag == etag then return 0 end
+if bit.band(o.flags, 2) == 2 and o.etag == etag then return wanted end
 local rec = string.char(bit.bor(o.flags, 2)) .. string.sub(old, 2, o.etag_at - 1)
   .. u16s(#etag) .. etag .. string.sub(old, o.etag_end)
 redis.call('HSET', KEYS[1], id, rec)
-return 1
+return wanted
 "#
 );
 

@@ -1,0 +1,209 @@
+//! One [`Want`] to one NOTIFY: the subscription's state when it leaves, in the dialog's turn.
+//!
+//! The engine reports how the NOTIFY ended (`crate::engine::Origin::Pipeline`), and the
+//! store-update worker ends the turn and queues what follows (a retry, a wanted NOTIFY).
+
+use std::time::{Duration, Instant};
+
+use metrics::counter;
+use profile_event::state::SubState;
+use tracing::{debug, warn};
+use uaprof_api::{ResolveError, ResolveRequest};
+
+use super::{MAX_ATTEMPTS, Priority, Want, Why, backoff};
+use crate::Ctx;
+use crate::engine::{EngineMsg, NotifyKind, Origin};
+use crate::store::{StoreError, SubId, Turn};
+
+/// How soon to try again when another NOTIFY of the dialog is in flight: about a round trip.
+const TURN_RETRY: Duration = Duration::from_millis(250);
+/// Back-off after a store failure (the content tier's are in [`backoff`]).
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+fn count(why: Why, result: &'static str) {
+    counter!("fanout_notifies_total", "result" => result, "why" => why.label()).increment(1);
+}
+
+/// Queues `want` again after `delay` (keeping its place in a walk), at `priority`.
+async fn again(ctx: &Ctx, want: Want, priority: Priority, needs_credit: bool, delay: Duration) {
+    ctx.pipeline
+        .push(priority, want, needs_credit, Instant::now() + delay)
+        .await;
+}
+
+/// Delivers one want; `credited`: a fetch credit was spent on it (given back if unused).
+pub(crate) async fn deliver(ctx: &Ctx, mut want: Want, priority: Priority, credited: bool) {
+    let refund = |ctx: &Ctx| {
+        if credited {
+            ctx.pipeline.credits().refund();
+        }
+    };
+    let id = want.sub;
+    let sub = match ctx.store.get(id).await {
+        Ok(Some(sub)) => sub,
+        Ok(None) => {
+            refund(ctx);
+            return count(want.why, "gone");
+        }
+        Err(e) => {
+            refund(ctx);
+            counter!("store_errors_total", "op" => "deliver").increment(1);
+            warn!(%e, sub = %id, "cannot read a subscription to notify; retrying");
+            return again(ctx, want, priority, credited, STORE_RETRY).await;
+        }
+    };
+    let now_ms = ctx.clock.now_ms();
+    let remaining = sub.expires_at_ms.saturating_sub(now_ms) / 1000;
+    if remaining == 0 {
+        // The expiry sweep ends it.
+        refund(ctx);
+        return count(want.why, "expired");
+    }
+    let request = ResolveRequest {
+        profile_type: sub.profile_type,
+        subject: sub.subject.clone(),
+        vendor: sub.vendor.clone(),
+        model: sub.model.clone(),
+        version: sub.version.clone(),
+    };
+    let resolution = match ctx.resolver.resolve(&request).await {
+        Ok(r) => r,
+        Err(ResolveError::Invalid(e)) => {
+            // Asking again gives the same answer: skip this one, never stall the rest.
+            refund(ctx);
+            warn!(sub = %id, error = %e, "subscription cannot be resolved; skipped");
+            return count(want.why, "unresolvable");
+        }
+        Err(e) => {
+            refund(ctx);
+            want.attempt += 1;
+            if want.attempt >= MAX_ATTEMPTS {
+                warn!(sub = %id, error = %e, "content tier unavailable; giving up on this NOTIFY");
+                return count(want.why, "gave_up");
+            }
+            debug!(sub = %id, error = %e, "content tier unavailable; retrying");
+            let delay = backoff(want.attempt);
+            return again(ctx, want, priority, credited, delay).await;
+        }
+    };
+    let etag = resolution.entity_tag();
+    if sub.confirmed_etag.as_deref() == Some(etag.as_str()) {
+        refund(ctx);
+        return count(want.why, "unchanged");
+    }
+    let route = match crate::notify::route(ctx, &sub).await {
+        Ok(r) => r,
+        Err(e) => {
+            refund(ctx);
+            warn!(%e, sub = %id, "unroutable subscriber; removing");
+            if let Err(e) = ctx.store.remove(id).await {
+                warn!(%e, sub = %id, "removal failed");
+            }
+            counter!("subscriptions_removed_total", "reason" => "unroutable").increment(1);
+            return count(want.why, "unroutable");
+        }
+    };
+    let cseq = match ctx
+        .store
+        .begin_notify(id, Some(resolution.depends_on.clone()))
+        .await
+    {
+        Ok(Turn::Granted(c)) => c,
+        Ok(Turn::Busy) => {
+            // Another NOTIFY of this dialog is in flight; look again when it has ended.
+            refund(ctx);
+            count(want.why, "busy");
+            return again(ctx, want, priority, credited, TURN_RETRY).await;
+        }
+        Ok(Turn::Gone) => {
+            refund(ctx);
+            return count(want.why, "gone");
+        }
+        Err(e) => {
+            refund(ctx);
+            counter!("store_errors_total", "op" => "begin_notify").increment(1);
+            warn!(%e, sub = %id, "cannot take the dialog's turn; retrying");
+            return again(ctx, want, priority, credited, STORE_RETRY).await;
+        }
+    };
+    let expires = u32::try_from(remaining).unwrap_or(u32::MAX);
+    let kind = match want.why {
+        Why::Change => NotifyKind::Change,
+        _ => NotifyKind::Refresh,
+    };
+    let mut out = crate::notify::prepare(
+        ctx,
+        &sub,
+        &route,
+        cseq,
+        SubState::Active { expires },
+        &resolution,
+        want.effective_by,
+        kind,
+    )
+    .await;
+    // In-flight memory is a budget of bytes: a NOTIFY to a phone that is gone holds its
+    // share until Timer F, without stopping the others.
+    let kib = u32::try_from(out.bytes.len() / 1024 + 1).unwrap_or(u32::MAX);
+    let Ok(budget) = std::sync::Arc::clone(&ctx.inflight_budget)
+        .acquire_many_owned(kib)
+        .await
+    else {
+        return;
+    };
+    out.budget = Some(budget);
+    let why = want.why;
+    out.origin = Origin::Pipeline(Box::new(want), priority);
+    count(why, "sent");
+    // An error means the engine stopped (shutdown): the turn lapses, the want ends here.
+    let _ = ctx.engine.send(EngineMsg::Notify(out)).await;
+}
+
+/// What the store-update worker does once a NOTIFY of `sub` has ended and its turn is over:
+/// with `retry` (5xx/408/486), the want is queued again with back-off, up to
+/// [`MAX_ATTEMPTS`]; otherwise, when a NOTIFY was `wanted` meanwhile, one carrying the
+/// dialog's newest state is queued. Dropping a want ends it (a walk counts it done).
+pub(crate) async fn after(
+    ctx: &Ctx,
+    sub: SubId,
+    want: Option<(Box<Want>, Priority)>,
+    retry: bool,
+    wanted: bool,
+) {
+    if retry && let Some((mut w, priority)) = want {
+        w.attempt += 1;
+        if w.attempt < MAX_ATTEMPTS {
+            counter!("notify_retries_total").increment(1);
+            let delay = backoff(w.attempt);
+            w.why = Why::Retry;
+            let priority = priority.max(Priority::Change);
+            ctx.pipeline
+                .push(priority, *w, true, Instant::now() + delay)
+                .await;
+            return;
+        }
+        count(w.why, "gave_up");
+        return;
+    }
+    if wanted {
+        ctx.pipeline
+            .push(
+                Priority::Background,
+                Want::new(sub, Why::Wanted),
+                true,
+                Instant::now(),
+            )
+            .await;
+    }
+}
+
+/// A retry for a NOTIFY that answered a SUBSCRIBE (it has no want of its own).
+pub(crate) fn retry_of(id: SubId) -> (Box<Want>, Priority) {
+    (Box::new(Want::new(id, Why::Retry)), Priority::Background)
+}
+
+/// Maps a store error during an outcome write to a log line (the turn then lapses).
+pub(crate) fn outcome_failed(e: &StoreError, id: SubId) {
+    counter!("store_errors_total", "op" => "end_notify").increment(1);
+    warn!(%e, sub = %id, "NOTIFY outcome not recorded; the dialog's turn lapses by itself");
+}
