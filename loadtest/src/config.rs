@@ -146,6 +146,13 @@ pub struct Config {
     pub mac_prefix: u8,
     /// Added to every phone number, so several processes can split one population.
     pub id_offset: u64,
+    /// Phones (of `phones`) that go silent once provisioned, without unsubscribing: their
+    /// subscriptions stay, NOTIFYs to them go unanswered. change-storm ends when every
+    /// other phone has the change.
+    pub ghosts: u64,
+    /// Seconds the server spreads change-storm's change over (`rollout-window`, or the
+    /// event's `rollout_window_seconds` with Kafka).
+    pub rollout_window: Option<u32>,
     /// Provision a baseline class document before booting, so phones have something to
     /// fetch.
     pub setup: bool,
@@ -183,6 +190,8 @@ impl Config {
             domain: "example.com".into(),
             mac_prefix: 0x02,
             id_offset: 0,
+            ghosts: 0,
+            rollout_window: None,
             setup: true,
             out: None,
             progress: true,
@@ -196,6 +205,13 @@ impl Config {
                 SocketAddr::V4(v4) if v4.ip().is_loopback() => {}
                 _ => bail!("{what} {a}: traffic is only sent to 127.0.0.0/8"),
             }
+        }
+        if self.ghosts >= self.phones {
+            bail!(
+                "--ghosts {} must be fewer than --phones {}",
+                self.ghosts,
+                self.phones
+            );
         }
         if self.phones == 0 || self.phones > 10_000_000 {
             bail!("--phones must be in 1..=10000000");

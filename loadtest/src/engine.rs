@@ -181,6 +181,9 @@ impl Dialog {
 struct Phone {
     boot_at: u64,
     booted: bool,
+    /// Goes silent once provisioned (unplugged without unsubscribing): answers nothing.
+    ghost: bool,
+    silent: bool,
     prov_dialogs: u8,
     provisioned: bool,
     failed: bool,
@@ -305,7 +308,6 @@ impl Shard {
         };
         let ev = d % self.nprof();
         let dl = &mut self.dialogs[d];
-        dl.branch += 1;
         let call_id = format!("{d}.{}.{}.{}", dl.inc, self.index, self.run_tag);
         let from_tag = format!("f{d}x{}", dl.inc);
         let branch = format!("z9hG4bK{d}x{}x{}", dl.inc, dl.branch);
@@ -373,6 +375,8 @@ impl Shard {
             dl.tx_kind = kind;
             dl.tx_sent = now;
             dl.tx_gen += 1;
+            // A new transaction, a new branch; retransmissions keep it (RFC 3261 §17.1.1.3).
+            dl.branch += 1;
             let tx = ClientTx::start(now, self.timers, reliable);
             dl.tx = Some(tx);
             self.tq.push(tx.next, (TimerKind::Tx, d as u32, dl.tx_gen));
@@ -604,9 +608,13 @@ impl Shard {
             self.send(link, Some(from), now);
             return;
         };
+        let phone = d / self.nprof();
+        if self.phones[phone].silent {
+            self.counters.ghost_drops += 1;
+            return;
+        }
         sip::write_response(&mut self.out, m, 200, "OK");
         self.send(link, Some(from), now);
-        let phone = d / self.nprof();
         let dl = &mut self.dialogs[d];
         if dl.remote_cseq != 0 && m.cseq <= dl.remote_cseq {
             self.counters.notifies_retransmitted_by_server += 1;
@@ -761,6 +769,7 @@ impl Shard {
         ph.prov_dialogs += 1;
         if ph.prov_dialogs == nprof && !ph.failed {
             ph.provisioned = true;
+            ph.silent = ph.ghost;
             let boot_at = ph.boot_at;
             self.counters.phones_provisioned += 1;
             self.last_provisioned = now;
@@ -826,10 +835,13 @@ impl Shard {
         now: u64,
     ) {
         let d = job.dialog as usize;
+        let retry_after = res.as_ref().ok().and_then(|r| r.retry_after);
         let retry = |s: &mut Self, job: FetchJob| {
             if job.attempt + 1 < FETCH_ATTEMPTS {
                 s.counters.fetch_retries += 1;
-                let at = now + s.scaled(SEC).max(100 * MS);
+                // A phone honours the server's Retry-After; one second when none is given.
+                let wait = u64::from(retry_after.unwrap_or(1)) * SEC;
+                let at = now + s.scaled(wait).max(100 * MS);
                 s.delayed.push(
                     at,
                     FetchJob {
@@ -923,6 +935,9 @@ impl Shard {
         if kind == TimerKind::Steady {
             self.on_steady_timer(d, epoch, now);
             return;
+        }
+        if self.phones[d / self.nprof()].silent {
+            return; // a ghost refreshes nothing and retries nothing
         }
         let dl = &mut self.dialogs[d];
         match kind {
@@ -1072,8 +1087,11 @@ async fn shard_main(
     let phones: Vec<Phone> = (0..n_local)
         .map(|l| {
             let g = (l * nshards + index) as u64;
+            // Exactly `ghosts` phones, spread evenly over the population.
+            let ghost = (g * cfg.ghosts) / total != ((g + 1) * cfg.ghosts) / total;
             Phone {
                 boot_at: boot_over * g / total,
+                ghost,
                 ..Phone::default()
             }
         })

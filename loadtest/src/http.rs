@@ -20,6 +20,8 @@ pub struct Response {
     pub body: Vec<u8>,
     /// The server will close the connection after this response.
     pub close: bool,
+    /// `Retry-After` in seconds, if given (a 503 of a fetch ceiling).
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -53,6 +55,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, HttpError
     let mut len = None;
     let mut chunked = false;
     let mut close = version == "HTTP/1.0";
+    let mut retry_after = None;
     for line in lines {
         let Some((n, v)) = line.split_once(':') else {
             continue;
@@ -67,6 +70,8 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, HttpError
             chunked = v.to_ascii_lowercase().contains("chunked");
         } else if n.eq_ignore_ascii_case("connection") {
             close = v.eq_ignore_ascii_case("close");
+        } else if n.eq_ignore_ascii_case("retry-after") {
+            retry_after = v.parse().ok();
         }
     }
     let body_start = head_end + 4;
@@ -78,6 +83,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, HttpError
                 status,
                 body: Vec::new(),
                 close,
+                retry_after,
             },
             body_start,
         )));
@@ -89,6 +95,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, HttpError
                     status,
                     body,
                     close,
+                    retry_after,
                 },
                 body_start + used,
             )
@@ -101,6 +108,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, HttpError
                 status,
                 body: rest[..n].to_vec(),
                 close,
+                retry_after,
             },
             body_start + n,
         ))),

@@ -17,9 +17,10 @@ pub fn summary(r: &RunResult) -> String {
     let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3} s"));
     let _ = writeln!(
         s,
-        "uaprof-storm {} — {} phones over {}, profiles {}, {} shard(s)",
+        "uaprof-storm {} — {} phones ({} of them go silent) over {}, profiles {}, {} shard(s)",
         r.scenario,
         r.phones,
+        r.ghosts,
         r.transport,
         r.profiles.join(","),
         r.threads
@@ -141,6 +142,7 @@ pub fn summary(r: &RunResult) -> String {
         ("NOTIFY for unknown dialog", c.notifies_unknown_dialog),
         ("stray responses", c.stray_responses),
         ("send errors", c.send_errors),
+        ("ignored by silent phones (--ghosts)", c.ghost_drops),
     ] {
         let _ = writeln!(s, "  {name:<30} {v:>10}");
     }

@@ -28,6 +28,8 @@ pub const DOC_NAME: &str = "storm.xml";
 pub struct RunResult {
     pub scenario: String,
     pub phones: u64,
+    /// Of which went silent once provisioned (`--ghosts`).
+    pub ghosts: u64,
     pub transport: String,
     pub profiles: Vec<String>,
     pub seed: u64,
@@ -108,8 +110,16 @@ pub fn put_class_doc(cfg: &Config, body: &[u8], effective_by: Option<u32>) -> an
         "/provision/v1/class/{}:{}/documents/{DOC_NAME}",
         cfg.vendor, cfg.model
     );
-    if let Some(e) = effective_by {
-        path.push_str(&format!("?effective-by={e}"));
+    let query: Vec<String> = [
+        ("effective-by", effective_by),
+        ("rollout-window", cfg.rollout_window),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+    .collect();
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
     }
     let (st, resp) = http_request(cfg.http, "PUT", &path, "application/xml", body)?;
     if !(200..300).contains(&st) {
@@ -146,7 +156,7 @@ pub fn publish_class_doc(
         },
         timing: uaprof_api::Timing {
             effective_by,
-            rollout_window: None,
+            rollout_window: cfg.rollout_window,
         },
         producer: "uaprof-storm".into(),
         occurred_unix_ms: std::time::SystemTime::now()
@@ -282,7 +292,7 @@ pub fn run(cfg: Config) -> anyhow::Result<RunResult> {
         }
         if phase == 1 {
             let done = match &cfg.scenario {
-                Scenario::ChangeStorm { .. } => changed + failed >= n,
+                Scenario::ChangeStorm { .. } => changed + failed >= n - cfg.ghosts,
                 Scenario::RefreshStorm { .. } => shared.refreshed.load(Relaxed) >= n * nprof,
                 Scenario::Steady { .. } => shared.done.load(Relaxed) + failed >= n,
                 Scenario::PowerUp { .. } => true,
@@ -343,6 +353,7 @@ pub fn run(cfg: Config) -> anyhow::Result<RunResult> {
     Ok(RunResult {
         scenario: cfg.scenario.name().into(),
         phones: n,
+        ghosts: cfg.ghosts,
         transport: match cfg.transport {
             Transport::Udp => "udp".into(),
             Transport::Tcp => "tcp".into(),

@@ -162,6 +162,8 @@ pub struct Counters {
     pub malformed_received: u64,
     pub stray_responses: u64,
     pub send_errors: u64,
+    /// Messages a silent phone (`--ghosts`) received and ignored.
+    pub ghost_drops: u64,
 }
 
 macro_rules! add_all {
@@ -214,7 +216,8 @@ impl Counters {
             subscription_retries,
             malformed_received,
             stray_responses,
-            send_errors
+            send_errors,
+            ghost_drops
         );
     }
 }

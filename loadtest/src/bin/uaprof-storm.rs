@@ -131,6 +131,12 @@ struct Common {
     /// Added to phone numbers so several processes can split one population.
     #[arg(long, default_value_t = 0)]
     id_offset: u64,
+    /// Phones that go silent once provisioned (unplugged, still subscribed).
+    #[arg(long, default_value_t = 0)]
+    ghosts: u64,
+    /// change-storm: seconds the server spreads the change's NOTIFYs over (rollout window).
+    #[arg(long)]
+    rollout_window: Option<u32>,
     /// Do not provision the baseline class document first.
     #[arg(long)]
     no_setup: bool,
@@ -171,6 +177,8 @@ fn config(c: Common, scenario: Scenario, phones: u64) -> anyhow::Result<Config> 
     cfg.model = c.model;
     cfg.domain = c.domain;
     cfg.id_offset = c.id_offset;
+    cfg.ghosts = c.ghosts;
+    cfg.rollout_window = c.rollout_window;
     cfg.setup = !c.no_setup;
     cfg.out = c.out;
     cfg.progress = !c.no_progress;

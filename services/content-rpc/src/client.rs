@@ -127,6 +127,20 @@ fn with_timeout<T>(message: T, timeout: Duration) -> Request<T> {
     request
 }
 
+impl RemoteContent {
+    /// Opens the `Credits` stream: `demand` goes up, grants come back.
+    pub(crate) async fn credits(
+        &self,
+        demand: impl tokio_stream::Stream<Item = proto::CreditDemand> + Send + 'static,
+    ) -> Result<tonic::Streaming<proto::CreditGrant>, Status> {
+        self.client
+            .clone()
+            .credits(Request::new(demand))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
 #[async_trait]
 impl ContentResolver for RemoteContent {
     async fn resolve(&self, request: &ResolveRequest) -> Result<Resolution, ResolveError> {

@@ -13,6 +13,7 @@
 
 mod client;
 mod convert;
+mod credits;
 mod server;
 mod telemetry;
 
@@ -24,6 +25,7 @@ pub mod proto {
 }
 
 pub use crate::client::{CONNECT_TIMEOUT, REQUEST_TIMEOUT, RemoteContent, RemoteFeed};
+pub use crate::credits::RemoteCredits;
 pub use crate::server::{ContentTierService, serve, service, service_with_shutdown};
 pub use crate::telemetry::describe_metrics;
 

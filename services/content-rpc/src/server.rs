@@ -9,14 +9,15 @@ use content::ContentService;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use uaprof_api::FeedError;
 
 use crate::MAX_CHANGES_WAIT;
 use crate::convert::{self, WireError};
+use crate::credits::Broker;
 use crate::proto;
 use crate::proto::content_tier_server::{ContentTier, ContentTierServer};
 use crate::telemetry::{self as m, count};
@@ -48,6 +49,7 @@ pub struct ContentTierService {
     /// Ends waiting long-polls (with an empty reply) so a shutdown need not wait for them.
     shutdown: CancellationToken,
     waiting_polls: Arc<Semaphore>,
+    credits: Arc<Broker>,
 }
 
 impl std::fmt::Debug for ContentTierService {
@@ -74,10 +76,12 @@ pub fn service_with_shutdown(
     content: Arc<ContentService>,
     shutdown: CancellationToken,
 ) -> ContentTierServer<ContentTierService> {
+    let credits = Broker::start(Arc::clone(content.admission()), shutdown.clone());
     ContentTierServer::new(ContentTierService {
         content,
         shutdown,
         waiting_polls: Arc::new(Semaphore::new(MAX_WAITING_POLLS)),
+        credits,
     })
 }
 
@@ -190,6 +194,18 @@ impl ContentTierService {
 
 #[tonic::async_trait]
 impl ContentTier for ContentTierService {
+    type CreditsStream = ReceiverStream<Result<proto::CreditGrant, Status>>;
+
+    async fn credits(
+        &self,
+        request: Request<Streaming<proto::CreditDemand>>,
+    ) -> Result<Response<Self::CreditsStream>, Status> {
+        count(m::METHOD_CREDITS, m::OUTCOME_OK);
+        Ok(Response::new(ReceiverStream::new(
+            self.credits.attach(request.into_inner()),
+        )))
+    }
+
     async fn resolve(
         &self,
         request: Request<proto::ResolveRequest>,

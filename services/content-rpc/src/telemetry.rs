@@ -10,6 +10,9 @@ pub const RPC_CHANGES_WAITING: &str = "content_rpc_changes_waiting";
 pub const METHOD_RESOLVE: &str = "resolve";
 pub const METHOD_DOCUMENT_BYTES: &str = "document_bytes";
 pub const METHOD_CHANGES: &str = "changes";
+pub const METHOD_CREDITS: &str = "credits";
+pub const CREDIT_STREAMS: &str = "content_rpc_credit_streams";
+pub const CREDIT_RECONNECTS: &str = "content_rpc_credit_reconnects_total";
 
 /// Answered with data (a resolution, document bytes, or a non-empty batch of changes).
 pub const OUTCOME_OK: &str = "ok";
@@ -36,7 +39,16 @@ pub fn describe_metrics() {
     describe_counter!(
         RPC_REQUESTS,
         "gRPC requests answered by the content tier, by method (resolve, document_bytes, \
-         changes) and outcome (ok, not_found, empty, gap, invalid_argument, overloaded, error)"
+         changes, credits) and outcome (ok, not_found, empty, gap, invalid_argument, \
+         overloaded, error)"
+    );
+    describe_gauge!(
+        CREDIT_STREAMS,
+        "Notifier nodes drawing fetch credits from this content node"
+    );
+    describe_counter!(
+        CREDIT_RECONNECTS,
+        "Fetch credit streams a notifier node re-opened (it used its static rate meanwhile)"
     );
     describe_gauge!(
         RPC_CHANGES_WAITING,

@@ -38,6 +38,14 @@ pub struct ContentConfig {
     /// before answering `202 Accepted` instead of `200`/`201`.
     #[serde(with = "humantime_serde")]
     pub apply_timeout: Duration,
+    /// Document fetches per second this node admits at most; beyond it phones get 503 with
+    /// a randomised Retry-After. The notifiers are granted fetch credits at this rate (less
+    /// while fetches are slower than `fetch_latency_target`), so NOTIFYs that cause fetches
+    /// are paced to it. Unset: no ceiling and no pacing.
+    pub max_fetch_rate: Option<u32>,
+    /// Average fetch latency above which the grant rate is lowered.
+    #[serde(with = "humantime_serde")]
+    pub fetch_latency_target: Duration,
 }
 
 /// The document store a content node uses (`content.store`).
@@ -69,6 +77,10 @@ impl Default for ContentConfig {
             // A change normally applies within milliseconds; seconds mean a broker or the
             // content tier is struggling, and the caller should learn that it is queued.
             apply_timeout: Duration::from_secs(10),
+            max_fetch_rate: None,
+            // Phones wait seconds for a document without complaint; a quarter second keeps
+            // a margin before queues form at the servers.
+            fetch_latency_target: Duration::from_millis(250),
         }
     }
 }
@@ -92,6 +104,9 @@ impl ContentConfig {
         }
         if self.change_log_retention == 0 {
             return bad("change_log_retention must be at least 1".into());
+        }
+        if self.max_fetch_rate == Some(0) {
+            return bad("max_fetch_rate must be positive (leave it unset for no ceiling)".into());
         }
         if self.apply_timeout.is_zero() {
             return bad("apply_timeout must be positive".into());

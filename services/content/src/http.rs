@@ -165,6 +165,18 @@ async fn fetch(
     let Ok(key) = key_from_path(kind, id) else {
         return not_found();
     };
+    // Phones are paced by fetch credits; this ceiling holds even when they are not.
+    let Some(_fetch) = service.admission().admit_fetch() else {
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fetch rate limit reached; retry later",
+        );
+        let secs = 1 + rand::random::<u64>() % 3;
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    };
     let doc = match service.get_document(&key, name).await {
         Ok(Some(doc)) => doc,
         Ok(None) => return not_found(),

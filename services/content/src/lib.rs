@@ -7,6 +7,8 @@
 //! * `store`: the embedded backend's journaled state (metadata, bytes, the retained change
 //!   log) and its ops; deterministic so replay rebuilds it exactly.
 //! * `redis_docs`: the Redis backend, shared by every content node of a tier.
+//! * `admission`: [`FetchAdmission`]: the fetch ceiling, fetch measurements, and the rate
+//!   of fetch credits granted to the notifiers.
 //! * `validate`: upload checks (names, content types, media-policy documents).
 //! * `service`: [`ContentService`]: validation, the write path (applied directly, or
 //!   through a [`ChangeLog`] such as the Kafka change topic and awaited), reads, URL
@@ -15,6 +17,7 @@
 //! * `http`: [`serve`]: document GETs for phones and the provisioning API, on hyper.
 //! * `telemetry`: metric names and [`describe_metrics`].
 
+mod admission;
 mod config;
 mod error;
 mod feed;
@@ -26,6 +29,7 @@ mod store;
 mod telemetry;
 mod validate;
 
+pub use crate::admission::{FetchAdmission, FetchGuard};
 pub use crate::config::{ContentConfig, MAX_DOCUMENT_BYTES_CEILING, StoreKind};
 pub use crate::error::ContentError;
 pub use crate::feed::InProcessFeed;

@@ -18,6 +18,7 @@ use uaprof_api::{
     ProfileType, Resolution, ResolveError, ResolveRequest, Timing,
 };
 
+use crate::admission::FetchAdmission;
 use crate::config::ContentConfig;
 use crate::error::ContentError;
 use crate::model::{Decision, DocMeta, KeyMeta, Prepared, PreparedOp};
@@ -132,6 +133,7 @@ pub struct ContentService {
     last_seq: watch::Sender<u64>,
     /// Set when writes go through the change topic instead of straight to the backend.
     log: OnceLock<Arc<dyn ChangeLog>>,
+    admission: Arc<FetchAdmission>,
 }
 
 impl std::fmt::Debug for ContentService {
@@ -219,13 +221,23 @@ impl ContentService {
 
     fn with_backend(backend: Backend, config: ContentConfig, last_seq: u64) -> Self {
         let base_url = config.public_base_url.trim_end_matches('/').to_owned();
+        let admission = Arc::new(FetchAdmission::new(
+            config.max_fetch_rate,
+            config.fetch_latency_target,
+        ));
         Self {
             backend,
             config,
             base_url,
             last_seq: watch::Sender::new(last_seq),
             log: OnceLock::new(),
+            admission,
         }
+    }
+
+    /// The fetch ceiling and the credits it grants (the in-process notifier's source).
+    pub fn admission(&self) -> &Arc<FetchAdmission> {
+        &self.admission
     }
 
     pub fn config(&self) -> &ContentConfig {

@@ -11,6 +11,14 @@ pub const CHANGES_AWAIT_TIMEOUT: &str = "content_changes_await_timeout_total";
 pub const STORE_CAS_RETRIES: &str = "content_store_cas_retries_total";
 pub const WRITES_REJECTED: &str = "content_writes_rejected_total";
 pub const DOCUMENT_BYTES_SERVED: &str = "content_document_bytes_served_total";
+pub const FETCHES_ADMITTED: &str = "content_fetches_admitted_total";
+pub const FETCHES_REFUSED: &str = "content_fetches_refused_total";
+pub const FETCHES_IN_FLIGHT: &str = "content_fetches_in_flight";
+pub const FETCHES_IN_FLIGHT_PEAK: &str = "content_fetches_in_flight_peak";
+pub const FETCH_SECONDS: &str = "content_fetch_seconds";
+pub const FETCH_LATENCY_AVERAGE: &str = "content_fetch_latency_average_seconds";
+pub const CREDIT_RATE: &str = "content_credit_rate";
+pub const CREDITS_GRANTED: &str = "content_credits_granted_total";
 
 /// Registers descriptions for every metric this crate emits. Call once at start-up, after
 /// installing the recorder.
@@ -50,4 +58,32 @@ pub fn describe_metrics() {
         Unit::Bytes,
         "Document body bytes sent to phones"
     );
+    describe_counter!(
+        FETCHES_ADMITTED,
+        "Document fetches admitted under max_fetch_rate"
+    );
+    describe_counter!(
+        FETCHES_REFUSED,
+        "Document fetches refused with 503 because max_fetch_rate was reached"
+    );
+    describe_gauge!(FETCHES_IN_FLIGHT, "Document fetches being served");
+    describe_gauge!(
+        FETCHES_IN_FLIGHT_PEAK,
+        "Most document fetches served at once since the node started"
+    );
+    metrics::describe_histogram!(
+        FETCH_SECONDS,
+        Unit::Seconds,
+        "Time to serve one document fetch"
+    );
+    describe_gauge!(
+        FETCH_LATENCY_AVERAGE,
+        Unit::Seconds,
+        "Moving average of the fetch latency the grant rate adapts to"
+    );
+    describe_gauge!(
+        CREDIT_RATE,
+        "Fetch credits per second granted to the notifiers"
+    );
+    describe_counter!(CREDITS_GRANTED, "Fetch credits granted to the notifiers");
 }

@@ -44,10 +44,22 @@ pub struct NotifierConfig {
     pub unknown_subscriber: UnknownSubscriberPolicy,
     /// SUBSCRIBEs being handled at once; beyond this, 503 with a randomised Retry-After.
     pub max_pending_requests: usize,
+    /// Queueing delay of SUBSCRIBE handling that, standing for a while, makes new SUBSCRIBEs
+    /// get 503 with Retry-After at once (well under T1, so the ones taken are answered before
+    /// the phones retransmit).
+    #[serde(with = "humantime_serde")]
+    pub shed_delay: Duration,
     /// Concurrent TCP connections (inbound and outbound each).
     pub max_tcp_connections: usize,
     /// NOTIFYs being prepared (resolved and built) at once by the pipeline.
     pub fanout_concurrency: usize,
+    /// Fetch credits per second a node uses while it cannot reach the content tier's grants
+    /// (role `notifier`): a static budget that keeps phones provisioned at a modest pace.
+    pub credit_fallback_rate: f64,
+    /// Send URL-bearing NOTIFYs only against the content tier's fetch credits. Off, they
+    /// leave as fast as the node can send and the content tier's ceiling answers the excess
+    /// with 503 (for comparison runs; a carrier leaves it on).
+    pub pace_fetches: bool,
     /// Memory for NOTIFYs in flight (sent, transaction not ended), in bytes. A NOTIFY to a
     /// phone that is gone holds its share until Timer F (32 s); the budget, not a count,
     /// bounds that, so silent phones do not stop the NOTIFYs to live ones.
@@ -80,12 +92,19 @@ impl Default for NotifierConfig {
             profile_types: ProfileType::ALL.to_vec(),
             unknown_subscriber: UnknownSubscriberPolicy::Accept,
             max_pending_requests: 4096,
+            // Below T1 (500 ms) with room for the time a request spends in socket buffers
+            // before the engine sees it.
+            shed_delay: Duration::from_millis(200),
             max_tcp_connections: 10_000,
             // Preparing a NOTIFY is a few store and content-tier round trips; this many at
             // once keeps both busy without a task per subscription.
             fanout_concurrency: 1024,
             // 128 MiB: about 80k NOTIFYs of 1.5 KiB, or 2.5k/s of them to silent phones.
             max_inflight_bytes: 128 << 20,
+            // A small content node serves hundreds of fetches per second; a node cut off
+            // from the grants should neither stop nor flood it.
+            credit_fallback_rate: 200.0,
+            pace_fetches: true,
             fanout_page: 1000,
             t1: t.t1,
             t2: t.t2,
@@ -124,6 +143,12 @@ impl NotifierConfig {
         }
         if self.udp.is_none() && self.tcp.is_none() {
             return Err("notifier: enable at least one of udp, tcp".into());
+        }
+        if !(self.credit_fallback_rate.is_finite() && self.credit_fallback_rate > 0.0) {
+            return Err("notifier: credit_fallback_rate must be a positive number".into());
+        }
+        if self.shed_delay.is_zero() {
+            return Err("notifier: shed_delay must be positive".into());
         }
         if self.profile_types.is_empty() {
             return Err("notifier: profile_types is empty".into());

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use metrics::{counter, gauge, histogram};
@@ -41,6 +41,8 @@ pub enum EngineMsg {
 
 /// A handler's answer to a server transaction, plus the NOTIFY it causes, if any.
 pub struct Reply {
+    /// When the engine handed the request to its handler (queueing delay, see [`DelayGate`]).
+    pub started: Instant,
     pub key: ServerKey,
     pub dest: Peer,
     pub bytes: Bytes,
@@ -124,7 +126,73 @@ pub struct Engine {
     inflight: HashMap<SubId, InFlight>,
     handlers: Arc<Semaphore>,
     max_handlers: usize,
+    gate: DelayGate,
     updates: Option<mpsc::Sender<StoreUpdate>>,
+}
+
+/// Sheds a share of new SUBSCRIBEs while the handlers' delay *stands* above a target. The
+/// test is CoDel's: the smallest delay of an interval, so a burst that drains within it costs
+/// nothing. The share is graded (PIE-like): it grows each interval the delay stands, in
+/// proportion to how far above the target it is, and falls back each interval it does not,
+/// so the 503s follow the overload instead of switching everything off and on (RFC 6357
+/// explains why all-or-nothing rejection oscillates). The SUBSCRIBEs taken are answered
+/// before the phones retransmit (T1); a permit count alone sheds only once thousands wait.
+struct DelayGate {
+    target: Duration,
+    interval: Duration,
+    window_start: Instant,
+    window_min: Option<Duration>,
+    /// Share of new SUBSCRIBEs refused, 0..=1.
+    share: f64,
+}
+
+/// How much the shed share grows per interval with the delay at twice the target.
+const SHED_STEP_UP: f64 = 0.2;
+/// How much it falls per interval once the delay is back under the target.
+const SHED_STEP_DOWN: f64 = 0.05;
+
+impl DelayGate {
+    fn new(target: Duration, now: Instant) -> Self {
+        Self {
+            target,
+            interval: (target / 2).max(Duration::from_millis(50)),
+            window_start: now,
+            window_min: None,
+            share: 0.0,
+        }
+    }
+
+    fn observe(&mut self, delay: Duration, now: Instant) {
+        self.window_min = Some(self.window_min.map_or(delay, |m| m.min(delay)));
+        self.roll(now, false);
+    }
+
+    /// Whether to shed this SUBSCRIBE: `coin` is uniform in 0..1, `idle` says no handler is
+    /// running (no delay can stand then).
+    fn shed(&mut self, now: Instant, idle: bool, coin: f64) -> bool {
+        self.roll(now, idle);
+        coin < self.share
+    }
+
+    fn roll(&mut self, now: Instant, idle: bool) {
+        if idle {
+            self.share = 0.0;
+        }
+        if now.duration_since(self.window_start) < self.interval {
+            return;
+        }
+        // A window with no answers keeps the share: handlers that answer nothing for a whole
+        // interval are not evidence that the backlog has gone.
+        if let Some(min) = self.window_min.take() {
+            let over = min.as_secs_f64() / self.target.as_secs_f64();
+            self.share = if over > 1.0 {
+                (self.share + SHED_STEP_UP * (over - 1.0).min(5.0)).min(1.0)
+            } else {
+                (self.share - SHED_STEP_DOWN).max(0.0)
+            };
+        }
+        self.window_start = now;
+    }
 }
 
 /// Store writes that follow a NOTIFY's outcome. The engine must never wait on the store, so
@@ -142,8 +210,10 @@ enum StoreUpdate {
     Remove(SubId),
 }
 
-/// Queued NOTIFY outcomes waiting for the store: a few seconds of completions at full rate.
-const STORE_UPDATE_QUEUE: usize = 16_384;
+/// Queued NOTIFY outcomes waiting for the store: a few seconds of completions at full rate,
+/// and a city power-up's worth of first NOTIFYs (16k overflowed in a 100k-in-10-s storm on two
+/// cores, costing lost confirmations). About 100 bytes each.
+const STORE_UPDATE_QUEUE: usize = 131_072;
 /// Outcome writes in flight at once: enough for the journal's group commit (or a Redis
 /// pipeline) to batch them, few enough to bound tasks and memory.
 const STORE_UPDATE_CONCURRENCY: usize = 256;
@@ -190,6 +260,7 @@ impl Engine {
         timers: Timers,
     ) -> Self {
         let max_handlers = ctx.config.max_pending_requests;
+        let gate = DelayGate::new(ctx.config.shed_delay, Instant::now());
         Self {
             ctx,
             out,
@@ -201,6 +272,7 @@ impl Engine {
             inflight: HashMap::new(),
             handlers: Arc::new(Semaphore::new(max_handlers)),
             max_handlers,
+            gate,
             updates: None,
         }
     }
@@ -277,6 +349,7 @@ impl Engine {
             } => self.on_response(&resp),
             EngineMsg::Reply(reply) => {
                 let now = Instant::now();
+                self.gate.observe(now.duration_since(reply.started), now);
                 self.server
                     .respond(&reply.key, reply.bytes.clone(), reply.dest.addr, true, now);
                 self.out.send(reply.dest, reply.bytes);
@@ -297,6 +370,15 @@ impl Engine {
         }
         let key = match self.server.on_request(&req, peer, now) {
             ServerVerdict::New(key) => key,
+            ServerVerdict::Merged(key) => {
+                counter!("sip_merged_requests_total").increment(1);
+                let dest = Peer {
+                    addr: sip_core::via::response_destination(&req, peer),
+                    ..peer
+                };
+                let resp = message::response_for(&req, 482, Some("Loop Detected"), None);
+                return self.reply_now(key, dest, message::to_bytes(&resp.into()));
+            }
             ServerVerdict::Absorbed => {
                 counter!("sip_retransmissions_absorbed_total").increment(1);
                 return;
@@ -329,6 +411,14 @@ impl Engine {
                     let bytes = overload_response(&req);
                     return self.reply_now(key, dest, bytes);
                 }
+                let idle = self.handlers.available_permits() == self.max_handlers;
+                if self.gate.shed(now, idle, rand::random::<f64>()) {
+                    counter!("sip_shed_total", "reason" => "queue_delay").increment(1);
+                    // A short wait: the backlog behind this is under a second of work.
+                    let mut resp = message::response_for(&req, 503, None, None);
+                    resp.headers.push(retry_after_in(2, 12));
+                    return self.reply_now(key, dest, message::to_bytes(&resp.into()));
+                }
                 let Ok(permit) = self.handlers.clone().try_acquire_owned() else {
                     counter!("sip_shed_total", "reason" => "handlers_busy").increment(1);
                     let bytes = overload_response(&req);
@@ -341,6 +431,7 @@ impl Engine {
                     let (bytes, notify) = crate::subscribe::handle(&ctx, &req, peer).await;
                     let _ = tx
                         .send(EngineMsg::Reply(Reply {
+                            started: now,
                             key,
                             dest,
                             bytes,
@@ -546,7 +637,12 @@ pub fn bad_request_response(
 /// A randomised `Retry-After` (5–20 s) for every 503: lockstep retries are how avalanches
 /// form.
 pub fn retry_after() -> rsip::Header {
-    let secs: u32 = rand::rng().random_range(5..=20);
+    retry_after_in(5, 20)
+}
+
+/// A `Retry-After` uniform in `lo..=hi` seconds.
+pub fn retry_after_in(lo: u32, hi: u32) -> rsip::Header {
+    let secs: u32 = rand::rng().random_range(lo..=hi);
     rsip::Header::RetryAfter(rsip::headers::RetryAfter::from(secs.to_string()))
 }
 
@@ -555,4 +651,72 @@ pub fn overload_response(req: &rsip::Request) -> Bytes {
     let mut resp = message::response_for(req, 503, None, None);
     resp.headers.push(retry_after());
     message::to_bytes(&resp.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// The share the gate sheds now, measured with evenly spread coins.
+    fn share(gate: &mut DelayGate, now: Instant) -> f64 {
+        let shed = (0..100)
+            .filter(|i| gate.shed(now, false, f64::from(*i) / 100.0))
+            .count();
+        shed as f64 / 100.0
+    }
+
+    #[test]
+    fn a_burst_that_drains_within_an_interval_sheds_nothing() {
+        let t0 = Instant::now();
+        let mut gate = DelayGate::new(200 * MS, t0);
+        // One slow answer among fast ones: the interval's minimum is small.
+        gate.observe(900 * MS, t0 + 10 * MS);
+        gate.observe(5 * MS, t0 + 20 * MS);
+        gate.observe(400 * MS, t0 + 120 * MS);
+        assert_eq!(share(&mut gate, t0 + 130 * MS), 0.0);
+    }
+
+    #[test]
+    fn a_standing_delay_sheds_a_growing_share_that_falls_back_gradually() {
+        let t0 = Instant::now();
+        let mut gate = DelayGate::new(200 * MS, t0);
+        let mut shares = Vec::new();
+        let mut t = t0;
+        for _ in 0..4 {
+            // Every answer of each interval takes 300 ms: 1.5 × the target.
+            for _ in 0..10 {
+                t += 11 * MS;
+                gate.observe(300 * MS, t);
+            }
+            shares.push(share(&mut gate, t));
+        }
+        assert!(
+            shares[0] > 0.0 && shares[0] < 0.5,
+            "graded, not a cliff: {shares:?}"
+        );
+        assert!(
+            shares.windows(2).all(|w| w[1] > w[0]),
+            "grows while it stands: {shares:?}"
+        );
+        // No answers for a while: the share holds while handlers are still busy...
+        let held = share(&mut gate, t + 300 * MS);
+        assert_eq!(held, shares[3]);
+        // ...and fast answers lower it step by step, not at once.
+        t += 400 * MS;
+        gate.observe(3 * MS, t);
+        let lower = share(&mut gate, t);
+        assert!(lower < held && lower > 0.0, "{lower} after {held}");
+    }
+
+    #[test]
+    fn an_idle_engine_never_sheds() {
+        let t0 = Instant::now();
+        let mut gate = DelayGate::new(200 * MS, t0);
+        gate.observe(900 * MS, t0 + 10 * MS);
+        gate.observe(900 * MS, t0 + 150 * MS);
+        assert!(share(&mut gate, t0 + 151 * MS) > 0.0);
+        assert!(!gate.shed(t0 + 152 * MS, true, 0.0));
+    }
 }

@@ -25,7 +25,7 @@ pub fn describe() {
     );
     describe_counter!(
         "sip_shed_total",
-        "Work refused because a bounded queue was full, by reason"
+        "Work refused because a queue was full or its delay stood above notifier.shed_delay, by reason"
     );
     describe_counter!(
         "sip_send_errors_total",

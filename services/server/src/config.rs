@@ -134,6 +134,9 @@ pub struct Cli {
     pub redis_cluster: Option<bool>,
     #[arg(long, env = "UAPROF_NODE_ID")]
     pub node_id: Option<String>,
+    /// Document fetches per second the content tier admits (and grants fetch credits for).
+    #[arg(long, env = "UAPROF_CONTENT_MAX_RATE")]
+    pub content_max_rate: Option<u32>,
     /// Kafka bootstrap servers (`host:port[,host:port]`): turns the Kafka change path on.
     #[arg(long, env = "UAPROF_KAFKA")]
     pub kafka: Option<String>,
@@ -225,6 +228,9 @@ impl Cli {
         }
         if let Some(n) = &self.node_id {
             cfg.node_id = Some(n.clone());
+        }
+        if let Some(r) = self.content_max_rate {
+            cfg.content.max_fetch_rate = Some(r);
         }
         if let Some(b) = &self.kafka {
             cfg.kafka.get_or_insert_with(KafkaConfig::default).brokers = b.clone();

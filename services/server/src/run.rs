@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use content::{ContentConfig, ContentService, InProcessFeed, StoreKind};
-use content_rpc::{RemoteContent, RemoteFeed};
+use content_rpc::{RemoteContent, RemoteCredits, RemoteFeed};
 use journal::JournalOptions;
 use notifier::store::SubscriptionStore;
 use notifier::store::embedded::EmbeddedStore;
@@ -15,7 +15,7 @@ use notifier::store::redis::RedisStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use uaprof_api::{ChangeSource, ContentResolver};
+use uaprof_api::{ChangeSource, ContentResolver, CreditSource};
 
 use crate::admin::{self, Admin};
 use crate::config::{Config, Role};
@@ -182,25 +182,44 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
             .await
             .map_err(|e| RunError::Other(anyhow::anyhow!("{e}")))?;
         // Without Kafka the fan-out records its feed position in the subscription store.
-        let (resolver, mut feed): (Arc<dyn ContentResolver>, Box<dyn ChangeSource>) = match &service
-        {
+        // Fetch credits come from the content tier: in process, or over its gRPC stream.
+        let (resolver, mut feed, credits): (
+            Arc<dyn ContentResolver>,
+            Box<dyn ChangeSource>,
+            Arc<dyn CreditSource>,
+        ) = match &service {
             Some(service) => (
                 service.clone(),
                 Box::new(InProcessFeed::new(Arc::clone(service), offset)),
+                if cfg.notifier.pace_fetches {
+                    Arc::clone(service.admission()) as Arc<dyn CreditSource>
+                } else {
+                    Arc::new(uaprof_api::Unlimited)
+                },
             ),
             None => {
                 let url = cfg.content_url.clone().unwrap_or_default();
                 let remote = RemoteContent::new(&url).map_err(RunError::Config)?;
+                let credits: Arc<dyn CreditSource> = if cfg.notifier.pace_fetches {
+                    RemoteCredits::start(
+                        remote.clone(),
+                        node.clone(),
+                        cfg.notifier.credit_fallback_rate,
+                        shutdown.clone(),
+                    )
+                } else {
+                    Arc::new(uaprof_api::Unlimited)
+                };
                 (
                     Arc::new(remote.clone()),
                     Box::new(RemoteFeed::new(remote, offset)),
+                    credits,
                 )
             }
         };
         if let Some(k) = &cfg.kafka {
             feed = Box::new(bus::AppliedFeed::new(k).map_err(RunError::Config)?);
         }
-        let credits: Arc<dyn uaprof_api::CreditSource> = Arc::new(uaprof_api::Unlimited);
         notifier_task = Some(tokio::spawn(notifier::run(
             cfg.notifier.clone(),
             bound,

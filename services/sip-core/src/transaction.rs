@@ -149,6 +149,33 @@ pub enum ServerVerdict {
     /// An ACK. It belongs to an INVITE transaction, which this server never has (INVITE is
     /// answered with a final error and no INVITE state), so the caller just drops it.
     Ack,
+    /// A merged request (RFC 3261 §8.2.2.2): the same From tag, Call-ID and CSeq as an
+    /// ongoing transaction without a To tag, but another branch — a copy that took another
+    /// path, or a client that re-branched a retransmission. Answer it `482 Loop Detected`
+    /// through [`ServerTransactions::respond`] with this key; handling it would create the
+    /// dialog twice.
+    Merged(ServerKey),
+}
+
+/// What identifies a dialog-creating request apart from its branch: From tag, Call-ID, CSeq
+/// number and method.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MergeKey(Arc<str>);
+
+impl MergeKey {
+    /// `None` for requests inside a dialog (they carry a To tag), which cannot be merged.
+    fn of(req: &rsip::Request) -> Option<Self> {
+        let h = &req.headers;
+        if header(h, "To").and_then(tag_of).is_some() {
+            return None;
+        }
+        let from_tag = header(h, "From").and_then(tag_of)?;
+        let call_id = header(h, "Call-ID")?;
+        let cseq = header(h, "CSeq").and_then(parse_cseq)?.0;
+        Some(Self(
+            format!("{from_tag}\n{call_id}\n{cseq}\n{}", method_str(req.method)).into(),
+        ))
+    }
 }
 
 #[derive(Debug)]
@@ -160,6 +187,8 @@ struct ServerTxn {
     /// The deadline this transaction is waiting for; queue entries with another deadline
     /// are stale.
     deadline: Instant,
+    /// Registered under this in the merge index (dialog-creating requests only).
+    merge: Option<MergeKey>,
 }
 
 /// The server transaction table.
@@ -169,6 +198,8 @@ pub struct ServerTransactions {
     txns: HashMap<ServerKey, ServerTxn>,
     /// (deadline, key) in non-decreasing deadline order.
     queue: VecDeque<(Instant, ServerKey)>,
+    /// Live dialog-creating transactions by [`MergeKey`], to detect merged requests.
+    merges: HashMap<MergeKey, ServerKey>,
 }
 
 impl ServerTransactions {
@@ -194,7 +225,16 @@ impl ServerTransactions {
                 None => ServerVerdict::Absorbed,
             };
         }
+        let merge = MergeKey::of(req);
+        let merged = merge
+            .as_ref()
+            .and_then(|m| self.merges.get(m))
+            .is_some_and(|other| self.txns.contains_key(other));
         let deadline = self.enqueue(now + self.timers.server_reap(), key.clone());
+        let merge = merge.filter(|_| !merged);
+        if let Some(m) = &merge {
+            self.merges.insert(m.clone(), key.clone());
+        }
         self.txns.insert(
             key.clone(),
             ServerTxn {
@@ -202,9 +242,23 @@ impl ServerTransactions {
                 response: None,
                 completed: false,
                 deadline,
+                merge,
             },
         );
-        ServerVerdict::New(key)
+        if merged {
+            ServerVerdict::Merged(key)
+        } else {
+            ServerVerdict::New(key)
+        }
+    }
+
+    fn remove(&mut self, key: &ServerKey) {
+        if let Some(txn) = self.txns.remove(key)
+            && let Some(m) = txn.merge
+            && self.merges.get(&m) == Some(key)
+        {
+            self.merges.remove(&m);
+        }
     }
 
     /// Records the response sent for `key` so retransmissions get it again. A final response
@@ -231,7 +285,7 @@ impl ServerTransactions {
         }
         let j = self.timers.timer_j(txn.transport);
         if j.is_zero() {
-            self.txns.remove(key);
+            self.remove(key);
             return;
         }
         txn.response = Some((bytes, to));
@@ -285,7 +339,8 @@ impl ServerTransactions {
                 break;
             }
             if live {
-                self.txns.remove(key);
+                let key = key.clone();
+                self.remove(&key);
             }
             self.queue.pop_front();
         }
@@ -725,6 +780,62 @@ mod tests {
         s.handle_timeout(secs(t0, 100.0));
         assert_eq!(s.len(), 0);
         assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_request_merged_with_an_ongoing_one_is_flagged() {
+        let t0 = Instant::now();
+        let mut s = ServerTransactions::default();
+        let p = peer(Transport::Udp);
+        let ServerVerdict::New(first) = s.on_request(&request("z9hG4bKm1", "SUBSCRIBE"), p, t0)
+        else {
+            panic!("expected new");
+        };
+        // Same From tag, Call-ID and CSeq, another branch: merged.
+        let copy = request("z9hG4bKm2", "SUBSCRIBE");
+        let ServerVerdict::Merged(key) = s.on_request(&copy, p, t0) else {
+            panic!("expected merged");
+        };
+        // Its 482 is replayed to its own retransmissions.
+        s.respond(&key, Bytes::from_static(b"482"), p.addr, true, t0);
+        assert!(
+            matches!(s.on_request(&copy, p, t0), ServerVerdict::Replay { bytes, .. } if bytes == "482")
+        );
+        // Once the first transaction is gone, the same request is new again.
+        s.respond(&first, Bytes::from_static(b"200"), p.addr, true, t0);
+        s.handle_timeout(t0 + T1 * 65);
+        assert!(s.is_empty());
+        assert!(
+            s.merges.is_empty(),
+            "the merge index is cleaned with its transactions"
+        );
+        assert!(matches!(
+            s.on_request(&request("z9hG4bKm3", "SUBSCRIBE"), p, t0 + T1 * 65),
+            ServerVerdict::New(_)
+        ));
+        // In-dialog requests (with a To tag) are never merged.
+        let mut refresh = request("z9hG4bKm4", "SUBSCRIBE");
+        refresh
+            .headers
+            .retain(|h| !matches!(h, rsip::Header::To(_)));
+        refresh
+            .headers
+            .push(rsip::Header::To(rsip::headers::To::new(
+                "<sip:dev@example.com>;tag=t1",
+            )));
+        let mut again = refresh.clone();
+        again.headers.retain(|h| !matches!(h, rsip::Header::Via(_)));
+        again
+            .headers
+            .push(rsip::Header::Via(rsip::headers::Via::new(
+                "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKm5",
+            )));
+        let t = t0 + T1 * 66;
+        assert!(matches!(
+            s.on_request(&refresh, p, t),
+            ServerVerdict::New(_)
+        ));
+        assert!(matches!(s.on_request(&again, p, t), ServerVerdict::New(_)));
     }
 
     #[test]

@@ -259,7 +259,8 @@ async fn one_notify_turn_per_dialog(store: &impl SubscriptionStore) {
             .expires_at_ms,
         sub.expires_at_ms + 5000
     );
-    // Ending the first NOTIFY says that another one was wanted, and frees the turn.
+    // Ending the first NOTIFY says that another one was wanted (by the refresh), and frees
+    // the turn.
     assert!(
         store
             .end_notify(sub.id, Some("e1".into()))
@@ -272,6 +273,11 @@ async fn one_notify_turn_per_dialog(store: &impl SubscriptionStore) {
         panic!("the turn is free again");
     };
     assert!(c > sub.local_cseq);
+    // A pipeline want that finds the turn busy tries again by itself: it marks nothing.
+    assert_eq!(
+        store.begin_notify(sub.id, None).await.expect("begin"),
+        Turn::Busy
+    );
     assert!(
         !store.end_notify(sub.id, None).await.expect("end"),
         "nothing was wanted this time"

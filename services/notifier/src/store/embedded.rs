@@ -383,13 +383,14 @@ impl EmbeddedStore {
         self.turns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the turn of `id` unless one is held; marks it wanted when it is.
-    fn take_turn(&self, id: SubId) -> bool {
+    /// Takes the turn of `id` unless one is held; with `mark`, records that a NOTIFY is
+    /// wanted after the one in flight.
+    fn take_turn(&self, id: SubId, mark: bool) -> bool {
         let now = crate::SystemClock.now_ms();
         let mut turns = self.lock_turns();
         match turns.get_mut(&id) {
             Some(t) if t.until_ms > now => {
-                t.wanted = true;
+                t.wanted |= mark;
                 false
             }
             _ => {
@@ -439,7 +440,7 @@ impl SubscriptionStore for EmbeddedStore {
                     turns.remove(&old.id);
                 }
                 drop(turns);
-                self.take_turn(id);
+                self.take_turn(id, false);
                 Ok(Upserted { replaced })
             }
             Outcome::Inserted(Err(id)) => Err(StoreError::Conflict(id)),
@@ -450,7 +451,7 @@ impl SubscriptionStore for EmbeddedStore {
     async fn refresh(&self, sub: Subscription) -> Result<Turn, StoreError> {
         let id = sub.id;
         match self.one(Op::Refresh(Box::new(sub))).await? {
-            Outcome::Cseq(Some(c)) if self.take_turn(id) => Ok(Turn::Granted(c)),
+            Outcome::Cseq(Some(c)) if self.take_turn(id, true) => Ok(Turn::Granted(c)),
             Outcome::Cseq(Some(_)) => Ok(Turn::Busy),
             Outcome::Cseq(None) => Ok(Turn::Gone),
             _ => Err(unexpected()),
@@ -483,7 +484,7 @@ impl SubscriptionStore for EmbeddedStore {
         if !self.journal.read(|s| s.subs.contains_key(&id)) {
             return Ok(Turn::Gone);
         }
-        if !self.take_turn(id) {
+        if !self.take_turn(id, false) {
             return Ok(Turn::Busy);
         }
         match self.one(Op::NextCseq { id, depends_on }).await {

@@ -147,8 +147,8 @@ pub const TURN_HOLD: Duration = Duration::from_secs(40);
 pub enum Turn {
     /// Send it now with this CSeq, then [`SubscriptionStore::end_notify`].
     Granted(u32),
-    /// Another NOTIFY of the dialog is in flight. The wish is recorded: the holder sends
-    /// the dialog's newest state when its NOTIFY ends.
+    /// Another NOTIFY of the dialog is in flight. A refresh's wish is recorded (the holder
+    /// sends the dialog's newest state when its NOTIFY ends); a pipeline want tries again.
     Busy,
     /// The subscription is gone.
     Gone,
@@ -198,7 +198,8 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     async fn remove(&self, id: SubId) -> Result<Option<Subscription>, StoreError>;
 
     /// Takes the dialog's NOTIFY turn for this node and allocates the next CSeq, replacing
-    /// the dependency keys if given (the answer of the resolve the NOTIFY carries).
+    /// the dependency keys if given (the answer of the resolve the NOTIFY carries). A busy
+    /// turn is left as it is: the caller tries again.
     async fn begin_notify(
         &self,
         id: SubId,

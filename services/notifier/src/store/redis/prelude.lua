@@ -109,14 +109,15 @@ end
 local function u16s(n) return string.char(math.floor(n / 256), n % 256) end
 
 -- The dialog's NOTIFY turn: takes it for `node` until `untl` unless another is held at
--- `now` (by a node other than `dead`, whose turns may be taken over), in which case it marks
--- a NOTIFY wanted. Returns true when taken, else the holder.
-local function take_turn(P, id, node, now, untl, dead)
+-- `now` (by a node other than `dead`, whose turns may be taken over), in which case, with
+-- `mark`, it records that a NOTIFY is wanted after it. Returns true when taken, else the
+-- holder.
+local function take_turn(P, id, node, now, untl, dead, mark)
   local t = redis.call('HGET', P .. ':t', id)
   if t then
-    local h, u = string.match(t, '^(.*)|(%d+)|%d$')
+    local h, u, w = string.match(t, '^(.*)|(%d+)|(%d)$')
     if u and tonumber(u) > now and h ~= dead then
-      redis.call('HSET', P .. ':t', id, h .. '|' .. u .. '|1')
+      if mark and w ~= '1' then redis.call('HSET', P .. ':t', id, h .. '|' .. u .. '|1') end
       return h
     end
   end

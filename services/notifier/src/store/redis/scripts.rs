@@ -59,7 +59,7 @@ redis.call('HSET', KEYS[1], id, rec)
 if expires(rec) < expires(old) then
   redis.call('ZADD', P .. ':due', 'LT', expires(rec), b)
 end
-if take_turn(P, id, ARGV[5], tonumber(ARGV[6]), ARGV[7], '') ~= true then return 0 end
+if take_turn(P, id, ARGV[5], tonumber(ARGV[6]), ARGV[7], '', true) ~= true then return 0 end
 return c
 "#
 );
@@ -67,7 +67,7 @@ return c
 // KEYS[1] bucket hash; ARGV: P, b, id, node, now_ms, until_ms, dead (a holder known to have
 // left the tier, whose turn may be taken over; '' for none), replace ('0'/'1'), then the new
 // dependency keys. Takes the dialog's NOTIFY turn and returns the new CSeq; the holder's
-// name when another NOTIFY of the dialog is in flight (one is then wanted); nil if gone. The
+// name when another NOTIFY of the dialog is in flight (the caller tries again); nil if gone. The
 // dependency section is rebuilt here (the subject is written as an implicit entry when the
 // record is in the subject's bucket) and the index sets are touched only when it changed.
 script!(
@@ -76,7 +76,7 @@ script!(
 local P, b, id = ARGV[1], ARGV[2], ARGV[3]
 local old = redis.call('HGET', KEYS[1], id)
 if not old then return false end
-local holder = take_turn(P, id, ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7])
+local holder = take_turn(P, id, ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], false)
 if holder ~= true then return holder end
 local c = math.min(cseq(old) + 1, MAX_CSEQ)
 local rec = with_cseq(old, c)
