@@ -34,14 +34,20 @@ use crate::transport::Outbound;
 pub const ENGINE_QUEUE: usize = 8192;
 
 pub enum EngineMsg {
-    Inbound { msg: rsip::SipMessage, peer: Peer },
+    Inbound {
+        msg: rsip::SipMessage,
+        peer: Peer,
+        /// When the listener parsed it: the delay the shedding gate sees includes the wait
+        /// for the engine, not only the handler's.
+        received: Instant,
+    },
     Reply(Reply),
     Notify(OutNotify),
 }
 
 /// A handler's answer to a server transaction, plus the NOTIFY it causes, if any.
 pub struct Reply {
-    /// When the engine handed the request to its handler (queueing delay, see [`DelayGate`]).
+    /// When the listener received the request (queueing delay, see [`DelayGate`]).
     pub started: Instant,
     pub key: ServerKey,
     pub dest: Peer,
@@ -342,7 +348,8 @@ impl Engine {
             EngineMsg::Inbound {
                 msg: rsip::SipMessage::Request(req),
                 peer,
-            } => self.on_request(req, peer, draining),
+                received,
+            } => self.on_request(req, peer, received, draining),
             EngineMsg::Inbound {
                 msg: rsip::SipMessage::Response(resp),
                 ..
@@ -361,7 +368,7 @@ impl Engine {
         }
     }
 
-    fn on_request(&mut self, req: rsip::Request, peer: Peer, draining: bool) {
+    fn on_request(&mut self, req: rsip::Request, peer: Peer, received: Instant, draining: bool) {
         let now = Instant::now();
         let method = req.method;
         if method == rsip::Method::Ack {
@@ -431,7 +438,7 @@ impl Engine {
                     let (bytes, notify) = crate::subscribe::handle(&ctx, &req, peer).await;
                     let _ = tx
                         .send(EngineMsg::Reply(Reply {
-                            started: now,
+                            started: received,
                             key,
                             dest,
                             bytes,

@@ -232,9 +232,14 @@ fn deliver(out: &Arc<Outbound>, raw: &[u8], peer: Peer) {
             if let rsip::SipMessage::Request(req) = &mut msg {
                 sip_core::via::stamp_received(req, peer.addr);
             }
-            match out.engine.try_send(EngineMsg::Inbound { msg, peer }) {
+            let received = std::time::Instant::now();
+            match out.engine.try_send(EngineMsg::Inbound {
+                msg,
+                peer,
+                received,
+            }) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(EngineMsg::Inbound { msg, peer })) => {
+                Err(mpsc::error::TrySendError::Full(EngineMsg::Inbound { msg, peer, .. })) => {
                     counter!("sip_shed_total", "reason" => "engine_queue_full").increment(1);
                     if let rsip::SipMessage::Request(req) = msg
                         && req.method != rsip::Method::Ack

@@ -45,6 +45,48 @@ fn config_file(dir: &std::path::Path, text: &str) -> String {
     path.to_str().expect("utf-8").to_owned()
 }
 
+/// A debug build answers SUBSCRIBEs slowly enough under a storm that early shedding would
+/// keep the admitted rate under the credits; the admission tests are about credits running
+/// short, so they shed late.
+const SHED_LATE: &str = "[notifier]\nshed_delay = \"5s\"\n";
+
+/// A content node serving gRPC and two notifier nodes sharing one Redis and the partitions.
+/// Fields drop in order: the nodes stop before Redis does.
+struct Tier {
+    a: Server,
+    b: Server,
+    content: Server,
+    _dir: tempfile::TempDir,
+    _redis: RedisServer,
+}
+
+fn two_notifier_tier(content_args: &[&str], notifier_config: &str) -> Tier {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_file(dir.path(), notifier_config);
+    let mut args = vec!["--role", "content", "--grpc", "127.0.0.1:0"];
+    args.extend_from_slice(content_args);
+    let content = Server::start(&args);
+    let grpc = format!("http://{}", content.grpc.expect("gRPC"));
+    let node = || {
+        tier_node(
+            "notifier",
+            &redis.url(),
+            cfg.as_ref(),
+            &["--content-url", &grpc],
+        )
+    };
+    let (a, b) = (node(), node());
+    wait_for_full_ownership(&[&a, &b]);
+    Tier {
+        a,
+        b,
+        content,
+        _dir: dir,
+        _redis: redis,
+    }
+}
+
 #[test]
 fn a_change_reaches_the_live_phones_while_as_many_are_gone() {
     let _load = load_lock();
@@ -122,7 +164,9 @@ fn assert_paced(results: &[loadtest::RunResult], content: &Server, notifiers: &[
 fn fetch_admission_paces_a_power_up_without_refusing_a_fetch() {
     let _load = load_lock();
     // 10,000 phones a second against 2,000 fetches a second: credits run short.
-    let srv = Server::start(&["--content-max-rate", "2000"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_file(dir.path(), SHED_LATE);
+    let srv = Server::start(&["--content-max-rate", "2000", "--config", &cfg]);
     let up = Scenario::PowerUp {
         over: Duration::from_secs(2),
     };
@@ -133,43 +177,19 @@ fn fetch_admission_paces_a_power_up_without_refusing_a_fetch() {
 #[test]
 fn fetch_admission_paces_a_power_up_across_two_notifier_nodes() {
     let _load = load_lock();
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config_file(dir.path(), "");
-    let content = Server::start(&[
-        "--role",
-        "content",
-        "--grpc",
-        "127.0.0.1:0",
-        "--content-max-rate",
-        "2000",
-    ]);
-    let grpc = format!("http://{}", content.grpc.expect("gRPC"));
-    let a = tier_node(
-        "notifier",
-        &redis.url(),
-        cfg.as_ref(),
-        &["--content-url", &grpc],
-    );
-    let b = tier_node(
-        "notifier",
-        &redis.url(),
-        cfg.as_ref(),
-        &["--content-url", &grpc],
-    );
-    wait_for_full_ownership(&[&a, &b]);
+    let Tier { a, b, content, .. } = &two_notifier_tier(&["--content-max-rate", "2000"], SHED_LATE);
     let up = || Scenario::PowerUp {
         over: Duration::from_secs(2),
     };
-    let mut first = storm(&a, &content, up(), 10_000);
-    let mut second = storm(&b, &content, up(), 10_000);
+    let mut first = storm(a, content, up(), 10_000);
+    let mut second = storm(b, content, up(), 10_000);
     // Two halves of one building: distinct phones, one baseline document.
     second.id_offset = 10_000;
     second.setup = false;
     second.seed = 2;
     first.seed = 1;
     let results = run_all(vec![first, second]);
-    assert_paced(&results, &content, &[&a, &b]);
+    assert_paced(&results, content, &[a, b]);
 }
 
 /// What one phone of the ordering test saw.
@@ -231,27 +251,10 @@ fn slow_phone(mut phone: Phone, until: Instant, delay: Duration, refresh: Durati
 
 #[test]
 fn one_notify_in_flight_per_dialog_across_the_tier() {
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config_file(dir.path(), "");
-    let content = Server::start(&["--role", "content", "--grpc", "127.0.0.1:0"]);
-    let grpc = format!("http://{}", content.grpc.expect("gRPC"));
-    let a = tier_node(
-        "notifier",
-        &redis.url(),
-        cfg.as_ref(),
-        &["--content-url", &grpc],
-    );
-    let b = tier_node(
-        "notifier",
-        &redis.url(),
-        cfg.as_ref(),
-        &["--content-url", &grpc],
-    );
-    wait_for_full_ownership(&[&a, &b]);
+    let Tier { a, b, content, .. } = &two_notifier_tier(&[], "");
     assert_eq!(
         put_doc(
-            &content,
+            content,
             "class",
             "acme:Z100",
             "fw.xml",
@@ -281,7 +284,7 @@ fn one_notify_in_flight_per_dialog_across_the_tier() {
     thread::sleep(Duration::from_millis(700));
     assert_eq!(
         put_doc(
-            &content,
+            content,
             "class",
             "acme:Z100",
             "fw.xml",
