@@ -153,6 +153,8 @@ pub struct Config {
     /// Seconds the server spreads change-storm's change over (`rollout-window`, or the
     /// event's `rollout_window_seconds` with Kafka).
     pub rollout_window: Option<u32>,
+    /// Size the class documents are padded to (0: as small as they come).
+    pub doc_bytes: usize,
     /// Provision a baseline class document before booting, so phones have something to
     /// fetch.
     pub setup: bool,
@@ -192,6 +194,7 @@ impl Config {
             id_offset: 0,
             ghosts: 0,
             rollout_window: None,
+            doc_bytes: 0,
             setup: true,
             out: None,
             progress: true,

@@ -137,6 +137,9 @@ struct Common {
     /// change-storm: seconds the server spreads the change's NOTIFYs over (rollout window).
     #[arg(long)]
     rollout_window: Option<u32>,
+    /// Pad the class documents to this many bytes (real profiles are kilobytes).
+    #[arg(long, default_value_t = 0)]
+    doc_bytes: usize,
     /// Do not provision the baseline class document first.
     #[arg(long)]
     no_setup: bool,
@@ -179,6 +182,7 @@ fn config(c: Common, scenario: Scenario, phones: u64) -> anyhow::Result<Config> 
     cfg.id_offset = c.id_offset;
     cfg.ghosts = c.ghosts;
     cfg.rollout_window = c.rollout_window;
+    cfg.doc_bytes = c.doc_bytes;
     cfg.setup = !c.no_setup;
     cfg.out = c.out;
     cfg.progress = !c.no_progress;

@@ -104,6 +104,14 @@ pub trait ContentResolver: Send + Sync + 'static {
         let _ = (owner, name);
         Ok(None)
     }
+
+    /// The documents of `keys` are about to be fetched by many phones (a fan-out of a
+    /// change to them is starting): the content tier may load them ahead. Advisory; returns
+    /// how many documents it loaded.
+    async fn prewarm(&self, keys: &[ProfileKey]) -> Result<usize, ResolveError> {
+        let _ = keys;
+        Ok(0)
+    }
 }
 
 #[cfg(test)]

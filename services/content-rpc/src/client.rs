@@ -178,6 +178,19 @@ impl ContentResolver for RemoteContent {
             .map_err(|s| self.resolve_error("DocumentBytes", &s))?;
         Ok(reply.into_inner().content.map(Vec::from))
     }
+
+    async fn prewarm(&self, keys: &[ProfileKey]) -> Result<usize, ResolveError> {
+        let message = proto::PrewarmRequest {
+            keys: keys.iter().map(ToString::to_string).collect(),
+        };
+        let reply = self
+            .client
+            .clone()
+            .prewarm(with_timeout(message, REQUEST_TIMEOUT))
+            .await
+            .map_err(|s| self.resolve_error("Prewarm", &s))?;
+        Ok(reply.into_inner().loaded as usize)
+    }
 }
 
 /// The content tier's change feed over gRPC, as a long-poll from the consumer's position.

@@ -244,6 +244,28 @@ impl ContentTier for ContentTierService {
         Ok(Response::new(proto::DocumentReply { content }))
     }
 
+    async fn prewarm(
+        &self,
+        request: Request<proto::PrewarmRequest>,
+    ) -> Result<Response<proto::PrewarmReply>, Status> {
+        let keys = request
+            .into_inner()
+            .keys
+            .iter()
+            .map(|k| convert::parse_key("keys", k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(m::METHOD_PREWARM, &e))?;
+        let loaded = self
+            .content
+            .prewarm(&keys)
+            .await
+            .map_err(|e| unavailable(m::METHOD_PREWARM, &e))?;
+        count(m::METHOD_PREWARM, m::OUTCOME_OK);
+        Ok(Response::new(proto::PrewarmReply {
+            loaded: u32::try_from(loaded).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn changes(
         &self,
         request: Request<proto::ChangesRequest>,

@@ -11,6 +11,7 @@ pub const METHOD_RESOLVE: &str = "resolve";
 pub const METHOD_DOCUMENT_BYTES: &str = "document_bytes";
 pub const METHOD_CHANGES: &str = "changes";
 pub const METHOD_CREDITS: &str = "credits";
+pub const METHOD_PREWARM: &str = "prewarm";
 pub const CREDIT_STREAMS: &str = "content_rpc_credit_streams";
 pub const CREDIT_RECONNECTS: &str = "content_rpc_credit_reconnects_total";
 

@@ -342,6 +342,15 @@ async fn a_position_no_longer_retained_is_a_gap() {
 }
 
 #[tokio::test]
+async fn prewarm_reaches_the_tier() {
+    let tier = Tier::start().await;
+    put(&tier.svc, &class(), "fw.xml", "<fw/>").await;
+    // The journal backend serves from memory: nothing to load, and that is an answer.
+    assert_eq!(tier.remote().prewarm(&[class(), device()]).await, Ok(0));
+    tier.stop().await;
+}
+
+#[tokio::test]
 async fn invalid_keys_from_the_wire_are_invalid_argument() {
     let tier = Tier::start().await;
     let mut raw = tier.raw().await;
@@ -379,6 +388,14 @@ async fn invalid_keys_from_the_wire_are_invalid_argument() {
         .expect_err("refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().starts_with("owner: "), "{status:?}");
+    let status = raw
+        .prewarm(proto::PrewarmRequest {
+            keys: vec!["class/acme:Z100".into(), "device/nonsense".into()],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().starts_with("keys: "), "{status:?}");
 
     // The server is unharmed.
     let ok = raw

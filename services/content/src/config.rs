@@ -46,6 +46,10 @@ pub struct ContentConfig {
     /// Average fetch latency above which the grant rate is lowered.
     #[serde(with = "humantime_serde")]
     pub fetch_latency_target: Duration,
+    /// Memory for document bytes cached on a node whose documents live in Redis (fetches
+    /// then read only the small metadata from Redis; prewarm fills it ahead of a fan-out).
+    /// 0 turns the cache off.
+    pub cache_bytes: usize,
 }
 
 /// The document store a content node uses (`content.store`).
@@ -81,6 +85,9 @@ impl Default for ContentConfig {
             // Phones wait seconds for a document without complaint; a quarter second keeps
             // a margin before queues form at the servers.
             fetch_latency_target: Duration::from_millis(250),
+            // Hundreds of class and firmware documents; a city's device documents are
+            // fetched once each and gain nothing from it.
+            cache_bytes: 64 << 20,
         }
     }
 }

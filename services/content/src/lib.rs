@@ -7,6 +7,7 @@
 //! * `store`: the embedded backend's journaled state (metadata, bytes, the retained change
 //!   log) and its ops; deterministic so replay rebuilds it exactly.
 //! * `redis_docs`: the Redis backend, shared by every content node of a tier.
+//! * `doc_cache`: document bytes in memory on Redis-backed nodes, validated by hash; prewarm.
 //! * `admission`: [`FetchAdmission`]: the fetch ceiling, fetch measurements, and the rate
 //!   of fetch credits granted to the notifiers.
 //! * `validate`: upload checks (names, content types, media-policy documents).
@@ -19,6 +20,7 @@
 
 mod admission;
 mod config;
+mod doc_cache;
 mod error;
 mod feed;
 mod http;

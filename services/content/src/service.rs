@@ -20,6 +20,7 @@ use uaprof_api::{
 
 use crate::admission::FetchAdmission;
 use crate::config::ContentConfig;
+use crate::doc_cache::DocCache;
 use crate::error::ContentError;
 use crate::model::{Decision, DocMeta, KeyMeta, Prepared, PreparedOp};
 use crate::redis_docs::RedisDocs;
@@ -134,6 +135,8 @@ pub struct ContentService {
     /// Set when writes go through the change topic instead of straight to the backend.
     log: OnceLock<Arc<dyn ChangeLog>>,
     admission: Arc<FetchAdmission>,
+    /// Document bytes in memory (Redis backend with `cache_bytes` > 0).
+    cache: Option<DocCache>,
 }
 
 impl std::fmt::Debug for ContentService {
@@ -225,6 +228,8 @@ impl ContentService {
             config.max_fetch_rate,
             config.fetch_latency_target,
         ));
+        let cache = (matches!(backend, Backend::Redis(_)) && config.cache_bytes > 0)
+            .then(|| DocCache::new(config.cache_bytes));
         Self {
             backend,
             config,
@@ -232,6 +237,7 @@ impl ContentService {
             last_seq: watch::Sender::new(last_seq),
             log: OnceLock::new(),
             admission,
+            cache,
         }
     }
 
@@ -570,7 +576,10 @@ impl ContentService {
                 let e = s.entry(key)?;
                 Some((e.meta.docs.get(name)?.clone(), e.bytes.get(name)?.clone()))
             }),
-            Backend::Redis(r) => r.document(key, name).await?,
+            Backend::Redis(r) => match &self.cache {
+                Some(cache) => self.cached_document(r, cache, key, name).await?,
+                None => r.document(key, name).await?,
+            },
         };
         Ok(found.map(|(d, bytes)| StoredDocument {
             owner: key.clone(),
@@ -582,6 +591,57 @@ impl ContentService {
             content_id: d.content_id,
             updated_unix: d.updated_unix,
         }))
+    }
+
+    /// A document from Redis, its bytes from the cache when the cached copy has the hash the
+    /// key's metadata names now.
+    async fn cached_document(
+        &self,
+        r: &RedisDocs,
+        cache: &DocCache,
+        key: &ProfileKey,
+        name: &str,
+    ) -> Result<Option<(DocMeta, Bytes)>, ContentError> {
+        let meta = r.metas(&[key]).await?.pop().flatten();
+        let Some(doc) = meta.and_then(|m| m.docs.get(name).cloned()) else {
+            return Ok(None);
+        };
+        if let Some(bytes) = cache.get(key, name, &doc.sha1_hex) {
+            return Ok(Some((doc, bytes)));
+        }
+        let found = r.document(key, name).await?;
+        if let Some((d, bytes)) = &found {
+            cache.put(key, name, &d.sha1_hex, bytes.clone());
+        }
+        Ok(found)
+    }
+
+    /// Loads the documents of `keys` into the cache ahead of the fetches a fan-out is about
+    /// to cause; returns how many were loaded. Nothing to do without a cache (the journal
+    /// backend serves from memory anyway).
+    pub async fn prewarm(&self, keys: &[ProfileKey]) -> Result<usize, ContentError> {
+        let (Backend::Redis(r), Some(cache)) = (&self.backend, &self.cache) else {
+            return Ok(0);
+        };
+        let refs: Vec<&ProfileKey> = keys.iter().collect();
+        let metas = r.metas(&refs).await?;
+        let mut loaded = 0;
+        for (key, meta) in keys.iter().zip(metas) {
+            let Some(meta) = meta.filter(KeyMeta::is_live) else {
+                continue;
+            };
+            for (name, doc) in &meta.docs {
+                if cache.has(key, name, &doc.sha1_hex) {
+                    continue;
+                }
+                if let Some((d, bytes)) = r.document(key, name).await? {
+                    cache.put(key, name, &d.sha1_hex, bytes);
+                    loaded += 1;
+                }
+            }
+        }
+        metrics::counter!(m::PREWARMED).increment(loaded as u64);
+        Ok(loaded)
     }
 
     /// Documents and attributes of a key; `None` if it has neither.
@@ -831,6 +891,12 @@ impl ContentResolver for ContentService {
         self.get_document(owner, name)
             .await
             .map(|d| d.map(|d| d.bytes.to_vec()))
+            .map_err(|e| ResolveError::Unavailable(e.to_string()))
+    }
+
+    async fn prewarm(&self, keys: &[ProfileKey]) -> Result<usize, ResolveError> {
+        ContentService::prewarm(self, keys)
+            .await
             .map_err(|e| ResolveError::Unavailable(e.to_string()))
     }
 }

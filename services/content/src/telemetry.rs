@@ -19,10 +19,26 @@ pub const FETCH_SECONDS: &str = "content_fetch_seconds";
 pub const FETCH_LATENCY_AVERAGE: &str = "content_fetch_latency_average_seconds";
 pub const CREDIT_RATE: &str = "content_credit_rate";
 pub const CREDITS_GRANTED: &str = "content_credits_granted_total";
+pub const CACHE_LOOKUPS: &str = "content_cache_lookups_total";
+pub const CACHE_BYTES: &str = "content_cache_bytes";
+pub const PREWARMED: &str = "content_prewarmed_documents_total";
 
 /// Registers descriptions for every metric this crate emits. Call once at start-up, after
 /// installing the recorder.
 pub fn describe_metrics() {
+    describe_counter!(
+        CACHE_LOOKUPS,
+        "Document fetches looked up in the in-memory cache (Redis backend), by outcome"
+    );
+    describe_gauge!(
+        CACHE_BYTES,
+        Unit::Bytes,
+        "Document bytes held in the in-memory cache"
+    );
+    describe_counter!(
+        PREWARMED,
+        "Documents loaded into the cache because a notifier announced a fan-out"
+    );
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests answered by the content tier, by route and status"

@@ -626,3 +626,69 @@ fn config_parses_with_humantime_and_rejects_unknown_fields() {
     };
     assert!(bad.validate().is_err());
 }
+
+/// Two content nodes sharing one Redis: one prewarms and serves from its cache, the other
+/// changes the document; the first never serves the old bytes after that.
+#[tokio::test]
+async fn prewarm_fills_the_cache_and_a_change_elsewhere_is_never_served_stale() {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let rc = RedisConfig {
+        urls: vec![redis().url()],
+        prefix: format!("shared{}", N.fetch_add(1, Ordering::Relaxed)),
+        ..RedisConfig::default()
+    };
+    let serving = ContentService::open_redis(&rc, config())
+        .await
+        .expect("open");
+    let writer = ContentService::open_redis(&rc, config())
+        .await
+        .expect("open");
+    let class = ProfileKey::class("acme", "Z100").expect("key");
+    writer
+        .put_document(&class, "fw.xml", "application/xml", xml("<v1/>"), None)
+        .await
+        .expect("put v1");
+    let keys = [class.clone(), device()];
+    assert_eq!(serving.prewarm(&keys).await.expect("prewarm"), 1);
+    assert_eq!(
+        serving.prewarm(&keys).await.expect("prewarm"),
+        0,
+        "already cached"
+    );
+    let doc = serving.get_document(&class, "fw.xml").await.expect("get");
+    assert_eq!(doc.expect("exists").bytes, xml("<v1/>"));
+
+    writer
+        .put_document(&class, "fw.xml", "application/xml", xml("<v2/>"), None)
+        .await
+        .expect("put v2");
+    let doc = serving.get_document(&class, "fw.xml").await.expect("get");
+    assert_eq!(
+        doc.expect("exists").bytes,
+        xml("<v2/>"),
+        "not the cached v1"
+    );
+    writer
+        .delete_document(&class, "fw.xml", None)
+        .await
+        .expect("delete");
+    assert!(
+        serving
+            .get_document(&class, "fw.xml")
+            .await
+            .expect("get")
+            .is_none(),
+        "a deleted document is gone, cached or not"
+    );
+}
+
+#[tokio::test]
+async fn prewarm_on_the_journal_backend_loads_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = open(dir.path());
+    let class = ProfileKey::class("acme", "Z100").expect("key");
+    svc.put_document(&class, "fw.xml", "application/xml", xml("<v1/>"), None)
+        .await
+        .expect("put");
+    assert_eq!(svc.prewarm(&[class]).await.expect("prewarm"), 0);
+}

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use metrics::{counter, gauge, histogram};
-use rand::RngExt;
 use sip_core::message;
 use sip_core::transaction::{
     ClientAction, ClientEvent, ClientId, ClientTransactions, ServerKey, ServerTransactions,
@@ -27,81 +26,14 @@ use tracing::{debug, info};
 use crate::Ctx;
 use crate::store::SubId;
 use crate::transport::Outbound;
+use crate::wire::{
+    EngineMsg, NotifyKind, Origin, OutNotify, Reply, overload_response, retry_after_in,
+};
 
 /// Capacity of the engine's inbound channel. At 20k messages/s this is about half a second of
 /// traffic: enough to ride out a scheduling hiccup, small enough that a saturated engine sheds
 /// (with 503) within a retransmission interval instead of queueing stale work.
 pub const ENGINE_QUEUE: usize = 8192;
-
-pub enum EngineMsg {
-    Inbound {
-        msg: rsip::SipMessage,
-        peer: Peer,
-        /// When the listener parsed it: the delay the shedding gate sees includes the wait
-        /// for the engine, not only the handler's.
-        received: Instant,
-    },
-    Reply(Reply),
-    Notify(OutNotify),
-}
-
-/// A handler's answer to a server transaction, plus the NOTIFY it causes, if any.
-pub struct Reply {
-    /// When the listener received the request (queueing delay, see [`DelayGate`]).
-    pub started: Instant,
-    pub key: ServerKey,
-    pub dest: Peer,
-    pub bytes: Bytes,
-    pub notify: Option<OutNotify>,
-}
-
-/// A NOTIFY ready for the wire. Its CSeq is already durable in the store.
-pub struct OutNotify {
-    pub sub: SubId,
-    pub peer: Peer,
-    pub branch: String,
-    pub bytes: Bytes,
-    /// Entity tag carried; recorded as confirmed when the subscriber answers 2xx.
-    pub etag: Option<String>,
-    /// The last NOTIFY of the dialog (`Subscription-State: terminated`).
-    pub terminal: bool,
-    pub kind: NotifyKind,
-    /// Who sent it, which decides what follows its outcome.
-    pub origin: Origin,
-    /// Its share of the in-flight budget, held until the transaction ends.
-    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-/// Where a NOTIFY comes from.
-#[derive(Debug)]
-pub enum Origin {
-    /// The NOTIFY answering a SUBSCRIBE, in the dialog's turn that the store gave with it.
-    Subscribe,
-    /// A pipeline want, in the turn its delivery took (priority it was queued at).
-    Pipeline(Box<crate::pipeline::Want>, crate::pipeline::Priority),
-    /// A terminated NOTIFY of a subscription already removed: no turn, nothing follows.
-    Terminal,
-}
-
-/// Why a NOTIFY is sent (metrics label and priority).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotifyKind {
-    Initial,
-    Refresh,
-    Change,
-    Terminate,
-}
-
-impl NotifyKind {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Initial => "initial",
-            Self::Refresh => "refresh",
-            Self::Change => "change",
-            Self::Terminate => "terminate",
-        }
-    }
-}
 
 /// The NOTIFY transaction of a dialog now in flight (its details are in `sent`).
 struct InFlight {
@@ -626,38 +558,6 @@ fn method_label(m: &rsip::Method) -> &'static str {
         rsip::Method::Cancel => "CANCEL",
         _ => "other",
     }
-}
-
-/// The `400` (or other 4xx/5xx) answer to a request that did not parse, and where to send
-/// it; `None` when the message cannot be answered (it is dropped and counted).
-pub fn bad_request_response(
-    e: &message::ParseError,
-    peer: Peer,
-) -> Option<(Bytes, std::net::SocketAddr)> {
-    let resp = e.error_response()?;
-    let mut req = e.request()?.clone();
-    sip_core::via::stamp_received(&mut req, peer.addr);
-    let dest = sip_core::via::response_destination(&req, peer);
-    Some((message::to_bytes(&resp.into()), dest))
-}
-
-/// A randomised `Retry-After` (5–20 s) for every 503: lockstep retries are how avalanches
-/// form.
-pub fn retry_after() -> rsip::Header {
-    retry_after_in(5, 20)
-}
-
-/// A `Retry-After` uniform in `lo..=hi` seconds.
-pub fn retry_after_in(lo: u32, hi: u32) -> rsip::Header {
-    let secs: u32 = rand::rng().random_range(lo..=hi);
-    rsip::Header::RetryAfter(rsip::headers::RetryAfter::from(secs.to_string()))
-}
-
-/// `503` with a randomised `Retry-After`.
-pub fn overload_response(req: &rsip::Request) -> Bytes {
-    let mut resp = message::response_for(req, 503, None, None);
-    resp.headers.push(retry_after());
-    message::to_bytes(&resp.into())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tracing::warn;
 use uaprof_api::Resolution;
 
 use crate::Ctx;
-use crate::engine::{EngineMsg, NotifyKind};
+use crate::wire::{EngineMsg, NotifyKind};
 
 /// Subscriptions ended per store call: bounds one write and one burst of NOTIFYs.
 const SWEEP_BATCH: usize = 1000;

@@ -98,11 +98,35 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
                 continue;
             }
         };
+        prewarm(&ctx, &jobs);
         if !record(&ctx, &jobs, &shutdown).await {
             return;
         }
         commit(&ctx, feed.as_mut(), seq, &shutdown).await;
     }
+}
+
+/// Tells the content tier which keys' documents the coming walks will make phones fetch, so
+/// it can load them before the first NOTIFY leaves. Advisory: it runs beside the walk and a
+/// failure only costs the cache misses it would have saved.
+fn prewarm(ctx: &Arc<Ctx>, jobs: &[FanoutJob]) {
+    let keys: Vec<ProfileKey> = jobs.iter().filter_map(|j| j.target.clone()).collect();
+    if keys.is_empty() {
+        return;
+    }
+    let resolver = Arc::clone(&ctx.resolver);
+    tokio::spawn(async move {
+        match resolver.prewarm(&keys).await {
+            Ok(loaded) => {
+                counter!("fanout_prewarm_total", "outcome" => "ok").increment(1);
+                debug!(keys = keys.len(), loaded, "content tier prewarmed");
+            }
+            Err(e) => {
+                counter!("fanout_prewarm_total", "outcome" => "error").increment(1);
+                debug!(%e, "prewarm failed");
+            }
+        }
+    });
 }
 
 /// One job per key: the highest version, and the effective-by of the change that set it.

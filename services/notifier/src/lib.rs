@@ -24,6 +24,8 @@ pub mod pipeline;
 pub mod store;
 pub mod subscribe;
 pub mod transport;
+pub mod want;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,9 +39,10 @@ use tracing::info;
 use uaprof_api::{ChangeSource, ContentResolver, CreditSource};
 
 pub use config::NotifierConfig;
-use engine::{ENGINE_QUEUE, Engine, EngineMsg};
+use engine::{ENGINE_QUEUE, Engine};
 use store::SubscriptionStore;
 use transport::Outbound;
+use wire::EngineMsg;
 
 /// Wall-clock source. Subscription expiry is wall-clock time (it must survive restarts and
 /// be shared by nodes); protocol timers use the monotonic clock inside the sans-IO core.

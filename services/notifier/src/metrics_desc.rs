@@ -72,6 +72,10 @@ pub fn describe() {
         "Subscriptions removed, by reason (unsubscribed, expired, replaced, notify_failed)"
     );
     describe_counter!(
+        "fanout_prewarm_total",
+        "Prewarm requests to the content tier for the keys of a batch of changes, by outcome"
+    );
+    describe_counter!(
         "fanout_changes_total",
         "Change events consumed from the change feed"
     );

@@ -14,8 +14,8 @@ use sip_core::transport::{Peer, Transport};
 use uaprof_api::Resolution;
 
 use crate::Ctx;
-use crate::engine::{NotifyKind, OutNotify};
 use crate::store::{PackageName, Subscription};
+use crate::wire::{NotifyKind, OutNotify};
 
 /// Max-Forwards on our NOTIFYs (RFC 3261 §8.1.1.6 recommends 70).
 const MAX_FORWARDS: u8 = 70;
@@ -164,9 +164,9 @@ pub async fn prepare(
         // The answer to a SUBSCRIBE holds the turn the store gave with it; a terminated
         // NOTIFY needs none. The pipeline marks its own.
         origin: if terminal {
-            crate::engine::Origin::Terminal
+            crate::wire::Origin::Terminal
         } else {
-            crate::engine::Origin::Subscribe
+            crate::wire::Origin::Subscribe
         },
         budget: None,
     }

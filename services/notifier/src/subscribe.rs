@@ -20,10 +20,10 @@ use uaprof_api::{ProfileKey, ProfileType, Resolution, ResolveRequest};
 
 use crate::Ctx;
 use crate::config::UnknownSubscriberPolicy;
-use crate::engine::{NotifyKind, OutNotify};
 use crate::notify;
 use crate::pipeline::{Priority, Want, Why};
 use crate::store::{PackageName, StoreError, SubId, Subscription, Turn};
+use crate::wire::{NotifyKind, OutNotify};
 
 /// A final non-2xx answer, with the headers it needs.
 pub struct Reject {
@@ -47,7 +47,7 @@ impl Reject {
     }
 
     fn unavailable(what: &str) -> Self {
-        Self::new(503, format!("{what} unavailable")).with(crate::engine::retry_after())
+        Self::new(503, format!("{what} unavailable")).with(crate::wire::retry_after())
     }
 
     /// The share of new subscriptions refused while first NOTIFYs queue for longer than
@@ -59,7 +59,7 @@ impl Reject {
         if full || (pressure > 0.0 && rand::random::<f64>() < pressure) {
             counter!("sip_shed_total", "reason" => "first_notify_queue").increment(1);
             return Some(
-                Self::new(503, "Busy provisioning other phones").with(crate::engine::retry_after()),
+                Self::new(503, "Busy provisioning other phones").with(crate::wire::retry_after()),
             );
         }
         None
@@ -384,8 +384,9 @@ async fn create(
         // is asked to come back later instead.
         if !has_credit(ctx, &resolution, None) {
             counter!("sip_shed_total", "reason" => "no_fetch_credit").increment(1);
-            return Err(Reject::new(503, "Busy provisioning other phones")
-                .with(crate::engine::retry_after()));
+            return Err(
+                Reject::new(503, "Busy provisioning other phones").with(crate::wire::retry_after())
+            );
         }
         return Ok(accepted(
             ctx,

@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::engine::EngineMsg;
+use crate::wire::EngineMsg;
 
 /// Outbound messages queued per TCP connection. A peer that does not read 256 messages is
 /// stuck; further messages to it are dropped (and counted) rather than buffered without end.
@@ -244,7 +244,7 @@ fn deliver(out: &Arc<Outbound>, raw: &[u8], peer: Peer) {
                     if let rsip::SipMessage::Request(req) = msg
                         && req.method != rsip::Method::Ack
                     {
-                        let resp = crate::engine::overload_response(&req);
+                        let resp = crate::wire::overload_response(&req);
                         let dest = sip_core::via::response_destination(&req, peer);
                         out.send(Peer { addr: dest, ..peer }, resp);
                     }
@@ -256,7 +256,7 @@ fn deliver(out: &Arc<Outbound>, raw: &[u8], peer: Peer) {
             counter!("sip_malformed_total", "transport" => transport_label(peer.transport))
                 .increment(1);
             debug!(from = %peer.addr, %e, "malformed SIP message");
-            if let Some((bytes, dest)) = crate::engine::bad_request_response(&e, peer) {
+            if let Some((bytes, dest)) = crate::wire::bad_request_response(&e, peer) {
                 out.send(Peer { addr: dest, ..peer }, bytes);
             }
         }

@@ -1,6 +1,6 @@
 //! One [`Want`] to one NOTIFY: the subscription's state when it leaves, in the dialog's turn.
 //!
-//! The engine reports how the NOTIFY ended (`crate::engine::Origin::Pipeline`), and the
+//! The engine reports how the NOTIFY ended (`crate::wire::Origin::Pipeline`), and the
 //! store-update worker ends the turn and queues what follows (a retry, a wanted NOTIFY).
 
 use std::time::{Duration, Instant};
@@ -12,8 +12,8 @@ use uaprof_api::{ResolveError, ResolveRequest};
 
 use super::{MAX_ATTEMPTS, Priority, Want, Why, backoff};
 use crate::Ctx;
-use crate::engine::{EngineMsg, NotifyKind, Origin};
 use crate::store::{StoreError, SubId, Turn};
+use crate::wire::{EngineMsg, NotifyKind, Origin};
 
 /// How soon to try again when another NOTIFY of the dialog is in flight: about a round trip.
 const TURN_RETRY: Duration = Duration::from_millis(250);

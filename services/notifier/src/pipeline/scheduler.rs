@@ -14,32 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// Queues in priority order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Priority {
-    /// The URL-bearing first NOTIFY of a new subscription (its bodiless one already left).
-    First = 0,
-    /// Change fan-out (and check-sync, later).
-    Change = 1,
-    /// Refreshes' deferred NOTIFYs and re-sends after a failure.
-    Background = 2,
-}
-
-impl Priority {
-    pub const ALL: [Priority; 3] = [Self::First, Self::Change, Self::Background];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::First => "first",
-            Self::Change => "change",
-            Self::Background => "background",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+pub use crate::want::Priority;
 
 /// Bounds of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
