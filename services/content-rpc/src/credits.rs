@@ -42,6 +42,7 @@ pub struct Broker {
     admission: Arc<FetchAdmission>,
     nodes: Mutex<HashMap<u64, Node>>,
     next_id: AtomicU64,
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for Broker {
@@ -57,6 +58,7 @@ impl Broker {
             admission,
             nodes: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            shutdown: shutdown.clone(),
         });
         tokio::spawn(Arc::clone(&broker).tick(shutdown));
         broker
@@ -84,7 +86,16 @@ impl Broker {
         metrics::gauge!(crate::telemetry::CREDIT_STREAMS).increment(1.0);
         let broker = Arc::clone(self);
         tokio::spawn(async move {
-            while let Some(Ok(d)) = demand.next().await {
+            loop {
+                // On shutdown the demand stream is dropped too, which ends the call for the
+                // client at once instead of leaving it half open until the drain grace.
+                let d = tokio::select! {
+                    _ = broker.shutdown.cancelled() => break,
+                    d = demand.next() => match d {
+                        Some(Ok(d)) => d,
+                        _ => break,
+                    },
+                };
                 if let Some(n) = broker.lock().get_mut(&id) {
                     n.demand = d.waiting;
                     if n.name.is_empty() {
@@ -105,7 +116,13 @@ impl Broker {
         let mut last = Instant::now();
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    // Dropping the senders ends every grant stream, so a server shutting
+                    // down is not held up by the notifiers' open streams (they reconnect to
+                    // another node, or fall back to their static rate).
+                    self.lock().clear();
+                    return;
+                }
                 _ = every.tick() => {}
             }
             let now = Instant::now();

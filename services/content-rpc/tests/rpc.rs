@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use content::{ContentConfig, ContentService, JournalOptions};
 use content_rpc::proto::content_tier_client::ContentTierClient;
-use content_rpc::{CONNECT_TIMEOUT, REQUEST_TIMEOUT, RemoteContent, RemoteFeed, proto};
+use content_rpc::{
+    CONNECT_TIMEOUT, REQUEST_TIMEOUT, RemoteContent, RemoteCredits, RemoteFeed, proto,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uaprof_api::{
-    ChangeSource, ContentResolver, FeedError, ProfileKey, ProfileType, ResolveError, ResolveRequest,
+    Accrual, ChangeSource, ContentResolver, CreditSource, FeedError, ProfileKey, ProfileType,
+    ResolveError, ResolveRequest,
 };
 
 /// Upper bound for any call against a dead tier: connect timeout plus request deadline, and
@@ -516,4 +519,59 @@ async fn endpoints_are_checked() {
 fn creating_a_client_outside_a_runtime_is_an_error_not_a_panic() {
     let err = RemoteContent::new("http://127.0.0.1:50051").expect_err("no runtime");
     assert!(err.contains("Tokio runtime"), "{err}");
+}
+
+/// Polls `check` every 50 ms until it holds, failing after `DEAD_TIER_BOUND`.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEAD_TIER_BOUND;
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn credits_are_split_across_nodes_and_fall_back_to_the_static_rate_when_lost() {
+    const FALLBACK: f64 = 7.0;
+    let tier = Tier::start_with(ContentConfig {
+        max_fetch_rate: Some(1000),
+        ..ContentConfig::default()
+    })
+    .await;
+    let stop = CancellationToken::new();
+    let a = RemoteCredits::start(tier.remote(), "a".into(), FALLBACK, stop.clone());
+    let b = RemoteCredits::start(tier.remote(), "b".into(), FALLBACK, stop.clone());
+    a.demand(500);
+    b.demand(500);
+    let granted = |c: &RemoteCredits| c.rate().is_some_and(|r| r != FALLBACK);
+    eventually("both nodes draw grants", || granted(&a) && granted(&b)).await;
+    // Both report their demand every tick; once the broker has seen both, the shares are
+    // even and together stay within what the ceiling grants.
+    eventually("the grant is split evenly", || {
+        let (ra, rb) = (a.rate().unwrap_or(0.0), b.rate().unwrap_or(0.0));
+        ra > 0.0 && rb > 0.0 && (ra - rb).abs() <= 0.1 * (ra + rb)
+    })
+    .await;
+    let total = a.rate().unwrap_or(0.0) + b.rate().unwrap_or(0.0);
+    assert!(
+        total <= 1000.0,
+        "granted {total}/s against a ceiling of 1000/s"
+    );
+    // Credits arrive, not only a rate.
+    let mut got = 0.0;
+    eventually("credits accrue", || {
+        if let Accrual::Credits(c) = a.accrue(Instant::now()) {
+            got += c;
+        }
+        got >= 1.0
+    })
+    .await;
+
+    // The tier goes away: each node falls back to its static budget and keeps going.
+    tier.stop().await;
+    eventually("the nodes fall back", || {
+        a.rate() == Some(FALLBACK) && b.rate() == Some(FALLBACK)
+    })
+    .await;
+    stop.cancel();
 }

@@ -218,6 +218,9 @@ impl Pipeline {
     }
 }
 
+/// How often the driver publishes queue gauges, credit demand and first-queue pressure.
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+
 /// Runs the driver until `shutdown`.
 pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     let Some(mut rx) = ctx
@@ -233,6 +236,9 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     let deliveries = Arc::new(Semaphore::new(ctx.config.fanout_concurrency));
     let freed = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
+    let mut published = Instant::now()
+        .checked_sub(PUBLISH_EVERY)
+        .unwrap_or_else(Instant::now);
     loop {
         let now = Instant::now();
         while let Ok(q) = rx.try_recv() {
@@ -265,7 +271,12 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                 freed.notify_one();
             });
         }
-        publish(&ctx, &sched, now);
+        // Gauges and the demand report are read every 100 ms; a storm runs this loop
+        // thousands of times a second.
+        if now.duration_since(published) >= PUBLISH_EVERY {
+            publish(&ctx, &sched, now);
+            published = now;
+        }
         let wait = if sched.wants_credit() {
             CREDIT_POLL
         } else {

@@ -66,6 +66,8 @@ struct Queue<T> {
     bounds: Bounds,
     ready: VecDeque<Item<T>>,
     later: BinaryHeap<Reverse<Later<T>>>,
+    /// Ready items that need a credit (kept as a count: the driver asks every round).
+    credit_ready: usize,
 }
 
 impl<T> Queue<T> {
@@ -79,6 +81,7 @@ impl<T> Queue<T> {
             let Some(Reverse(l)) = self.later.pop() else {
                 break;
             };
+            self.credit_ready += usize::from(l.needs_credit);
             self.ready.push_back(Item {
                 payload: l.payload,
                 needs_credit: l.needs_credit,
@@ -112,6 +115,7 @@ impl<T> Scheduler<T> {
                 bounds: b,
                 ready: VecDeque::new(),
                 later: BinaryHeap::new(),
+                credit_ready: 0,
             }),
             seq: 0,
         }
@@ -131,6 +135,7 @@ impl<T> Scheduler<T> {
             return Err(Full(payload));
         }
         if not_before <= now {
+            q.credit_ready += usize::from(needs_credit);
             q.ready.push_back(Item {
                 payload,
                 needs_credit,
@@ -168,6 +173,7 @@ impl<T> Scheduler<T> {
                 };
                 if item.needs_credit {
                     *credits -= 1.0;
+                    q.credit_ready -= 1;
                 }
                 out.push(Release {
                     priority: p,
@@ -205,10 +211,7 @@ impl<T> Scheduler<T> {
 
     /// Ready items of every queue that need a credit: the demand reported to the grantor.
     pub fn credit_demand(&self) -> usize {
-        self.queues
-            .iter()
-            .map(|q| q.ready.iter().filter(|i| i.needs_credit).count())
-            .sum()
+        self.queues.iter().map(|q| q.credit_ready).sum()
     }
 
     /// How long the oldest ready item of a queue has waited.
@@ -277,6 +280,30 @@ mod tests {
         assert_eq!(labels(s.poll(t0, 10, &mut credits)), ["c2", "b1"]);
         assert!(s.poll(t0, 10, &mut credits).is_empty());
         assert_eq!(credits, 95.0);
+    }
+
+    #[test]
+    fn credit_demand_counts_ready_items_needing_credit_as_they_come_and_go() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(1);
+        let mut s = Scheduler::new(bounds(10));
+        let mut credits = 0.0;
+        s.push(Priority::First, "now", true, t0, t0).expect("room");
+        s.push(Priority::Change, "soon", true, later, t0)
+            .expect("room");
+        s.push(Priority::Change, "free", false, t0, t0)
+            .expect("room");
+        assert_eq!(s.credit_demand(), 1, "the later one is not ready yet");
+        // "now" blocks the First queue; "free" leaves; "soon" becomes ready behind nothing
+        // that needs a credit in its queue, but there is no credit.
+        assert_eq!(labels(s.poll(later, 10, &mut credits)), ["free"]);
+        assert_eq!(s.credit_demand(), 2);
+        credits = 1.0;
+        assert_eq!(labels(s.poll(later, 10, &mut credits)), ["now"]);
+        assert_eq!(s.credit_demand(), 1);
+        credits = 5.0;
+        assert_eq!(labels(s.poll(later, 10, &mut credits)), ["soon"]);
+        assert_eq!(s.credit_demand(), 0);
     }
 
     #[test]
