@@ -39,16 +39,13 @@ fn open(dir: &Path) -> Arc<ContentService> {
     open_with(dir, config())
 }
 
-/// One Redis for the whole test binary; each service gets its own key prefix.
-fn redis() -> &'static RedisServer {
-    static REDIS: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
-    REDIS.get_or_init(RedisServer::start)
-}
-
-async fn open_redis() -> Arc<ContentService> {
+/// A service on `redis` under a key prefix of its own. (Each test starts its own Redis: one
+/// shared through a `static` would never be dropped, and its server would outlive the test
+/// binary.)
+async fn open_redis(redis: &RedisServer) -> Arc<ContentService> {
     static N: AtomicU32 = AtomicU32::new(0);
     let rc = RedisConfig {
-        urls: vec![redis().url()],
+        urls: vec![redis.url()],
         prefix: format!("t{}", N.fetch_add(1, Ordering::Relaxed)),
         ..RedisConfig::default()
     };
@@ -65,7 +62,8 @@ where
 {
     let dir = tempfile::tempdir().expect("tempdir");
     check(open(dir.path())).await;
-    check(open_redis().await).await;
+    let redis = RedisServer::start();
+    check(open_redis(&redis).await).await;
 }
 
 fn change(key: &ProfileKey, id: &str, version: Option<u64>, op: ChangeOp) -> Change {
@@ -631,10 +629,9 @@ fn config_parses_with_humantime_and_rejects_unknown_fields() {
 /// changes the document; the first never serves the old bytes after that.
 #[tokio::test]
 async fn prewarm_fills_the_cache_and_a_change_elsewhere_is_never_served_stale() {
-    static N: AtomicU32 = AtomicU32::new(0);
+    let redis = RedisServer::start();
     let rc = RedisConfig {
-        urls: vec![redis().url()],
-        prefix: format!("shared{}", N.fetch_add(1, Ordering::Relaxed)),
+        urls: vec![redis.url()],
         ..RedisConfig::default()
     };
     let serving = ContentService::open_redis(&rc, config())
