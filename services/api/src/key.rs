@@ -189,7 +189,10 @@ pub fn normalize_aor(raw: &str) -> Result<String, KeyError> {
     let decoded = percent_decode(raw).ok_or_else(bad)?;
     let mut s = decoded.trim().trim_start_matches('<').trim_end_matches('>');
     for scheme in ["sips:", "sip:"] {
-        if s.len() >= scheme.len() && s[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // `get`, not indexing: the prefix may end inside a multi-byte character.
+        if s.get(..scheme.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+        {
             s = &s[scheme.len()..];
             break;
         }
@@ -295,6 +298,21 @@ mod tests {
         );
         assert!(normalize_aor("example.com").is_err());
         assert!(normalize_aor("@example.com").is_err());
+    }
+
+    #[test]
+    fn a_multi_byte_character_where_the_scheme_would_end_is_an_error_not_a_panic() {
+        // "abcé@host": the 4th byte, where "sip:" would end, is inside "é". Found by review:
+        // `sip:abc%C3%A9@host` as a user Request-URI, or the same in a GET path.
+        for raw in [
+            "abc%C3%A9@host",
+            "abc\u{e9}@host",
+            "ab\u{e9}@host",
+            "\u{e9}\u{e9}\u{e9}@h",
+        ] {
+            assert!(normalize_aor(raw).is_err(), "{raw}");
+        }
+        assert!(ProfileKey::user("sip:abc%C3%A9@host").is_err());
     }
 
     #[test]
