@@ -1107,7 +1107,8 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
     }
     // On a stream Content-Length is mandatory (§20.14); without it nothing could be framed.
     let body = content_length.ok_or(ParseError::MissingHeader("Content-Length"))?;
-    let total = end + 4 + body;
+    // A Content-Length near usize::MAX must not wrap the sum into a small, "complete" frame.
+    let total = (end + 4).saturating_add(body);
     if total > MAX_MESSAGE_SIZE {
         return Err(ParseError::TooLarge(total));
     }
@@ -1118,6 +1119,21 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
 mod tests {
     use super::*;
     use rsip::message::HeadersExt;
+
+    #[test]
+    fn a_content_length_near_the_integer_limit_is_too_large_not_a_wrapped_frame() {
+        for cl in [usize::MAX.to_string(), (usize::MAX - 2).to_string()] {
+            let msg =
+                format!("OPTIONS sip:x@example.com SIP/2.0\r\nContent-Length: {cl}\r\n\r\nabc");
+            assert!(
+                matches!(
+                    stream_frame_len(msg.as_bytes()),
+                    Err(ParseError::TooLarge(_))
+                ),
+                "Content-Length {cl}"
+            );
+        }
+    }
 
     const SUBSCRIBE: &str = "SUBSCRIBE sip:00112233aabb@example.com SIP/2.0\r\n\
         Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK776;rport\r\n\
