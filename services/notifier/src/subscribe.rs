@@ -144,11 +144,7 @@ fn parse_request<'a>(ctx: &Ctx, req: &'a rsip::Request) -> Result<Request<'a>, R
         })?;
     let requested = match header(&req.headers, "Expires") {
         None => None,
-        Some(v) => Some(
-            v.trim()
-                .parse::<u32>()
-                .map_err(|_| Reject::new(400, "Invalid Expires"))?,
-        ),
+        Some(v) => Some(delta_seconds(v).ok_or_else(|| Reject::new(400, "Invalid Expires"))?),
     };
     let expires = ctx.config.expiry().grant(requested).map_err(|tb| {
         Reject::new(423, "Interval Too Brief").with(rsip::Header::MinExpires(
@@ -458,6 +454,16 @@ async fn create(
         NotifyKind::Initial,
     )
     .await)
+}
+
+/// RFC 3261 delta-seconds (digits only); a value beyond 2³²−1 is taken as 2³²−1 (§20.19
+/// via §25.1's rule for Retry-After and Expires), not refused.
+fn delta_seconds(v: &str) -> Option<u32> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse::<u32>().unwrap_or(u32::MAX))
 }
 
 /// Whether a NOTIFY of `resolution` may point the phone at documents now: nothing to

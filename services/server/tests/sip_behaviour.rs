@@ -655,3 +655,30 @@ fn effective_by_inline_bodies_and_reject_policy() {
     let (r, _) = unknown.subscribe(&Sub::default());
     assert_eq!(r.status(), Some(403), "{}", r.raw);
 }
+
+#[test]
+fn an_expires_beyond_32_bits_is_clamped_and_a_malformed_one_refused() {
+    let srv = Server::start(&[]);
+    let expires = |phone: &mut Phone, value: &str| {
+        let extra = format!("Expires: {value}\r\n");
+        let (resp, _) = phone.subscribe(&Sub {
+            expires: None,
+            extra: &extra,
+            ..Sub::default()
+        });
+        (resp.status(), resp.header("Expires").map(str::to_owned))
+    };
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000e5");
+    let (status, at_limit) = expires(&mut phone, "4294967295");
+    assert_eq!(status, Some(200));
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000e6");
+    assert_eq!(
+        expires(&mut phone, "99999999999999999999"),
+        (Some(200), at_limit),
+        "clamped to 2^32-1, then to the server's maximum"
+    );
+    for bad in ["-1", "12a", "1e3"] {
+        let mut phone = Phone::new(srv.udp, "MAC%3a0000000000e7");
+        assert_eq!(expires(&mut phone, bad).0, Some(400), "Expires: {bad}");
+    }
+}
