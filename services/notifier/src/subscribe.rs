@@ -14,7 +14,7 @@ use profile_event::event::{ALLOW_EVENTS, Package, ProfileEvent, parse_event};
 use profile_event::state::{SubState, TerminationReason};
 use rand::RngExt;
 use sip_core::dialog::Dialog;
-use sip_core::message::{self, header, header_params, headers_all};
+use sip_core::message::{self, has_header, header, header_params, headers_all};
 use sip_core::transport::Peer;
 use uaprof_api::{ProfileKey, ProfileType, Resolution, ResolveRequest};
 
@@ -152,11 +152,21 @@ fn parse_request<'a>(ctx: &Ctx, req: &'a rsip::Request) -> Result<Request<'a>, R
         ))
     })?;
     let accept_values: Vec<&str> = headers_all(&req.headers, "Accept").collect();
-    let accept = if accept_values.is_empty() && header(&req.headers, "Accept").is_none() {
+    let accept = if accept_values.is_empty() && !has_header(&req.headers, "Accept") {
         None
     } else {
         Some(accept_values.iter().map(|s| s.to_string()).collect())
     };
+    let not_acceptable = || {
+        Reject::new(406, "Not Acceptable").with(rsip::Header::Accept(rsip::headers::Accept::from(
+            "message/external-body, multipart/mixed",
+        )))
+    };
+    // RFC 3261 §20.1: an Accept header that is present but empty accepts no format at all
+    // (only an absent one means the package's default).
+    if accept.is_some() && accept_values.iter().all(|v| v.trim().is_empty()) {
+        return Err(not_acceptable());
+    }
     body_mode(&accept_values).map_err(|_| {
         Reject::new(406, "Not Acceptable").with(rsip::Header::Accept(rsip::headers::Accept::from(
             "message/external-body, multipart/mixed",

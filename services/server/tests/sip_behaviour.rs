@@ -682,3 +682,21 @@ fn an_expires_beyond_32_bits_is_clamped_and_a_malformed_one_refused() {
         assert_eq!(expires(&mut phone, bad).0, Some(400), "Expires: {bad}");
     }
 }
+
+#[test]
+fn an_empty_accept_header_accepts_nothing_while_an_absent_one_means_the_default() {
+    let srv = Server::start(&[]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000e8");
+    let (resp, _) = phone.subscribe(&Sub {
+        accept: None,
+        extra: "Accept: \r\n",
+        ..Sub::default()
+    });
+    assert_eq!(resp.status(), Some(406), "{}", resp.raw);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000e9");
+    let (resp, _) = phone.subscribe(&Sub {
+        accept: None,
+        ..Sub::default()
+    });
+    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+}

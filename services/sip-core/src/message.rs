@@ -659,6 +659,13 @@ pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
     headers_all(headers, name).next()
 }
 
+/// Whether header `name` is present at all, even with an empty value (which [`header`]
+/// skips): an empty `Accept` means something different from none.
+pub fn has_header(headers: &Headers, name: &str) -> bool {
+    let want = canonical_name(name);
+    headers.iter().any(|h| header_matches(h, want))
+}
+
 /// Every value of header `name` in message order. List headers are split at commas outside
 /// quotes and `<>`; empty elements are skipped.
 pub fn headers_all<'a>(headers: &'a Headers, name: &str) -> impl Iterator<Item = &'a str> {
