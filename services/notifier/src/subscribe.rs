@@ -123,6 +123,18 @@ struct Request<'a> {
 }
 
 fn parse_request<'a>(ctx: &Ctx, req: &'a rsip::Request) -> Result<Request<'a>, Reject> {
+    // RFC 3261 §8.2.2.3: this server supports no extension a request may require, so any
+    // option-tag in Require is refused with 420, listing the tags in Unsupported.
+    let required: Vec<&str> = headers_all(&req.headers, "Require")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if !required.is_empty() {
+        return Err(Reject::new(420, "Bad Extension").with(rsip::Header::Other(
+            "Unsupported".into(),
+            required.join(", "),
+        )));
+    }
     let Some(event) = header(&req.headers, "Event") else {
         return Err(Reject::new(400, "Missing Event header"));
     };

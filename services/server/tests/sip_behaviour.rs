@@ -700,3 +700,23 @@ fn an_empty_accept_header_accepts_nothing_while_an_absent_one_means_the_default(
     });
     assert_eq!(resp.status(), Some(200), "{}", resp.raw);
 }
+
+#[test]
+fn a_required_extension_is_refused_with_420_naming_it() {
+    let srv = Server::start(&[]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000ea");
+    let (resp, _) = phone.subscribe(&Sub {
+        extra: "Require: 100rel, foo\r\n",
+        ..Sub::default()
+    });
+    assert_eq!(resp.status(), Some(420), "{}", resp.raw);
+    assert_eq!(
+        resp.header("Unsupported"),
+        Some("100rel, foo"),
+        "{}",
+        resp.raw
+    );
+    // Nothing was created: the same phone subscribes normally afterwards.
+    let (resp, _) = phone.subscribe(&Sub::default());
+    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+}
