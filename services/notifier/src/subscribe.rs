@@ -85,6 +85,14 @@ pub async fn handle(ctx: &Ctx, req: &rsip::Request, peer: Peer) -> (Bytes, Optio
             notify,
         }) => {
             let mut resp = message::response_for(req, status, None, Some(&to_tag));
+            // RFC 3261 §12.1.1: a response that establishes a dialog copies every
+            // Record-Route of the request, in order (the proxies on the path learn that
+            // they stay on it). Harmless on a refresh, where the route set is already fixed.
+            for rr in req.headers.iter() {
+                if matches!(rr, rsip::Header::RecordRoute(_)) {
+                    resp.headers.push(rr.clone());
+                }
+            }
             resp.headers
                 .push(rsip::Header::Expires(rsip::headers::Expires::from(
                     expires.to_string(),

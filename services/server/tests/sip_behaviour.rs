@@ -720,3 +720,38 @@ fn a_required_extension_is_refused_with_420_naming_it() {
     let (resp, _) = phone.subscribe(&Sub::default());
     assert_eq!(resp.status(), Some(200), "{}", resp.raw);
 }
+
+#[test]
+fn the_200_to_subscribe_copies_record_route_in_order_and_notifies_follow_the_route() {
+    let srv = Server::start(&[]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000eb");
+    // The "proxy" is the phone's own address, so the NOTIFY routed through it arrives here.
+    let hop = format!("<sip:{};lr>", phone.local);
+    let extra = format!(
+        "Record-Route: {hop}, <sip:p2.invalid;lr;ftag=x>\r\nRecord-Route: <sip:p3.invalid;lr>\r\n"
+    );
+    let (resp, early) = phone.subscribe(&Sub {
+        extra: &extra,
+        ..Sub::default()
+    });
+    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+    let copied: Vec<&str> = resp.headers_named("Record-Route");
+    assert_eq!(
+        copied.join(", "),
+        format!("{hop}, <sip:p2.invalid;lr;ftag=x>, <sip:p3.invalid;lr>"),
+        "{}",
+        resp.raw
+    );
+    let notify = early
+        .into_iter()
+        .next()
+        .inspect(|m| phone.send(&m.response(200, "OK")))
+        .unwrap_or_else(|| phone.expect_notify(T, 200));
+    assert!(
+        notify
+            .header("Route")
+            .is_some_and(|r| r.contains(&phone.local.to_string())),
+        "the NOTIFY follows the route set: {}",
+        notify.raw
+    );
+}
