@@ -954,8 +954,9 @@ fn status_code(code: u16, reason: Option<&str>) -> StatusCode {
     }
 }
 
-/// A response to `req` per RFC 3261 §8.2.6: every Via in order, From, To (with `to_tag`
-/// added unless To already has a tag), Call-ID, CSeq, and `Content-Length: 0`. The reason
+/// A response to `req` per RFC 3261 §8.2.6: every Via in order, From, To (with `to_tag`, or
+/// a fresh tag when `None` and the status is not 100, added unless To already has a tag),
+/// Call-ID, CSeq, and `Content-Length: 0`. The reason
 /// phrase defaults to the standard one for `status`.
 ///
 /// Add further headers with `resp.headers.push(rsip::Header::...)` (for example
@@ -968,6 +969,16 @@ pub fn response_for(
     reason: Option<&str>,
     to_tag: Option<&str>,
 ) -> Response {
+    // §8.2.6.2: every response but 100 carries a To tag; one the caller does not choose
+    // (an error answer, which creates no dialog) is fresh.
+    let fresh;
+    let to_tag = match to_tag {
+        None if status != 100 => {
+            fresh = new_tag();
+            Some(fresh.as_str())
+        }
+        t => t,
+    };
     let mut vias = Vec::with_capacity(2);
     let (mut from, mut to, mut call_id, mut cseq) = (None, None, None, None);
     for h in req.headers.iter() {
@@ -1458,6 +1469,21 @@ mod tests {
             let bytes = response_to_bytes(&resp);
             assert!(bytes.starts_with(line.as_bytes()), "{code}: {bytes:?}");
         }
+    }
+
+    #[test]
+    fn every_response_but_100_gets_a_to_tag() {
+        let r = req(SUBSCRIBE);
+        let tag = |resp: &Response| {
+            header(&resp.headers, "To")
+                .and_then(tag_of)
+                .map(str::to_owned)
+        };
+        let a = tag(&response_for(&r, 503, None, None)).expect("503 has a To tag");
+        let b = tag(&response_for(&r, 400, Some("Bad"), None)).expect("400 has a To tag");
+        assert_ne!(a, b, "fresh tags");
+        assert!(a.len() >= 8, "at least 32 random bits: {a}");
+        assert_eq!(tag(&response_for(&r, 100, None, None)), None);
     }
 
     #[test]
