@@ -60,9 +60,8 @@ impl ParseError {
     }
 
     /// The response to send back for an answerable error (`400 Bad CSeq`, `501 Not
-    /// Implemented`, `505 Version Not Supported`, ...). Error responses to requests that
-    /// never entered a transaction carry no To tag (RFC 3261 §8.2.6.2 only requires one once
-    /// a dialog could exist).
+    /// Implemented`, `505 Version Not Supported`, ...), with a fresh To tag like every
+    /// response but 100 (RFC 3261 §8.2.6.2).
     pub fn error_response(&self) -> Option<Response> {
         match self {
             Self::Invalid {
