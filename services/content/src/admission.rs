@@ -38,7 +38,7 @@ const GATE_DEPTH_SECONDS: f64 = 5.0;
 /// the ceiling absorbs that, so that paced phones are not refused.
 const HEADROOM: f64 = 0.85;
 
-/// A token bucket: `rate` per second, at most a second's worth held.
+/// A token bucket: `rate` per second, at most [`GATE_DEPTH_SECONDS`] of it held.
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
