@@ -66,6 +66,28 @@ pub struct NotifierConfig {
     pub max_inflight_bytes: usize,
     /// Subscriptions read from the index per page during fan-out.
     pub fanout_page: usize,
+    /// Send NOTIFYs to private, loopback and link-local addresses other than the
+    /// subscriber's own host (a proxy in the Record-Route on a private LAN). Off, only the
+    /// source host of the SUBSCRIBE and public addresses are sent to, so a forged SUBSCRIBE
+    /// cannot aim NOTIFYs into the operator's own network.
+    pub allow_private_targets: bool,
+    /// The largest NOTIFY sent over UDP, in bytes (RFC 3261 §18.1.1: 1300). A larger one
+    /// points at its documents instead of inlining them when the subscriber accepts
+    /// `message/external-body`, and otherwise goes over TCP to the subscriber's host. `0`
+    /// sends every size over UDP (for UDP-only fleets on networks that pass fragments).
+    pub udp_max_notify_bytes: usize,
+    /// New SUBSCRIBEs per second admitted from one source host (beyond it: 503 with
+    /// Retry-After); `0` admits all. Size it for the largest group of phones behind one
+    /// address, or list such addresses in `source_exempt`.
+    pub source_rate: f64,
+    /// Burst of new SUBSCRIBEs one source host may send at once.
+    pub source_burst: f64,
+    /// Addresses or prefixes (`10.0.0.0/8`, `2001:db8::/32`) the per-source rate does not
+    /// apply to: the carrier's SBCs and NATs.
+    pub source_exempt: Vec<String>,
+    /// Server transactions held at once (each lives Timer J, 32 s over UDP, after its
+    /// answer); beyond this, new requests get 503 without state.
+    pub max_server_transactions: usize,
     /// RFC 3261 T1 (round-trip estimate).
     #[serde(with = "humantime_serde")]
     pub t1: Duration,
@@ -106,6 +128,16 @@ impl Default for NotifierConfig {
             credit_fallback_rate: 200.0,
             pace_fetches: true,
             fanout_page: 1000,
+            allow_private_targets: false,
+            udp_max_notify_bytes: 1300,
+            // A building of 2,000 phones behind one NAT powering up within a minute.
+            source_rate: 50.0,
+            source_burst: 500.0,
+            // Loopback sources are this host's own processes (a co-located SBC, tools): the
+            // kernel drops loopback-sourced packets arriving from outside.
+            source_exempt: vec!["127.0.0.0/8".into(), "::1".into()],
+            // 20k requests/s for Timer J's 32 s, with room.
+            max_server_transactions: 1_000_000,
             t1: t.t1,
             t2: t.t2,
             t4: t.t4,
@@ -130,6 +162,16 @@ impl NotifierConfig {
         }
     }
 
+    /// `source_exempt`, parsed.
+    pub fn source_exempt_prefixes(&self) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
+        self.source_exempt
+            .iter()
+            .map(|p| {
+                crate::limits::parse_prefix(p).map_err(|e| format!("notifier: source_exempt: {e}"))
+            })
+            .collect()
+    }
+
     /// Checks the values a file or flag can get wrong; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.expires_min <= self.expires_default && self.expires_default <= self.expires_max) {
@@ -147,6 +189,13 @@ impl NotifierConfig {
         if !(self.credit_fallback_rate.is_finite() && self.credit_fallback_rate > 0.0) {
             return Err("notifier: credit_fallback_rate must be a positive number".into());
         }
+        if !(self.source_rate.is_finite() && self.source_rate >= 0.0) {
+            return Err("notifier: source_rate must be 0 (off) or a positive number".into());
+        }
+        if !(self.source_burst.is_finite() && self.source_burst >= 1.0) {
+            return Err("notifier: source_burst must be at least 1".into());
+        }
+        self.source_exempt_prefixes()?;
         if self.shed_delay.is_zero() {
             return Err("notifier: shed_delay must be positive".into());
         }
@@ -162,6 +211,7 @@ impl NotifierConfig {
             ("fanout_concurrency", self.fanout_concurrency),
             ("fanout_page", self.fanout_page),
             ("max_inflight_bytes / 1024", self.max_inflight_bytes / 1024),
+            ("max_server_transactions", self.max_server_transactions),
         ] {
             if v == 0 {
                 return Err(format!("notifier: {name} must be positive"));

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::Ctx;
+use crate::limits::SourceBuckets;
 use crate::store::SubId;
 use crate::transport::Outbound;
 use crate::wire::{
@@ -65,6 +66,7 @@ pub struct Engine {
     handlers: Arc<Semaphore>,
     max_handlers: usize,
     gate: DelayGate,
+    sources: SourceBuckets,
     updates: Option<mpsc::Sender<StoreUpdate>>,
 }
 
@@ -198,19 +200,24 @@ impl Engine {
         timers: Timers,
     ) -> Self {
         let max_handlers = ctx.config.max_pending_requests;
+        let max_server_transactions = ctx.config.max_server_transactions;
         let gate = DelayGate::new(ctx.config.shed_delay, Instant::now());
+        // Validated with the config; a bad prefix cannot reach here.
+        let exempt = ctx.config.source_exempt_prefixes().unwrap_or_default();
+        let sources = SourceBuckets::new(ctx.config.source_rate, ctx.config.source_burst, exempt);
         Self {
             ctx,
             out,
             rx,
             tx,
-            server: ServerTransactions::new(timers),
+            server: ServerTransactions::with_limit(timers, max_server_transactions),
             client: ClientTransactions::new(timers),
             sent: HashMap::new(),
             inflight: HashMap::new(),
             handlers: Arc::new(Semaphore::new(max_handlers)),
             max_handlers,
             gate,
+            sources,
             updates: None,
         }
     }
@@ -337,6 +344,14 @@ impl Engine {
                 );
                 return;
             }
+            ServerVerdict::Full => {
+                counter!("sip_shed_total", "reason" => "transaction_table_full").increment(1);
+                let dest = Peer {
+                    addr: sip_core::via::response_destination(&req, peer),
+                    ..peer
+                };
+                return self.out.send(dest, overload_response(&req));
+            }
             _ => return,
         };
         let dest = Peer {
@@ -347,6 +362,12 @@ impl Engine {
         match method {
             rsip::Method::Subscribe => {
                 if draining {
+                    let bytes = overload_response(&req);
+                    return self.reply_now(key, dest, bytes);
+                }
+                // New dialogs only: a refresh belongs to a subscription already admitted.
+                if !has_to_tag(&req) && !self.sources.admit(peer.addr.ip(), now) {
+                    counter!("sip_shed_total", "reason" => "source_rate").increment(1);
                     let bytes = overload_response(&req);
                     return self.reply_now(key, dest, bytes);
                 }
@@ -548,6 +569,10 @@ impl Engine {
             retry,
         });
     }
+}
+
+fn has_to_tag(req: &rsip::Request) -> bool {
+    sip_core::dialog::dialog_id_of(req).is_some()
 }
 
 fn method_label(m: &rsip::Method) -> &'static str {

@@ -18,11 +18,13 @@ pub mod config;
 pub mod engine;
 pub mod expiry;
 pub mod fanout;
+pub mod limits;
 pub mod metrics_desc;
 pub mod notify;
 pub mod pipeline;
 pub mod store;
 pub mod subscribe;
+pub mod target;
 pub mod transport;
 pub mod want;
 pub mod wire;
@@ -97,6 +99,8 @@ pub struct Ctx {
     /// In-flight NOTIFY memory, in KiB: a delivery holds its NOTIFY's size until the
     /// transaction ends.
     pub inflight_budget: Arc<tokio::sync::Semaphore>,
+    /// Next-hop names of route sets, resolved and cached.
+    pub dns: target::DnsCache,
 }
 
 /// Sockets bound before `run`, so callers can print the real addresses (port 0 in tests).
@@ -203,6 +207,7 @@ pub async fn run(
         inflight_budget: Arc::new(tokio::sync::Semaphore::new(
             config.max_inflight_bytes / 1024,
         )),
+        dns: target::DnsCache::default(),
     });
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -1,9 +1,10 @@
 //! Building a NOTIFY for a stored subscription: where it goes and what it says.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::Bytes;
+use metrics::counter;
 use profile_event::accept::{BodyMode, body_mode};
 use profile_event::body::build_body;
 use profile_event::event::{Package, notify_event_header};
@@ -15,6 +16,7 @@ use uaprof_api::Resolution;
 
 use crate::Ctx;
 use crate::store::{PackageName, Subscription};
+use crate::target::{self, TargetError};
 use crate::wire::{NotifyKind, OutNotify};
 
 /// Max-Forwards on our NOTIFYs (RFC 3261 §8.1.1.6 recommends 70).
@@ -23,8 +25,23 @@ const MAX_FORWARDS: u8 = 70;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NotifyError {
+    /// The dialog's next hop is not a SIP URI we can send to.
     #[error("cannot route NOTIFY to {0}")]
     Unroutable(String),
+    /// A `sips:` URI or `transport=tls` next hop for a dialog not on TLS.
+    #[error("{0} needs TLS, and this dialog's flow is not TLS")]
+    NeedsTls(String),
+    /// A resolution or address-policy failure (see [`crate::target`]).
+    #[error(transparent)]
+    Target(#[from] TargetError),
+}
+
+impl NotifyError {
+    /// Whether trying again later may succeed (a DNS failure), as opposed to a next hop
+    /// that is wrong or forbidden for good.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Target(TargetError::Unresolved(_)))
+    }
 }
 
 /// Where a NOTIFY of a subscription goes: the dialog's Request-URI and Route set, and the
@@ -32,45 +49,52 @@ pub enum NotifyError {
 pub struct Route {
     pub target: RequestTarget,
     pub peer: Peer,
+    /// Where the NOTIFY goes over TCP instead when it is too large for UDP (RFC 3261
+    /// §18.1.1): the same next hop, or with no route set the source host at the Contact's
+    /// port.
+    pub stream: SocketAddr,
 }
 
-/// Resolves where a NOTIFY of `sub` goes. Stream subscribers behind NAT cannot be dialled
-/// back, so with no route set a NOTIFY reuses the SUBSCRIBE's flow (RFC 5626 §5.3 behaviour).
+/// Resolves where a NOTIFY of `sub` goes.
+///
+/// With no route set a NOTIFY goes back where the SUBSCRIBE came from: over a stream, its
+/// flow (phones behind NAT cannot be dialled back, RFC 5626 §5.3); over UDP, the packet's
+/// source, never a Contact naming some other host (that would let a forged SUBSCRIBE aim
+/// NOTIFYs at a third party). A route set's first hop must pass [`target::check`].
 pub async fn route(ctx: &Ctx, sub: &Subscription) -> Result<Route, NotifyError> {
-    let target = sub.dialog.target();
-    let peer = destination(ctx, sub, &target).await?;
-    Ok(Route { target, peer })
-}
-
-async fn destination(
-    ctx: &Ctx,
-    sub: &Subscription,
-    t: &RequestTarget,
-) -> Result<Peer, NotifyError> {
+    let t = sub.dialog.target();
     let unroutable = || NotifyError::Unroutable(t.next_hop.clone());
     let (transport, host, port) =
         sip_core::dialog::next_hop(&t.next_hop, sub.transport).map_err(|_| unroutable())?;
+    if transport == Transport::Tls && sub.transport != Transport::Tls {
+        // A sips: URI or transport=tls: this server has no TLS client, and sending such a
+        // NOTIFY over a clear transport is forbidden (RFC 3261 §26.2.2).
+        return Err(NotifyError::NeedsTls(t.next_hop.clone()));
+    }
+    if t.routes.is_empty() {
+        let peer = Peer {
+            transport: sub.transport,
+            addr: sub.source,
+        };
+        let stream = SocketAddr::new(sub.source.ip(), port);
+        return Ok(Route {
+            target: t,
+            peer,
+            stream,
+        });
+    }
     let transport = if transport == Transport::Udp && ctx.local.udp.is_none() {
         Transport::Tcp
     } else {
         transport
     };
-    if sub.transport.is_reliable() && t.routes.is_empty() {
-        return Ok(Peer {
-            transport: sub.transport,
-            addr: sub.source,
-        });
-    }
-    let host_trim = host.trim_start_matches('[').trim_end_matches(']');
-    let addr = match host_trim.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port),
-        Err(_) => tokio::net::lookup_host((host_trim, port))
-            .await
-            .ok()
-            .and_then(|mut it| it.next())
-            .ok_or_else(unroutable)?,
-    };
-    Ok(Peer { transport, addr })
+    let addr = ctx.dns.resolve(&host, port).await?;
+    target::check(addr, sub.source, ctx.config.allow_private_targets)?;
+    Ok(Route {
+        target: t,
+        peer: Peer { transport, addr },
+        stream: addr,
+    })
 }
 
 /// Builds a NOTIFY for `sub` along `route`, with the given CSeq (already allocated durably).
@@ -112,12 +136,14 @@ pub async fn prepare(
         }
     }
     let now_unix = ctx.clock.now_ms() / 1000;
-    let body = build_body(
-        &resolution.documents,
-        &mode,
-        &|d| inline.get(&(d.owner.to_string(), d.name.clone())).cloned(),
-        now_unix,
-    );
+    let body_in = |mode: &BodyMode| {
+        build_body(
+            &resolution.documents,
+            mode,
+            &|d| inline.get(&(d.owner.to_string(), d.name.clone())).cloned(),
+            now_unix,
+        )
+    };
     let package = match sub.package {
         PackageName::UaProfile => Package::UaProfile,
         PackageName::SipProfile => Package::SipProfile,
@@ -132,27 +158,50 @@ pub async fn prepare(
     let d = &sub.dialog;
     let from = format!("<{}>;tag={}", d.local_uri, d.local_tag);
     let to = format!("<{}>;tag={}", d.remote_uri, d.remote_tag);
-    let contact = ctx.local.contact(peer.transport);
     let etag = resolution.entity_tag();
     let terminal = matches!(state, SubState::Terminated { .. });
-    let bytes = build_notify(&NotifyParams {
-        request_uri: &t.request_uri,
-        routes: &t.routes,
-        via_transport: peer.transport.via_token(),
-        via_sent_by: ctx.local.sent_by(peer.transport),
-        branch: &branch,
-        from: &from,
-        to: &to,
-        call_id: &d.call_id,
-        cseq,
-        contact: &contact,
-        event: &event,
-        state: &state,
-        etag: &etag,
-        body: body.as_ref(),
-        max_forwards: MAX_FORWARDS,
-        user_agent: None,
-    });
+    let build = |peer: Peer, body: Option<&profile_event::body::NotifyBody>| {
+        let contact = ctx.local.contact(peer.transport);
+        build_notify(&NotifyParams {
+            request_uri: &t.request_uri,
+            routes: &t.routes,
+            via_transport: peer.transport.via_token(),
+            via_sent_by: ctx.local.sent_by(peer.transport),
+            branch: &branch,
+            from: &from,
+            to: &to,
+            call_id: &d.call_id,
+            cseq,
+            contact: &contact,
+            event: &event,
+            state: &state,
+            etag: &etag,
+            body,
+            max_forwards: MAX_FORWARDS,
+            user_agent: None,
+        })
+    };
+    let mut body = body_in(&mode);
+    let mut bytes = build(peer, body.as_ref());
+    let mut peer = peer;
+    let limit = ctx.config.udp_max_notify_bytes;
+    if peer.transport == Transport::Udp && limit > 0 && bytes.len() > limit {
+        // RFC 3261 §18.1.1: a request over 1300 bytes goes over a congestion-controlled
+        // transport. Pointing at the documents is the smaller change when the subscriber
+        // takes that; what is still too large goes over TCP.
+        if matches!(mode, BodyMode::Inline(_)) && accepts_external_body(&accept) {
+            body = body_in(&BodyMode::ExternalBody { multipart: true });
+            bytes = build(peer, body.as_ref());
+        }
+        if bytes.len() > limit {
+            counter!("notify_udp_oversize_total").increment(1);
+            peer = Peer {
+                transport: Transport::Tcp,
+                addr: route.stream,
+            };
+            bytes = build(peer, body.as_ref());
+        }
+    }
     OutNotify {
         sub: sub.id,
         peer,
@@ -170,4 +219,12 @@ pub async fn prepare(
         },
         budget: None,
     }
+}
+
+fn accepts_external_body(accept: &[&str]) -> bool {
+    accept.iter().any(|a| {
+        a.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("message/external-body"))
+    })
 }

@@ -394,9 +394,12 @@ async fn create(
         depends_on: Vec::new(),
     };
     // Refuse an unroutable Contact now, not after promising NOTIFYs we cannot deliver.
-    let route = notify::route(ctx, &sub)
-        .await
-        .map_err(|e| Reject::new(400, format!("Bad Contact: {e}")))?;
+    let route = notify::route(ctx, &sub).await.map_err(|e| match e {
+        _ if e.is_transient() => Reject::new(503, format!("Cannot route NOTIFYs now: {e}"))
+            .with(crate::wire::retry_after()),
+        notify::NotifyError::Target(_) => Reject::new(403, format!("Forbidden: {e}")),
+        _ => Reject::new(400, format!("Bad Contact: {e}")),
+    })?;
     let resolution = resolve(ctx, &resolve_request(&sub)).await?;
     if !resolution.known && ctx.config.unknown_subscriber == UnknownSubscriberPolicy::Reject {
         return Err(Reject::new(403, "Unknown subscriber"));

@@ -13,12 +13,14 @@ const LAYERS: &[&str] = &[
     "store",
     "want",
     "wire",
+    "target",
     "notify",
     "pipeline",
     "fanout",
     "expiry",
     "subscribe",
     "transport",
+    "limits",
     "engine",
 ];
 

@@ -155,6 +155,9 @@ pub enum ServerVerdict {
     /// through [`ServerTransactions::respond`] with this key; handling it would create the
     /// dialog twice.
     Merged(ServerKey),
+    /// A new request while the table holds its limit of transactions
+    /// ([`ServerTransactions::with_limit`]): answer `503` statelessly, keep nothing.
+    Full,
 }
 
 /// What identifies a dialog-creating request apart from its branch: From tag, Call-ID, CSeq
@@ -192,7 +195,7 @@ struct ServerTxn {
 }
 
 /// The server transaction table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServerTransactions {
     timers: Timers,
     txns: HashMap<ServerKey, ServerTxn>,
@@ -200,13 +203,30 @@ pub struct ServerTransactions {
     queue: VecDeque<(Instant, ServerKey)>,
     /// Live dialog-creating transactions by [`MergeKey`], to detect merged requests.
     merges: HashMap<MergeKey, ServerKey>,
+    /// Most transactions held at once (`usize::MAX` by default).
+    limit: usize,
+}
+
+impl Default for ServerTransactions {
+    fn default() -> Self {
+        Self::new(Timers::default())
+    }
 }
 
 impl ServerTransactions {
     pub fn new(timers: Timers) -> Self {
+        Self::with_limit(timers, usize::MAX)
+    }
+
+    /// A table that holds at most `limit` transactions: a flood of distinct requests costs
+    /// bounded memory, and what exceeds it is answered without state.
+    pub fn with_limit(timers: Timers, limit: usize) -> Self {
         Self {
             timers,
-            ..Self::default()
+            txns: HashMap::new(),
+            queue: VecDeque::new(),
+            merges: HashMap::new(),
+            limit,
         }
     }
 
@@ -224,6 +244,9 @@ impl ServerTransactions {
                 },
                 None => ServerVerdict::Absorbed,
             };
+        }
+        if self.txns.len() >= self.limit {
+            return ServerVerdict::Full;
         }
         let merge = MergeKey::of(req);
         let merged = merge
@@ -780,6 +803,30 @@ mod tests {
         s.handle_timeout(secs(t0, 100.0));
         assert_eq!(s.len(), 0);
         assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_requests_but_still_matches_retransmissions() {
+        let t0 = Instant::now();
+        let mut s = ServerTransactions::with_limit(Timers::default(), 2);
+        let p = peer(Transport::Udp);
+        let a = request("z9hG4bKfa", "SUBSCRIBE");
+        assert!(matches!(s.on_request(&a, p, t0), ServerVerdict::New(_)));
+        assert!(matches!(
+            s.on_request(&request("z9hG4bKfb", "SUBSCRIBE"), p, t0),
+            ServerVerdict::New(_)
+        ));
+        assert_eq!(
+            s.on_request(&request("z9hG4bKfc", "SUBSCRIBE"), p, t0),
+            ServerVerdict::Full
+        );
+        assert_eq!(s.len(), 2, "a refused request leaves no state");
+        assert_eq!(s.on_request(&a, p, t0), ServerVerdict::Absorbed);
+        s.handle_timeout(secs(t0, 100.0));
+        assert!(matches!(
+            s.on_request(&request("z9hG4bKfc", "SUBSCRIBE"), p, secs(t0, 100.0)),
+            ServerVerdict::New(_)
+        ));
     }
 
     #[test]

@@ -93,6 +93,18 @@ pub(crate) async fn deliver(ctx: &Ctx, mut want: Want, priority: Priority, credi
     }
     let route = match crate::notify::route(ctx, &sub).await {
         Ok(r) => r,
+        Err(e) if e.is_transient() => {
+            // A DNS failure says nothing about the subscriber: try again later, and leave
+            // the subscription to expire if it never resolves again.
+            refund(ctx);
+            if want.attempt >= MAX_ATTEMPTS {
+                warn!(sub = %id, error = %e, "next hop does not resolve; giving up on this NOTIFY");
+                return count(want.why, "gave_up");
+            }
+            debug!(sub = %id, error = %e, "next hop does not resolve; retrying");
+            let delay = backoff(want.attempt);
+            return again(ctx, want, priority, credited, delay).await;
+        }
         Err(e) => {
             refund(ctx);
             warn!(%e, sub = %id, "unroutable subscriber; removing");
