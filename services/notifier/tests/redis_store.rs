@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use notifier::store::contract::{run_all, sample};
+use notifier::store::contract::{run_all, sample, sample_id};
 use notifier::store::redis::{PARTITIONS, RedisConfig, RedisStore};
 use notifier::store::{StoreError, SubId, SubscriptionStore, Turn};
 use testkit::{RedisCluster, RedisServer};
@@ -54,7 +54,8 @@ async fn contract_on_redis_cluster() {
         async move { sole_node(&c).await }
     })
     .await;
-    // The partitions really are spread over the masters.
+    // The partitions really are spread over the masters: lease keys, and the subscription
+    // records themselves (each master holds a fair part of them, not one master nearly all).
     let keys: Vec<String> = cluster
         .ports()
         .iter()
@@ -64,6 +65,33 @@ async fn contract_on_redis_cluster() {
         keys.iter()
             .all(|k| k.trim().parse::<u64>().unwrap_or(0) > 0),
         "some master holds no keys: {keys:?}"
+    );
+    let records: Vec<u64> = cluster
+        .ports()
+        .iter()
+        .map(|p| {
+            testkit::redis_cli(*p, &["KEYS", "*:h:*"])
+                .lines()
+                .filter(|k| !k.is_empty())
+                .map(|k| {
+                    testkit::redis_cli(*p, &["HLEN", k])
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap_or(0)
+                })
+                .sum()
+        })
+        .collect();
+    let total: u64 = records.iter().sum();
+    assert!(
+        total > 200,
+        "too few records to judge the spread: {records:?}"
+    );
+    // A fair share is a third; a sixth leaves room for chance, not for a layout that puts
+    // every record in one slot.
+    assert!(
+        records.iter().all(|n| *n * 6 >= total),
+        "subscription records are not spread over the masters: {records:?}"
     );
 }
 
@@ -266,5 +294,5 @@ async fn redis_outage_is_unavailable_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(last.is_none(), "store did not recover: {last:?}");
-    assert!(store.get(SubId(3)).await.expect("get").is_some());
+    assert!(store.get(sample_id(3)).await.expect("get").is_some());
 }

@@ -267,7 +267,7 @@ pub fn expand(b: &[u8]) -> Option<String> {
     })
 }
 
-fn type_byte(t: ProfileType) -> u8 {
+pub fn type_byte(t: ProfileType) -> u8 {
     match t {
         ProfileType::Device => 0,
         ProfileType::User => 1,

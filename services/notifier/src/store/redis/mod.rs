@@ -13,6 +13,14 @@
 //! intset. A per-key hint set (`{prefix}:x:{key}`) lists the partitions holding explicit
 //! entries for that key, so a change looks only where its subscribers are.
 //!
+//! # Replacement
+//! A subscription with a `+sip.instance` displaces the holder of the same (instance, profile
+//! type) anywhere in the store, as the embedded store does: a registry hash in the bucket the
+//! pair hashes to names the holder. An insert stores the record first, then claims the pair
+//! (learning the previous holder) and removes the previous holder; removal and expiry clear
+//! the claim. A node dying between the insert and the claim leaves the old holder in place
+//! (the phone's retry replaces it) and an unclaimed copy that expires by itself.
+//!
 //! # Ownership
 //! Any node accepts any SUBSCRIBE. The timed duties — expiry and change fan-out — belong to
 //! the partition's lease holder. Nodes heartbeat into a registry; each computes the same
@@ -562,7 +570,7 @@ impl SubscriptionStore for RedisStore {
         let (part, b, hash) = self.locate(sub.id);
         let (_, until) = turn_times();
         let mut c = self.conn.clone();
-        let r: Result<Vec<Vec<u8>>, _> = scripts::INSERT
+        let r: Result<i64, _> = scripts::INSERT
             .key(hash)
             .arg(part)
             .arg(b)
@@ -573,11 +581,23 @@ impl SubscriptionStore for RedisStore {
             .invoke_async(&mut c)
             .await;
         match r {
-            Ok(replaced) => Ok(Upserted {
-                replaced: Self::decode_pairs(replaced)?,
-            }),
-            Err(e) if is_script_error(&e, "CONFLICT") => Err(StoreError::Conflict(sub.id)),
-            Err(e) => Err(map_err(e)),
+            Ok(_) => {}
+            Err(e) if is_script_error(&e, "CONFLICT") => return Err(StoreError::Conflict(sub.id)),
+            Err(e) => return Err(map_err(e)),
+        }
+        let Some(instance) = &sub.instance else {
+            return Ok(Upserted::default());
+        };
+        match self.replace_instance(&sub, instance).await {
+            Ok(replaced) => Ok(Upserted { replaced }),
+            Err(e) => {
+                // Not accepted after all: the caller answers an error, and the phone's retry
+                // must not find this copy as a second subscription of the instance.
+                if let Err(undo) = self.remove(sub.id).await {
+                    warn!(%undo, id = %sub.id, "cannot undo an insert; it expires by itself");
+                }
+                Err(e)
+            }
         }
     }
 
@@ -616,17 +636,11 @@ impl SubscriptionStore for RedisStore {
     }
 
     async fn remove(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
-        let (part, b, hash) = self.locate(id);
-        let mut c = self.conn.clone();
-        let rec: Option<Vec<u8>> = scripts::REMOVE
-            .key(hash)
-            .arg(part)
-            .arg(b)
-            .arg(id.0)
-            .invoke_async(&mut c)
-            .await
-            .map_err(map_err)?;
-        rec.map(|r| decode(id, &r)).transpose()
+        let removed = self.remove_record(id).await?;
+        if let Some(sub) = &removed {
+            self.unclaim(sub).await;
+        }
+        Ok(removed)
     }
 
     async fn begin_notify(
@@ -725,7 +739,13 @@ impl SubscriptionStore for RedisStore {
                 .invoke_async(&mut c)
                 .await;
             match r {
-                Ok(pairs) => out.extend(Self::decode_pairs(pairs)?),
+                Ok(pairs) => {
+                    let taken = Self::decode_pairs(pairs)?;
+                    for sub in &taken {
+                        self.unclaim(sub).await;
+                    }
+                    out.extend(taken);
+                }
                 Err(e) if is_script_error(&e, "NOTOWNER") => {
                     warn!(partition = p, "lease lost; dropping the partition");
                     let mut o = self.lock_owned();
@@ -982,6 +1002,88 @@ impl SubscriptionStore for RedisStore {
             |p, first, cursor, n| async move { self.page_in(p, None, -1, first, &cursor, n).await },
         )
         .await
+    }
+}
+
+impl RedisStore {
+    /// The registry hash and field naming (`profile_type`, `instance`): in the bucket the
+    /// pair hashes to, so any node finds the holder from the pair alone.
+    fn instance_slot(&self, sub: &Subscription, instance: &str) -> (String, Vec<u8>) {
+        let mut field = vec![codec::type_byte(sub.profile_type)];
+        field.extend_from_slice(instance.as_bytes());
+        let (p, b) = split(stable_hash(&[&field]) % ALL_BUCKETS);
+        (format!("{}:i:{b}", self.part(p)), field)
+    }
+
+    /// Makes `sub` the holder of its (instance, profile type) and removes the previous
+    /// holder, wherever it lives. Two concurrent claims of one instance leave one holder:
+    /// each removes the holder it displaced.
+    async fn replace_instance(
+        &self,
+        sub: &Subscription,
+        instance: &str,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let (key, field) = self.instance_slot(sub, instance);
+        let mut c = self.conn.clone();
+        let prev: Option<String> = scripts::CLAIM
+            .key(key)
+            .arg(field)
+            .arg(sub.id.0)
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        let Some(prev) = prev.map(|p| parse_id(p.as_bytes())).transpose()? else {
+            return Ok(Vec::new());
+        };
+        if prev == sub.id {
+            return Ok(Vec::new());
+        }
+        // The registry names the holder; its record says whether it still is one (a
+        // holder whose removal could not clear the registry is gone already).
+        match self.get(prev).await? {
+            Some(old)
+                if old.instance.as_deref() == Some(instance)
+                    && old.profile_type == sub.profile_type =>
+            {
+                Ok(self.remove_record(prev).await?.into_iter().collect())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Forgets `sub` as its instance's holder (after its removal or expiry). Best effort: a
+    /// registry entry left behind names a gone id, which the next claim of the instance
+    /// finds and ignores.
+    async fn unclaim(&self, sub: &Subscription) {
+        let Some(instance) = &sub.instance else {
+            return;
+        };
+        let (key, field) = self.instance_slot(sub, instance);
+        let mut c = self.conn.clone();
+        let r: Result<i64, _> = scripts::UNCLAIM
+            .key(key)
+            .arg(field)
+            .arg(sub.id.0)
+            .invoke_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            warn!(%e, id = %sub.id, "cannot clear an instance registry entry");
+        }
+    }
+
+    /// Removes a subscription's record and index entries; the registry is the caller's.
+    async fn remove_record(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
+        let (part, b, hash) = self.locate(id);
+        let mut c = self.conn.clone();
+        let rec: Option<Vec<u8>> = scripts::REMOVE
+            .key(hash)
+            .arg(part)
+            .arg(b)
+            .arg(id.0)
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        rec.map(|r| decode(id, &r)).transpose()
     }
 }
 

@@ -9,6 +9,9 @@
 --   P..':lease'          the node that owns the partition's timed duties
 --   P..':t'              HASH  id -> "node|until_ms|wanted": the dialog's NOTIFY turn
 --   P..':jobs'           HASH  key -> "version:effective_by": pending fan-out work
+--   P..':i:'..b          HASH  type byte .. +sip.instance -> id of the subscription holding it,
+--                        in the bucket the instance hashes to (not the holder's: replacement
+--                        is global, so the registry is found from the instance alone)
 -- Records: see codec.rs (flags, expires, cseq, type, subject, etag, instance, deps, tail).
 
 local MAX_CSEQ = 2147483647

@@ -12,9 +12,9 @@ macro_rules! script {
     };
 }
 
-// KEYS[1] bucket hash; ARGV: P, b, id, record, node, until_ms. Returns the replaced
-// [id, record, ...] or a CONFLICT error if the id exists. The node gets the dialog's turn for
-// the first NOTIFY.
+// KEYS[1] bucket hash; ARGV: P, b, id, record, node, until_ms. Returns 1, or a CONFLICT
+// error if the id exists. The node gets the dialog's turn for the first NOTIFY. (Replacement
+// of the same instance is the caller's: see CLAIM.)
 script!(
     INSERT,
     r#"
@@ -22,24 +22,12 @@ local P, b, id, rec = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local h = KEYS[1]
 if redis.call('HEXISTS', h, id) == 1 then return redis.error_reply('CONFLICT') end
 local new = parse(rec)
-local replaced = {}
-if new.instance ~= '' then
-  local all = redis.call('HGETALL', h)
-  for i = 1, #all, 2 do
-    local rec_i = all[i + 1]
-    if string.byte(rec_i, 14) == new.ptype and instance_of(rec_i) == new.instance then
-      unlink(P, b, all[i], parse(rec_i))
-      replaced[#replaced + 1] = all[i]
-      replaced[#replaced + 1] = all[i + 1]
-    end
-  end
-end
 redis.call('HSET', h, id, rec)
 redis.call('HSET', P .. ':t', id, ARGV[5] .. '|' .. ARGV[6] .. '|0')
 for _, k in ipairs(new.explicit) do redis.call('SADD', set_key(P, b, k), id) end
 redis.call('INCRBY', P .. ':n', 1)
-if #replaced > 0 then fix_due(P, b) else redis.call('ZADD', P .. ':due', 'LT', expires(rec), b) end
-return replaced
+redis.call('ZADD', P .. ':due', 'LT', expires(rec), b)
+return 1
 "#
 );
 
@@ -288,6 +276,31 @@ for i = 1, #ARGV do
   if redis.call('SREM', KEYS[1], ARGV[i]) == 1 then out[#out + 1] = ARGV[i] end
 end
 return out
+"#,
+    )
+});
+
+// KEYS[1] an instance registry hash; ARGV: field (profile type and +sip.instance), id.
+// Makes `id` the holder of the instance and returns the previous holder (nil for none).
+pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return prev
+"#,
+    )
+});
+
+// KEYS[1] an instance registry hash; ARGV: field, id. Forgets the instance if `id` still
+// holds it. 1 if forgotten.
+pub static UNCLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
 "#,
     )
 });
