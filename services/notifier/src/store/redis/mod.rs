@@ -179,6 +179,14 @@ impl RedisStore {
         }
     }
 
+    /// The SHA1 of every Lua script the store runs (tests check what each does in Redis).
+    pub fn script_hashes() -> Vec<String> {
+        scripts::all()
+            .iter()
+            .map(|s| s.get_hash().to_string())
+            .collect()
+    }
+
     pub fn node(&self) -> &str {
         &self.node
     }
@@ -493,8 +501,17 @@ impl RedisStore {
     ) -> Result<Vec<SubId>, StoreError> {
         let part = self.part(p);
         let mut c = self.conn.clone();
-        let ids: Vec<String> = scripts::PAGE
-            .key(format!("{part}:due"))
+        let mut script = scripts::PAGE.prepare_invoke();
+        for b in first..BUCKETS {
+            match key {
+                None => script.key(format!("{part}:h:{b}")),
+                Some(k) => script.key(set_key(&part, b, k)),
+            };
+        }
+        if key.is_some() && subject_bucket >= i64::from(first) {
+            script.key(format!("{part}:h:{subject_bucket}"));
+        }
+        let ids: Vec<String> = script
             .arg(&part)
             .arg(key.unwrap_or_default())
             .arg(subject_bucket)
@@ -536,6 +553,35 @@ impl RedisStore {
     }
 }
 
+/// Attempts at a script whose declared index sets came from a read that a concurrent
+/// write to the same record outdated (RETRY): writes to one record are brief and rare
+/// (one dialog's refreshes and NOTIFYs), so a few suffice.
+const DECLARE_ATTEMPTS: usize = 8;
+
+fn contended(id: SubId) -> StoreError {
+    StoreError::Unavailable(format!(
+        "subscription {id} changed under {DECLARE_ATTEMPTS} attempts to write it"
+    ))
+}
+
+/// The index set of key `k` in bucket `b` of partition `part` (as `set_key` in the prelude).
+fn set_key(part: &str, b: u16, k: &[u8]) -> Vec<u8> {
+    let mut out = format!("{part}:k:{b}:").into_bytes();
+    out.extend_from_slice(k);
+    out
+}
+
+/// The index sets the stored records `recs` (of bucket `b`) have entries in.
+fn index_sets(part: &str, b: u16, recs: &[&[u8]]) -> Result<BTreeSet<Vec<u8>>, StoreError> {
+    let mut out = BTreeSet::new();
+    for rec in recs {
+        let keys = codec::explicit_keys(rec)
+            .ok_or_else(|| StoreError::Other("undecodable subscription record".into()))?;
+        out.extend(keys.iter().map(|k| set_key(part, b, k)));
+    }
+    Ok(out)
+}
+
 /// Rendezvous (highest random weight) assignment: every node computes the same owner from
 /// the same live list, and a node joining or leaving moves only its own share.
 fn owner_of(p: u16, live: &[String]) -> Option<&str> {
@@ -570,12 +616,19 @@ impl SubscriptionStore for RedisStore {
         let (part, b, hash) = self.locate(sub.id);
         let (_, until) = turn_times();
         let mut c = self.conn.clone();
-        let r: Result<i64, _> = scripts::INSERT
-            .key(hash)
-            .arg(part)
+        let mut script = scripts::INSERT.key(&hash);
+        script
+            .key(format!("{part}:t"))
+            .key(format!("{part}:n"))
+            .key(format!("{part}:due"));
+        for k in index_sets(&part, b, &[&rec])? {
+            script.key(k);
+        }
+        let r: Result<i64, _> = script
+            .arg(&part)
             .arg(b)
             .arg(sub.id.0)
-            .arg(rec)
+            .arg(&rec)
             .arg(&self.node)
             .arg(until)
             .invoke_async(&mut c)
@@ -608,31 +661,40 @@ impl SubscriptionStore for RedisStore {
         let (part, b, hash) = self.locate(sub.id);
         let (now, until) = turn_times();
         let mut c = self.conn.clone();
-        let cseq: Option<u32> = scripts::REFRESH
-            .key(hash)
-            .arg(part)
-            .arg(b)
-            .arg(sub.id.0)
-            .arg(rec)
-            .arg(&self.node)
-            .arg(now)
-            .arg(until)
-            .invoke_async(&mut c)
-            .await
-            .map_err(map_err)?;
-        Ok(turn_of(cseq))
+        for _ in 0..DECLARE_ATTEMPTS {
+            let old = self.raw(&hash, sub.id).await?;
+            let mut recs = vec![rec.as_slice()];
+            recs.extend(old.as_deref());
+            let mut script = scripts::REFRESH.key(&hash);
+            script.key(format!("{part}:t")).key(format!("{part}:due"));
+            for k in index_sets(&part, b, &recs)? {
+                script.key(k);
+            }
+            let r: Result<Option<u32>, _> = script
+                .arg(&part)
+                .arg(b)
+                .arg(sub.id.0)
+                .arg(&rec)
+                .arg(&self.node)
+                .arg(now)
+                .arg(until)
+                .invoke_async(&mut c)
+                .await;
+            match r {
+                Ok(cseq) => return Ok(turn_of(cseq)),
+                Err(e) if is_script_error(&e, "RETRY") => continue,
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(contended(sub.id))
     }
 
     async fn get(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
         let (_, _, hash) = self.locate(id);
-        let mut c = self.conn.clone();
-        let rec: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(hash)
-            .arg(id.0)
-            .query_async(&mut c)
-            .await
-            .map_err(map_err)?;
-        rec.map(|r| decode(id, &r)).transpose()
+        self.raw(&hash, id)
+            .await?
+            .map(|r| decode(id, &r))
+            .transpose()
     }
 
     async fn remove(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
@@ -655,11 +717,21 @@ impl SubscriptionStore for RedisStore {
             self.hint(id, keys).await?;
         }
         let mut dead = String::new();
-        // At most twice: the second time taking over the turn of a node that left.
-        for _ in 0..2 {
+        let mut changed = 0;
+        // At most twice taking a turn: the second time taking over the turn of a node that
+        // left; reads outdated by a concurrent write are repeated.
+        let mut takeovers = 0;
+        while takeovers < 2 {
             match self.try_begin(id, depends_on.as_deref(), &dead).await? {
                 Begun::Cseq(c) => return Ok(turn_of(Some(c))),
                 Begun::Gone => return Ok(Turn::Gone),
+                Begun::Changed => {
+                    changed += 1;
+                    if changed >= DECLARE_ATTEMPTS {
+                        return Err(contended(id));
+                    }
+                    continue;
+                }
                 Begun::HeldBy(holder) => {
                     let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
                     // An empty view means no membership tick has succeeded yet: trust no one's death.
@@ -669,6 +741,7 @@ impl SubscriptionStore for RedisStore {
                     drop(live);
                     counter!("notify_turns_taken_over_total").increment(1);
                     dead = holder;
+                    takeovers += 1;
                 }
             }
         }
@@ -681,6 +754,7 @@ impl SubscriptionStore for RedisStore {
         let mut c = self.conn.clone();
         let wanted: i64 = scripts::END_NOTIFY
             .key(hash)
+            .key(format!("{part}:t"))
             .arg(part)
             .arg(id.0)
             .arg(&self.node)
@@ -728,16 +802,7 @@ impl SubscriptionStore for RedisStore {
             if out.len() >= limit {
                 break;
             }
-            let part = self.part(p);
-            let mut c = self.conn.clone();
-            let r: Result<Vec<Vec<u8>>, _> = scripts::TAKE_DUE
-                .key(format!("{part}:due"))
-                .arg(&part)
-                .arg(now_ms)
-                .arg(limit - out.len())
-                .arg(&self.node)
-                .invoke_async(&mut c)
-                .await;
+            let r = self.take_due_in(p, now_ms, limit - out.len()).await;
             match r {
                 Ok(pairs) => {
                     let taken = Self::decode_pairs(pairs)?;
@@ -1075,15 +1140,120 @@ impl RedisStore {
     async fn remove_record(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
         let (part, b, hash) = self.locate(id);
         let mut c = self.conn.clone();
-        let rec: Option<Vec<u8>> = scripts::REMOVE
-            .key(hash)
-            .arg(part)
-            .arg(b)
+        for _ in 0..DECLARE_ATTEMPTS {
+            // Gone when read is gone: the removal is ordered at the read.
+            let Some(old) = self.raw(&hash, id).await? else {
+                return Ok(None);
+            };
+            let mut script = scripts::REMOVE.key(&hash);
+            script
+                .key(format!("{part}:t"))
+                .key(format!("{part}:n"))
+                .key(format!("{part}:due"));
+            for k in index_sets(&part, b, &[&old])? {
+                script.key(k);
+            }
+            let r: Result<Option<Vec<u8>>, _> = script
+                .arg(&part)
+                .arg(b)
+                .arg(id.0)
+                .invoke_async(&mut c)
+                .await;
+            match r {
+                Ok(rec) => return rec.map(|r| decode(id, &r)).transpose(),
+                Err(e) if is_script_error(&e, "RETRY") => continue,
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(contended(id))
+    }
+
+    /// A subscription's stored record.
+    async fn raw(&self, hash: &str, id: SubId) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut c = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(hash)
             .arg(id.0)
-            .invoke_async(&mut c)
+            .query_async(&mut c)
             .await
-            .map_err(map_err)?;
-        rec.map(|r| decode(id, &r)).transpose()
+            .map_err(map_err)
+    }
+
+    /// One partition's expired subscriptions, up to `limit`, removed while this node holds
+    /// the partition's lease. The candidates are read first, so that the script removing
+    /// them is told every key it touches.
+    async fn take_due_in(
+        &self,
+        p: u16,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, RedisError> {
+        let part = self.part(p);
+        let mut c = self.conn.clone();
+        let buckets: Vec<u16> = redis::cmd("ZRANGEBYSCORE")
+            .arg(format!("{part}:due"))
+            .arg("-inf")
+            .arg(now_ms)
+            .query_async(&mut c)
+            .await?;
+        if buckets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut read = redis::pipe();
+        for b in &buckets {
+            read.cmd("HGETALL").arg(format!("{part}:h:{b}"));
+        }
+        let contents: Vec<Vec<(Vec<u8>, Vec<u8>)>> = read.query_async(&mut c).await?;
+        let mut cands: Vec<(u64, SubId, u16, Vec<u8>)> = Vec::new();
+        for (b, all) in buckets.iter().zip(contents) {
+            for (id, rec) in all {
+                let (Ok(id), Some(e)) = (parse_id(&id), codec::expires_of(&rec)) else {
+                    warn!(
+                        partition = p,
+                        bucket = b,
+                        "undecodable record in Redis; skipped"
+                    );
+                    continue;
+                };
+                if e <= now_ms {
+                    cands.push((e, id, *b, rec));
+                }
+            }
+        }
+        cands.sort_unstable_by_key(|(e, id, ..)| (*e, *id));
+        cands.truncate(limit);
+        let mut script = scripts::TAKE_DUE.key(format!("{part}:due"));
+        script
+            .key(format!("{part}:lease"))
+            .key(format!("{part}:t"))
+            .key(format!("{part}:n"));
+        for b in &buckets {
+            script.key(format!("{part}:h:{b}"));
+        }
+        let mut sets = BTreeSet::new();
+        for (_, _, b, rec) in &cands {
+            sets.extend(
+                codec::explicit_keys(rec)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|k| set_key(&part, *b, k)),
+            );
+        }
+        for k in sets {
+            script.key(k);
+        }
+        script
+            .arg(&part)
+            .arg(now_ms)
+            .arg(&self.node)
+            .arg(buckets.len());
+        for b in &buckets {
+            script.arg(*b);
+        }
+        for (_, id, b, rec) in &cands {
+            script.arg(*b).arg(id.0).arg(rec.as_slice());
+        }
+        script.invoke_async(&mut c).await
     }
 }
 
@@ -1092,6 +1262,8 @@ enum Begun {
     Cseq(u32),
     HeldBy(String),
     Gone,
+    /// The record changed between the read that declared its index sets and the script.
+    Changed,
 }
 
 impl RedisStore {
@@ -1103,7 +1275,26 @@ impl RedisStore {
     ) -> Result<Begun, StoreError> {
         let (part, b, hash) = self.locate(id);
         let (now, until) = turn_times();
-        let mut script = scripts::BEGIN_NOTIFY.key(hash);
+        let mut script = scripts::BEGIN_NOTIFY.key(&hash);
+        script.key(format!("{part}:t"));
+        if let Some(keys) = depends_on {
+            // The index sets of the stored dependencies and of the new ones (the subject's
+            // own entry is implicit when the record sits in the subject's bucket).
+            let Some(old) = self.raw(&hash, id).await? else {
+                return Ok(Begun::Gone);
+            };
+            let stored = decode(id, &old)?;
+            let implicit = Self::colocated(id, &stored.subject);
+            let mut sets = index_sets(&part, b, &[&old])?;
+            sets.extend(
+                keys.iter()
+                    .filter(|k| !(implicit && **k == stored.subject))
+                    .map(|k| set_key(&part, b, &codec::key_bytes(k))),
+            );
+            for k in sets {
+                script.key(k);
+            }
+        }
         script
             .arg(part)
             .arg(b)
@@ -1124,7 +1315,11 @@ impl RedisStore {
             }
         }
         let mut c = self.conn.clone();
-        let v: redis::Value = script.invoke_async(&mut c).await.map_err(map_err)?;
+        let v: redis::Value = match script.invoke_async(&mut c).await {
+            Ok(v) => v,
+            Err(e) if is_script_error(&e, "RETRY") => return Ok(Begun::Changed),
+            Err(e) => return Err(map_err(e)),
+        };
         Ok(match v {
             redis::Value::Nil => Begun::Gone,
             redis::Value::Int(c) => Begun::Cseq(u32::try_from(c).unwrap_or(u32::MAX)),
