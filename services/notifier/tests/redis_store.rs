@@ -24,6 +24,7 @@ fn config(urls: Vec<String>, cluster: bool) -> RedisConfig {
         ),
         lease_ttl: Duration::from_secs(3),
         timeout: Duration::from_millis(500),
+        ..RedisConfig::default()
     }
 }
 
@@ -480,4 +481,66 @@ async fn scripts_touch_only_declared_keys() {
     for sha in RedisStore::script_hashes() {
         assert!(ran.contains(&sha), "script {sha} never ran");
     }
+}
+
+/// A master and one replica of it, as two real servers.
+fn master_and_replica() -> (RedisServer, RedisServer) {
+    let master = RedisServer::start();
+    let port = master.port().to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    for _ in 0..100 {
+        if replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+        {
+            return (master, replica);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the replica never synced: {}", replica.log());
+}
+
+/// With `wait_replicas`, a subscription write is acknowledged only once a replica has it;
+/// without the replica it is an error (the SUBSCRIBE gets 503), not a silent success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_writes_wait_for_replicas() {
+    let (master, mut replica) = master_and_replica();
+    let mut c = config(vec![master.url()], false);
+    c.wait_replicas = 1;
+    c.wait_timeout = Duration::from_millis(200);
+    let store = sole_node(&c).await.expect("store");
+    let sub = sample(1, "mac:000000000001");
+    store
+        .insert(sub.clone())
+        .await
+        .expect("insert reaches the replica");
+    let on_replica = replica.cli(&["KEYS", &format!("{}:*:h:*", c.prefix)]);
+    assert!(
+        on_replica.lines().any(|k| !k.is_empty()),
+        "the record is on the replica when the insert returns"
+    );
+    store.end_notify(sub.id, None).await.expect("end");
+
+    replica.stop();
+    let err = store
+        .insert(sample(2, "mac:000000000002"))
+        .await
+        .expect_err("an insert no replica has must not be acknowledged");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let mut refreshed = sub.clone();
+    refreshed.expires_at_ms += 1000;
+    let err = store
+        .refresh(refreshed)
+        .await
+        .expect_err("a refresh no replica has must not be acknowledged");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+
+    // Without the option the same writes succeed on the master alone.
+    let plain = sole_node(&config(vec![master.url()], false))
+        .await
+        .expect("store");
+    plain
+        .insert(sample(3, "mac:000000000003"))
+        .await
+        .expect("asynchronous replication acknowledges at once");
 }

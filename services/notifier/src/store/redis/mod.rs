@@ -119,6 +119,10 @@ pub struct RedisStore {
     prefix: String,
     node: String,
     lease_ttl: Duration,
+    /// Replicas a subscription write must reach before it is acknowledged, and how long
+    /// it may wait for them (see [`RedisConfig::wait_replicas`]).
+    wait_replicas: u32,
+    wait_timeout: Duration,
     owned: Mutex<Owned>,
     /// (key, partition) hints already written by this node; hints only ever grow.
     hinted: Mutex<HashSet<(Vec<u8>, u16)>>,
@@ -143,6 +147,8 @@ impl RedisStore {
             prefix: config.prefix.clone(),
             node,
             lease_ttl: config.lease_ttl,
+            wait_replicas: config.wait_replicas,
+            wait_timeout: config.wait_timeout,
             owned: Mutex::new(Owned::default()),
             hinted: Mutex::new(HashSet::new()),
             live: Mutex::new(Vec::new()),
@@ -638,10 +644,20 @@ impl SubscriptionStore for RedisStore {
             Err(e) if is_script_error(&e, "CONFLICT") => return Err(StoreError::Conflict(sub.id)),
             Err(e) => return Err(map_err(e)),
         }
-        let Some(instance) = &sub.instance else {
-            return Ok(Upserted::default());
+        let replaced = match &sub.instance {
+            Some(instance) => self.replace_instance(&sub, instance).await,
+            None => Ok(Vec::new()),
         };
-        match self.replace_instance(&sub, instance).await {
+        // The replaced holder's removal may have gone to another master: wait there too.
+        let replicated = async {
+            let replaced = replaced?;
+            self.replicated(&hash).await?;
+            for old in &replaced {
+                self.replicated(&self.locate(old.id).2).await?;
+            }
+            Ok(replaced)
+        };
+        match replicated.await {
             Ok(replaced) => Ok(Upserted { replaced }),
             Err(e) => {
                 // Not accepted after all: the caller answers an error, and the phone's retry
@@ -681,7 +697,16 @@ impl SubscriptionStore for RedisStore {
                 .invoke_async(&mut c)
                 .await;
             match r {
-                Ok(cseq) => return Ok(turn_of(cseq)),
+                Ok(cseq) => {
+                    if let Err(e) = self.replicated(&hash).await {
+                        // Not acknowledged: no NOTIFY answers it, so give back its turn.
+                        if matches!(turn_of(cseq), Turn::Granted(_)) {
+                            let _ = self.end_notify(sub.id, None).await;
+                        }
+                        return Err(e);
+                    }
+                    return Ok(turn_of(cseq));
+                }
                 Err(e) if is_script_error(&e, "RETRY") => continue,
                 Err(e) => return Err(map_err(e)),
             }
@@ -1166,6 +1191,28 @@ impl RedisStore {
             }
         }
         Err(contended(id))
+    }
+
+    /// Returns once the configured number of replicas has every write made so far to the
+    /// master holding `key` (a subscription's bucket); `Unavailable` when they do not within
+    /// the wait timeout, so that no SUBSCRIBE is answered 200 for a write a failover can lose.
+    async fn replicated(&self, key: &str) -> Result<(), StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let acked = c
+            .wait_replicas(key.as_bytes(), self.wait_replicas, self.wait_timeout)
+            .await
+            .map_err(map_err)?;
+        if acked < self.wait_replicas {
+            counter!("store_replication_shortfalls_total").increment(1);
+            return Err(StoreError::Unavailable(format!(
+                "the write reached {acked} of {} replicas within {:?}",
+                self.wait_replicas, self.wait_timeout
+            )));
+        }
+        Ok(())
     }
 
     /// A subscription's stored record.
