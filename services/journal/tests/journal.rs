@@ -316,3 +316,27 @@ fn corrupt_snapshot_is_an_error() {
         Err(JournalError::Corrupt { .. })
     ));
 }
+
+/// A log written by the journal before its CRC came from `crc32fast` (the byte-at-a-time
+/// table of CRC-32/ISO-HDLC): two group commits, `[1, 2]` and `[0xdead_beef_cafe]`.
+const OLD_LOG: &str = "0500000066af2e53020001000209000000c63990c40100fe95bff7dbd537";
+
+#[test]
+fn a_journal_written_by_the_old_crc_still_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes: Vec<u8> = (0..OLD_LOG.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&OLD_LOG[i..i + 2], 16).expect("hex"))
+        .collect();
+    fs::write(dir.path().join("log.00000000000000000000"), bytes).expect("write");
+    let j = open(dir.path());
+    assert_eq!(j.read(|s| s.values.clone()), vec![1, 2, 0xdead_beef_cafe]);
+    // And what it appends now reads back with them.
+    j.commit_blocking(vec![Op::Push(3)]).expect("commit");
+    drop(j);
+    let j = open(dir.path());
+    assert_eq!(
+        j.read(|s| s.values.clone()),
+        vec![1, 2, 0xdead_beef_cafe, 3]
+    );
+}

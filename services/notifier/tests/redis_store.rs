@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use notifier::store::contract::{run_all, sample};
+use notifier::store::contract::{run_all, sample, sample_id};
 use notifier::store::redis::{PARTITIONS, RedisConfig, RedisStore};
 use notifier::store::{StoreError, SubId, SubscriptionStore, Turn};
 use testkit::{RedisCluster, RedisServer};
@@ -24,6 +24,7 @@ fn config(urls: Vec<String>, cluster: bool) -> RedisConfig {
         ),
         lease_ttl: Duration::from_secs(3),
         timeout: Duration::from_millis(500),
+        ..RedisConfig::default()
     }
 }
 
@@ -54,7 +55,8 @@ async fn contract_on_redis_cluster() {
         async move { sole_node(&c).await }
     })
     .await;
-    // The partitions really are spread over the masters.
+    // The partitions really are spread over the masters: lease keys, and the subscription
+    // records themselves (each master holds a fair part of them, not one master nearly all).
     let keys: Vec<String> = cluster
         .ports()
         .iter()
@@ -64,6 +66,33 @@ async fn contract_on_redis_cluster() {
         keys.iter()
             .all(|k| k.trim().parse::<u64>().unwrap_or(0) > 0),
         "some master holds no keys: {keys:?}"
+    );
+    let records: Vec<u64> = cluster
+        .ports()
+        .iter()
+        .map(|p| {
+            testkit::redis_cli(*p, &["KEYS", "*:h:*"])
+                .lines()
+                .filter(|k| !k.is_empty())
+                .map(|k| {
+                    testkit::redis_cli(*p, &["HLEN", k])
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap_or(0)
+                })
+                .sum()
+        })
+        .collect();
+    let total: u64 = records.iter().sum();
+    assert!(
+        total > 200,
+        "too few records to judge the spread: {records:?}"
+    );
+    // A fair share is a third; a sixth leaves room for chance, not for a layout that puts
+    // every record in one slot.
+    assert!(
+        records.iter().all(|n| *n * 6 >= total),
+        "subscription records are not spread over the masters: {records:?}"
     );
 }
 
@@ -266,5 +295,252 @@ async fn redis_outage_is_unavailable_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(last.is_none(), "store did not recover: {last:?}");
-    assert!(store.get(SubId(3)).await.expect("get").is_some());
+    assert!(store.get(sample_id(3)).await.expect("get").is_some());
+}
+
+/// A MONITOR session on a raw connection: every command the server runs, scripts' own
+/// included (`[0 lua]` lines follow the EVALSHA that ran them; a script is atomic, so
+/// nothing interleaves).
+struct Monitor {
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Monitor {
+    const END: &'static str = "monitor-end-of-workload";
+
+    fn start(port: u16) -> Monitor {
+        use std::io::{BufRead, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.write_all(b"MONITOR\r\n").expect("MONITOR");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut ok = String::new();
+        reader.read_line(&mut ok).expect("MONITOR reply");
+        assert_eq!(ok.trim(), "+OK");
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                let end = line.contains(Self::END);
+                sink.lock().expect("lines").push(line);
+                if end {
+                    break;
+                }
+            }
+        });
+        Monitor {
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Marks the end of the workload and returns everything seen up to it.
+    fn finish(mut self, port: u16) -> Vec<String> {
+        testkit::redis_cli(port, &["ECHO", Self::END]);
+        self.reader.take().expect("reader").join().expect("reader");
+        std::mem::take(&mut *self.lines.lock().expect("lines"))
+    }
+}
+
+/// The quoted arguments of a MONITOR line, escapes kept as Redis printed them (so equal
+/// bytes compare equal), and who ran it (`lua` for a script's own commands).
+fn monitor_args(line: &str) -> Option<(&str, Vec<String>)> {
+    let open = line.find('[')?;
+    let close = open + line[open..].find(']')?;
+    let who = line[open + 1..close].split(' ').nth(1)?;
+    let mut args = Vec::new();
+    let mut chars = line[close + 1..].chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut arg = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    arg.push(c);
+                    arg.extend(chars.next());
+                }
+                '"' => break,
+                c => arg.push(c),
+            }
+        }
+        args.push(arg);
+    }
+    Some((who, args))
+}
+
+/// Commands the store's scripts may run, each of which names exactly one key, first.
+const ONE_KEY_FIRST: &[&str] = &[
+    "HSET",
+    "HGET",
+    "HDEL",
+    "HEXISTS",
+    "HGETALL",
+    "HKEYS",
+    "HVALS",
+    "SADD",
+    "SREM",
+    "SMEMBERS",
+    "ZADD",
+    "ZREM",
+    "ZSCORE",
+    "ZRANGEBYSCORE",
+    "INCRBY",
+    "GET",
+    "SET",
+    "PEXPIRE",
+    "DEL",
+];
+
+/// Drives every script of the store on a real Redis and checks, from what the server itself
+/// reports (MONITOR), that each key a script touches was declared in its KEYS: what a Redis
+/// Cluster migrating a slot and a proxy routing by KEYS rely on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_touch_only_declared_keys() {
+    let redis = RedisServer::start();
+    let monitor = Monitor::start(redis.port());
+    let url = redis.url();
+    run_all(|| {
+        let c = config(vec![url.clone()], false);
+        async move { sole_node(&c).await }
+    })
+    .await;
+    // What the contract leaves out: expiry across several buckets of one partition, with
+    // dependency changes and refreshes before it, then a node leaving.
+    let c = config(vec![url.clone()], false);
+    let store = sole_node(&c).await.expect("store");
+    let device = "mac:0004f2000777";
+    let subject = ProfileKey::Device(device.into());
+    for n in 0..40u64 {
+        let mut s = sample(n, &format!("mac:0004f2{n:06x}"));
+        if n % 2 == 0 {
+            s.id = store.allocate_id(&subject, n);
+            s.dialog.local_tag = s.id.tag();
+        }
+        s.expires_at_ms = 1_000 + n;
+        s.instance = Some(format!("urn:uuid:{n}"));
+        store.insert(s.clone()).await.expect("insert");
+        s.depends_on
+            .push(ProfileKey::User(format!("u{n}@example.com")));
+        store.refresh(s.clone()).await.expect("refresh");
+        store.end_notify(s.id, None).await.expect("end");
+        store
+            .begin_notify(s.id, Some(vec![ProfileKey::User("x@example.com".into())]))
+            .await
+            .expect("begin");
+    }
+    assert_eq!(store.take_due(5_000, 1000).await.expect("due").len(), 40);
+    store.resign().await;
+    let lines = monitor.finish(redis.port());
+
+    let mut declared: Vec<String> = Vec::new();
+    let mut script = String::new();
+    let mut ran = std::collections::BTreeSet::new();
+    let mut touched = 0usize;
+    let mut undeclared = Vec::new();
+    for line in &lines {
+        let Some((who, args)) = monitor_args(line) else {
+            continue;
+        };
+        let Some(cmd) = args.first().map(|c| c.to_ascii_uppercase()) else {
+            continue;
+        };
+        if who == "lua" {
+            if !ONE_KEY_FIRST.contains(&cmd.as_str()) {
+                undeclared.push(format!("unknown command (teach the test its keys): {line}"));
+            } else if !args.get(1).is_some_and(|k| declared.contains(k)) {
+                undeclared.push(format!("{script}: {line}"));
+            }
+            touched += 1;
+        } else if cmd == "EVALSHA" || cmd == "EVAL" {
+            let n: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+            declared = args.iter().skip(3).take(n).cloned().collect();
+            script = args.get(1).cloned().unwrap_or_default();
+            ran.insert(script.clone());
+        } else {
+            declared.clear();
+        }
+    }
+    assert!(
+        touched > 1000,
+        "the workload ran too little: {touched} commands"
+    );
+    assert!(
+        undeclared.is_empty(),
+        "{} commands touched undeclared keys, e.g.:\n{}",
+        undeclared.len(),
+        undeclared
+            .iter()
+            .take(12)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for sha in RedisStore::script_hashes() {
+        assert!(ran.contains(&sha), "script {sha} never ran");
+    }
+}
+
+/// A master and one replica of it, as two real servers.
+fn master_and_replica() -> (RedisServer, RedisServer) {
+    let master = RedisServer::start();
+    let port = master.port().to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    for _ in 0..100 {
+        if replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+        {
+            return (master, replica);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the replica never synced: {}", replica.log());
+}
+
+/// With `wait_replicas`, a subscription write is acknowledged only once a replica has it;
+/// without the replica it is an error (the SUBSCRIBE gets 503), not a silent success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_writes_wait_for_replicas() {
+    let (master, mut replica) = master_and_replica();
+    let mut c = config(vec![master.url()], false);
+    c.wait_replicas = 1;
+    c.wait_timeout = Duration::from_millis(200);
+    let store = sole_node(&c).await.expect("store");
+    let sub = sample(1, "mac:000000000001");
+    store
+        .insert(sub.clone())
+        .await
+        .expect("insert reaches the replica");
+    let on_replica = replica.cli(&["KEYS", &format!("{}:*:h:*", c.prefix)]);
+    assert!(
+        on_replica.lines().any(|k| !k.is_empty()),
+        "the record is on the replica when the insert returns"
+    );
+    store.end_notify(sub.id, None).await.expect("end");
+
+    replica.stop();
+    let err = store
+        .insert(sample(2, "mac:000000000002"))
+        .await
+        .expect_err("an insert no replica has must not be acknowledged");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let mut refreshed = sub.clone();
+    refreshed.expires_at_ms += 1000;
+    let err = store
+        .refresh(refreshed)
+        .await
+        .expect_err("a refresh no replica has must not be acknowledged");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+
+    // Without the option the same writes succeed on the master alone.
+    let plain = sole_node(&config(vec![master.url()], false))
+        .await
+        .expect("store");
+    plain
+        .insert(sample(3, "mac:000000000003"))
+        .await
+        .expect("asynchronous replication acknowledges at once");
 }

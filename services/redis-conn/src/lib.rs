@@ -30,6 +30,14 @@ pub struct RedisConfig {
     /// Per-command timeout and connect timeout: past it the SUBSCRIBE gets 503.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Replicas that must have a subscription write (a new subscription, a refresh) before
+    /// it is acknowledged (`WAIT`): an answered SUBSCRIBE then survives a failover to one of
+    /// them. 0: acknowledge once the master has it (asynchronous replication).
+    pub wait_replicas: u32,
+    /// How long a write waits for `wait_replicas`; past it the SUBSCRIBE gets 503 (the
+    /// write stays on the master). Below `timeout`, which bounds the whole command.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -40,6 +48,10 @@ impl Default for RedisConfig {
             prefix: "uaprof".into(),
             lease_ttl: Duration::from_secs(5),
             timeout: Duration::from_secs(1),
+            wait_replicas: 0,
+            // A replica on the same network acknowledges within milliseconds; a quarter of
+            // the command timeout leaves the rest for the write itself.
+            wait_timeout: Duration::from_millis(250),
         }
     }
 }
@@ -54,6 +66,11 @@ impl RedisConfig {
         }
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
             return Err("redis.prefix must be non-empty and without braces".into());
+        }
+        if self.wait_replicas > 0
+            && (self.wait_timeout.is_zero() || self.wait_timeout >= self.timeout)
+        {
+            return Err("redis.wait_timeout must be above zero and below redis.timeout".into());
         }
         if self.lease_ttl < Duration::from_millis(600) {
             return Err("redis.lease_ttl must be at least 600ms".into());
@@ -133,6 +150,32 @@ impl Conn {
                 ConnectionManager::new_with_config(client, cfg).await?,
             ))
         }
+    }
+}
+
+impl Conn {
+    /// Waits up to `timeout` until `replicas` replicas of the master holding `key` have
+    /// every write this connection made to it (`WAIT`), and returns how many have. The
+    /// write must have gone over this connection (clones share it).
+    pub async fn wait_replicas(
+        &mut self,
+        key: &[u8],
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<u32, RedisError> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas)
+            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        let v = match self {
+            Conn::Single(c) => cmd.query_async::<Value>(c).await?,
+            Conn::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                let to = SingleNodeRoutingInfo::SpecificNode(route);
+                c.route_command(cmd, RoutingInfo::SingleNode(to)).await?
+            }
+        };
+        Ok(redis::from_redis_value(v)?)
     }
 }
 

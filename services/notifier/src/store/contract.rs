@@ -14,14 +14,23 @@ use uaprof_api::{ProfileKey, ProfileType};
 
 use super::{FanoutJob, PackageName, StoreError, SubId, Subscription, SubscriptionStore, Turn};
 
-/// A plausible device subscription for tests: id `n`, device `device_id`, class acme/Z100.
+/// The id of [`sample`]`(n, ..)`: `n` times an odd constant (a bijection of `u64`), so the
+/// samples' ids spread over the whole id space and a shared store, which places a
+/// subscription by the high bits of its id, holds them in many partitions and buckets.
+pub fn sample_id(n: u64) -> SubId {
+    SubId(n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// A plausible device subscription for tests: id [`sample_id`]`(n)`, device `device_id`,
+/// class acme/Z100.
 pub fn sample(n: u64, device_id: &str) -> Subscription {
     let source: SocketAddr = ([127, 0, 0, 1], 5070).into();
+    let id = sample_id(n);
     Subscription {
-        id: SubId(n),
+        id,
         dialog: Dialog {
             call_id: format!("call-{n}"),
-            local_tag: SubId(n).tag(),
+            local_tag: id.tag(),
             remote_tag: format!("rt{n}"),
             local_uri: format!("sip:{device_id}@example.com"),
             remote_uri: format!("sip:{device_id}@example.com"),
@@ -76,6 +85,7 @@ where
     case!(insert_get_remove);
     case!(insert_rejects_existing_id);
     case!(instance_replaces_older_subscription);
+    case!(instance_replacement_is_global);
     case!(index_pages_cover_every_member_once);
     case!(cseq_is_strictly_increasing_and_refresh_never_lowers_it);
     case!(one_notify_turn_per_dialog);
@@ -110,9 +120,12 @@ async fn insert_get_remove(store: &impl SubscriptionStore) {
 async fn insert_rejects_existing_id(store: &impl SubscriptionStore) {
     let sub = sample(2, "mac:000000000002");
     store.insert(sub.clone()).await.expect("insert");
-    let err = store.insert(sub).await.expect_err("duplicate id accepted");
+    let err = store
+        .insert(sub.clone())
+        .await
+        .expect_err("duplicate id accepted");
     assert!(
-        matches!(err, StoreError::Conflict(SubId(2))),
+        matches!(err, StoreError::Conflict(id) if id == sub.id),
         "not a conflict: {err:?}"
     );
 }
@@ -147,6 +160,57 @@ async fn instance_replaces_older_subscription(store: &impl SubscriptionStore) {
     assert_eq!(page.ids, vec![new.id]);
 }
 
+/// Replacement is by (instance, profile type) across the whole store: a phone that comes
+/// back under another identity (another Request-URI, so another subject and, in a shared
+/// store, another partition and bucket) still displaces its old subscription.
+async fn instance_replacement_is_global(store: &impl SubscriptionStore) {
+    let instance = Some("urn:uuid:bbbb".to_string());
+    let placed = |n: u64, device: &str| {
+        let mut sub = sample(n, device);
+        sub.id = store.allocate_id(&sub.subject, sample_id(n).0);
+        sub.dialog.local_tag = sub.id.tag();
+        sub.instance = instance.clone();
+        sub
+    };
+    let old = placed(30, "mac:00000000a030");
+    let new = placed(31, "mac:00000000b031");
+    store.insert(old.clone()).await.expect("insert old");
+    let up = store.insert(new.clone()).await.expect("insert new");
+    assert_eq!(up.replaced, vec![old.clone()], "replacement is global");
+    assert!(store.get(old.id).await.expect("get").is_none());
+    assert!(
+        store
+            .by_key(&old.subject, None, 10)
+            .await
+            .expect("by_key")
+            .ids
+            .is_empty(),
+        "the replaced subscription left an index entry"
+    );
+    // With explicit, spread ids (no placement by subject) too.
+    let mut spread = sample(32, "mac:00000000c032");
+    spread.instance = instance.clone();
+    let up = store.insert(spread.clone()).await.expect("insert spread");
+    assert_eq!(up.replaced, vec![new.clone()]);
+    // Once the holder of the instance is gone, nothing stale is replaced.
+    store.remove(spread.id).await.expect("remove");
+    let later = placed(33, "mac:00000000d033");
+    let up = store.insert(later.clone()).await.expect("insert later");
+    assert!(up.replaced.is_empty(), "{:?}", up.replaced);
+    // An expired holder neither.
+    let mut due = placed(34, "mac:00000000e034");
+    due.instance = Some("urn:uuid:cccc".into());
+    due.expires_at_ms = 500;
+    store.insert(due.clone()).await.expect("insert due");
+    let taken = store.take_due(1_000, 10).await.expect("take_due");
+    assert_eq!(taken.iter().map(|s| s.id).collect::<Vec<_>>(), vec![due.id]);
+    let mut after = placed(35, "mac:00000000f035");
+    after.instance = due.instance.clone();
+    let up = store.insert(after).await.expect("insert after");
+    assert!(up.replaced.is_empty(), "{:?}", up.replaced);
+    assert_eq!(store.count().await.expect("count"), 2);
+}
+
 async fn index_pages_cover_every_member_once(store: &impl SubscriptionStore) {
     let total = 250u64;
     for n in 0..total {
@@ -175,7 +239,7 @@ async fn index_pages_cover_every_member_once(store: &impl SubscriptionStore) {
         .by_key(&ProfileKey::Device(format!("mac:{:012x}", 7)), None, 64)
         .await
         .expect("by_key");
-    assert_eq!(one.ids, vec![SubId(107)]);
+    assert_eq!(one.ids, vec![sample_id(107)]);
     assert!(one.next.is_none());
 }
 
@@ -351,16 +415,16 @@ async fn take_due_is_exactly_once(store: &impl SubscriptionStore) {
     }
     assert_eq!(store.next_expiry().await.expect("next"), Some(10_000));
     assert!(store.take_due(9_999, 100).await.expect("due").is_empty());
+    // Which due subscriptions a limited sweep takes first is the backend's (a shared store
+    // sweeps partition by partition): each due one is taken once, no other one ever.
     let first = store.take_due(14_000, 3).await.expect("due");
-    assert_eq!(
-        first.iter().map(|s| s.id).collect::<Vec<_>>(),
-        vec![SubId(200), SubId(201), SubId(202)]
-    );
+    assert_eq!(first.len(), 3, "{first:?}");
     let second = store.take_due(14_000, 100).await.expect("due");
-    assert_eq!(
-        second.iter().map(|s| s.id).collect::<Vec<_>>(),
-        vec![SubId(203), SubId(204)]
-    );
+    let mut taken: Vec<SubId> = first.iter().chain(&second).map(|s| s.id).collect();
+    taken.sort_unstable();
+    let mut due: Vec<SubId> = (200..205).map(sample_id).collect();
+    due.sort_unstable();
+    assert_eq!(taken, due, "each due subscription is taken exactly once");
     assert!(store.take_due(14_000, 100).await.expect("due").is_empty());
     assert_eq!(store.count().await.expect("count"), 5);
     assert_eq!(store.next_expiry().await.expect("next"), Some(15_000));

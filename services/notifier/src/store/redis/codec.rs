@@ -267,7 +267,7 @@ pub fn expand(b: &[u8]) -> Option<String> {
     })
 }
 
-fn type_byte(t: ProfileType) -> u8 {
+pub fn type_byte(t: ProfileType) -> u8 {
     match t {
         ProfileType::Device => 0,
         ProfileType::User => 1,
@@ -384,6 +384,30 @@ impl<'a> Reader<'a> {
         let n = u16::from_be_bytes(self.take(2)?.try_into().ok()?);
         self.take(usize::from(n))
     }
+}
+
+/// A stored record's expiry, Unix milliseconds.
+pub fn expires_of(buf: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(buf.get(1..9)?.try_into().ok()?))
+}
+
+/// The explicit dependency keys of a stored record (those with an index set; the implicit
+/// subject has none), read as the scripts read them. `None` if the header is malformed.
+pub fn explicit_keys(buf: &[u8]) -> Option<Vec<Vec<u8>>> {
+    // flags, expires, cseq, profile type
+    let mut r = Reader { buf, pos: 14 };
+    for _ in 0..3 {
+        r.field()?;
+    }
+    let n = r.u8()?;
+    let mut out = Vec::with_capacity(usize::from(n));
+    for _ in 0..n {
+        let k = r.field()?;
+        if !k.is_empty() {
+            out.push(k.to_vec());
+        }
+    }
+    Some(out)
 }
 
 /// Decodes a stored record; `None` if it is not a record this version wrote.
@@ -533,6 +557,18 @@ mod tests {
         ] {
             assert_eq!(parse_key(&key_bytes(&k)), Some(k));
         }
+    }
+
+    #[test]
+    fn explicit_keys_leave_out_the_implicit_subject() {
+        let sub = sample(0x1234, "mac:0004f2aabbcc");
+        let class = key_bytes(&sub.depends_on[1]);
+        let subject = key_bytes(&sub.subject);
+        let colocated = encode(&sub, true).expect("encode");
+        assert_eq!(explicit_keys(&colocated), Some(vec![class.clone()]));
+        let apart = encode(&sub, false).expect("encode");
+        assert_eq!(explicit_keys(&apart), Some(vec![subject, class]));
+        assert_eq!(explicit_keys(&apart[..20]), None);
     }
 
     #[test]

@@ -13,6 +13,14 @@
 //! intset. A per-key hint set (`{prefix}:x:{key}`) lists the partitions holding explicit
 //! entries for that key, so a change looks only where its subscribers are.
 //!
+//! # Replacement
+//! A subscription with a `+sip.instance` displaces the holder of the same (instance, profile
+//! type) anywhere in the store, as the embedded store does: a registry hash in the bucket the
+//! pair hashes to names the holder. An insert stores the record first, then claims the pair
+//! (learning the previous holder) and removes the previous holder; removal and expiry clear
+//! the claim. A node dying between the insert and the claim leaves the old holder in place
+//! (the phone's retry replaces it) and an unclaimed copy that expires by itself.
+//!
 //! # Ownership
 //! Any node accepts any SUBSCRIBE. The timed duties — expiry and change fan-out — belong to
 //! the partition's lease holder. Nodes heartbeat into a registry; each computes the same
@@ -111,6 +119,10 @@ pub struct RedisStore {
     prefix: String,
     node: String,
     lease_ttl: Duration,
+    /// Replicas a subscription write must reach before it is acknowledged, and how long
+    /// it may wait for them (see [`RedisConfig::wait_replicas`]).
+    wait_replicas: u32,
+    wait_timeout: Duration,
     owned: Mutex<Owned>,
     /// (key, partition) hints already written by this node; hints only ever grow.
     hinted: Mutex<HashSet<(Vec<u8>, u16)>>,
@@ -135,6 +147,8 @@ impl RedisStore {
             prefix: config.prefix.clone(),
             node,
             lease_ttl: config.lease_ttl,
+            wait_replicas: config.wait_replicas,
+            wait_timeout: config.wait_timeout,
             owned: Mutex::new(Owned::default()),
             hinted: Mutex::new(HashSet::new()),
             live: Mutex::new(Vec::new()),
@@ -169,6 +183,14 @@ impl RedisStore {
                 self.prefix
             ))),
         }
+    }
+
+    /// The SHA1 of every Lua script the store runs (tests check what each does in Redis).
+    pub fn script_hashes() -> Vec<String> {
+        scripts::all()
+            .iter()
+            .map(|s| s.get_hash().to_string())
+            .collect()
     }
 
     pub fn node(&self) -> &str {
@@ -485,8 +507,17 @@ impl RedisStore {
     ) -> Result<Vec<SubId>, StoreError> {
         let part = self.part(p);
         let mut c = self.conn.clone();
-        let ids: Vec<String> = scripts::PAGE
-            .key(format!("{part}:due"))
+        let mut script = scripts::PAGE.prepare_invoke();
+        for b in first..BUCKETS {
+            match key {
+                None => script.key(format!("{part}:h:{b}")),
+                Some(k) => script.key(set_key(&part, b, k)),
+            };
+        }
+        if key.is_some() && subject_bucket >= i64::from(first) {
+            script.key(format!("{part}:h:{subject_bucket}"));
+        }
+        let ids: Vec<String> = script
             .arg(&part)
             .arg(key.unwrap_or_default())
             .arg(subject_bucket)
@@ -528,6 +559,35 @@ impl RedisStore {
     }
 }
 
+/// Attempts at a script whose declared index sets came from a read that a concurrent
+/// write to the same record outdated (RETRY): writes to one record are brief and rare
+/// (one dialog's refreshes and NOTIFYs), so a few suffice.
+const DECLARE_ATTEMPTS: usize = 8;
+
+fn contended(id: SubId) -> StoreError {
+    StoreError::Unavailable(format!(
+        "subscription {id} changed under {DECLARE_ATTEMPTS} attempts to write it"
+    ))
+}
+
+/// The index set of key `k` in bucket `b` of partition `part` (as `set_key` in the prelude).
+fn set_key(part: &str, b: u16, k: &[u8]) -> Vec<u8> {
+    let mut out = format!("{part}:k:{b}:").into_bytes();
+    out.extend_from_slice(k);
+    out
+}
+
+/// The index sets the stored records `recs` (of bucket `b`) have entries in.
+fn index_sets(part: &str, b: u16, recs: &[&[u8]]) -> Result<BTreeSet<Vec<u8>>, StoreError> {
+    let mut out = BTreeSet::new();
+    for rec in recs {
+        let keys = codec::explicit_keys(rec)
+            .ok_or_else(|| StoreError::Other("undecodable subscription record".into()))?;
+        out.extend(keys.iter().map(|k| set_key(part, b, k)));
+    }
+    Ok(out)
+}
+
 /// Rendezvous (highest random weight) assignment: every node computes the same owner from
 /// the same live list, and a node joining or leaving moves only its own share.
 fn owner_of(p: u16, live: &[String]) -> Option<&str> {
@@ -562,22 +622,51 @@ impl SubscriptionStore for RedisStore {
         let (part, b, hash) = self.locate(sub.id);
         let (_, until) = turn_times();
         let mut c = self.conn.clone();
-        let r: Result<Vec<Vec<u8>>, _> = scripts::INSERT
-            .key(hash)
-            .arg(part)
+        let mut script = scripts::INSERT.key(&hash);
+        script
+            .key(format!("{part}:t"))
+            .key(format!("{part}:n"))
+            .key(format!("{part}:due"));
+        for k in index_sets(&part, b, &[&rec])? {
+            script.key(k);
+        }
+        let r: Result<i64, _> = script
+            .arg(&part)
             .arg(b)
             .arg(sub.id.0)
-            .arg(rec)
+            .arg(&rec)
             .arg(&self.node)
             .arg(until)
             .invoke_async(&mut c)
             .await;
         match r {
-            Ok(replaced) => Ok(Upserted {
-                replaced: Self::decode_pairs(replaced)?,
-            }),
-            Err(e) if is_script_error(&e, "CONFLICT") => Err(StoreError::Conflict(sub.id)),
-            Err(e) => Err(map_err(e)),
+            Ok(_) => {}
+            Err(e) if is_script_error(&e, "CONFLICT") => return Err(StoreError::Conflict(sub.id)),
+            Err(e) => return Err(map_err(e)),
+        }
+        let replaced = match &sub.instance {
+            Some(instance) => self.replace_instance(&sub, instance).await,
+            None => Ok(Vec::new()),
+        };
+        // The replaced holder's removal may have gone to another master: wait there too.
+        let replicated = async {
+            let replaced = replaced?;
+            self.replicated(&hash).await?;
+            for old in &replaced {
+                self.replicated(&self.locate(old.id).2).await?;
+            }
+            Ok(replaced)
+        };
+        match replicated.await {
+            Ok(replaced) => Ok(Upserted { replaced }),
+            Err(e) => {
+                // Not accepted after all: the caller answers an error, and the phone's retry
+                // must not find this copy as a second subscription of the instance.
+                if let Err(undo) = self.remove(sub.id).await {
+                    warn!(%undo, id = %sub.id, "cannot undo an insert; it expires by itself");
+                }
+                Err(e)
+            }
         }
     }
 
@@ -588,45 +677,57 @@ impl SubscriptionStore for RedisStore {
         let (part, b, hash) = self.locate(sub.id);
         let (now, until) = turn_times();
         let mut c = self.conn.clone();
-        let cseq: Option<u32> = scripts::REFRESH
-            .key(hash)
-            .arg(part)
-            .arg(b)
-            .arg(sub.id.0)
-            .arg(rec)
-            .arg(&self.node)
-            .arg(now)
-            .arg(until)
-            .invoke_async(&mut c)
-            .await
-            .map_err(map_err)?;
-        Ok(turn_of(cseq))
+        for _ in 0..DECLARE_ATTEMPTS {
+            let old = self.raw(&hash, sub.id).await?;
+            let mut recs = vec![rec.as_slice()];
+            recs.extend(old.as_deref());
+            let mut script = scripts::REFRESH.key(&hash);
+            script.key(format!("{part}:t")).key(format!("{part}:due"));
+            for k in index_sets(&part, b, &recs)? {
+                script.key(k);
+            }
+            let r: Result<Option<u32>, _> = script
+                .arg(&part)
+                .arg(b)
+                .arg(sub.id.0)
+                .arg(&rec)
+                .arg(&self.node)
+                .arg(now)
+                .arg(until)
+                .invoke_async(&mut c)
+                .await;
+            match r {
+                Ok(cseq) => {
+                    if let Err(e) = self.replicated(&hash).await {
+                        // Not acknowledged: no NOTIFY answers it, so give back its turn.
+                        if matches!(turn_of(cseq), Turn::Granted(_)) {
+                            let _ = self.end_notify(sub.id, None).await;
+                        }
+                        return Err(e);
+                    }
+                    return Ok(turn_of(cseq));
+                }
+                Err(e) if is_script_error(&e, "RETRY") => continue,
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(contended(sub.id))
     }
 
     async fn get(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
         let (_, _, hash) = self.locate(id);
-        let mut c = self.conn.clone();
-        let rec: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(hash)
-            .arg(id.0)
-            .query_async(&mut c)
-            .await
-            .map_err(map_err)?;
-        rec.map(|r| decode(id, &r)).transpose()
+        self.raw(&hash, id)
+            .await?
+            .map(|r| decode(id, &r))
+            .transpose()
     }
 
     async fn remove(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
-        let (part, b, hash) = self.locate(id);
-        let mut c = self.conn.clone();
-        let rec: Option<Vec<u8>> = scripts::REMOVE
-            .key(hash)
-            .arg(part)
-            .arg(b)
-            .arg(id.0)
-            .invoke_async(&mut c)
-            .await
-            .map_err(map_err)?;
-        rec.map(|r| decode(id, &r)).transpose()
+        let removed = self.remove_record(id).await?;
+        if let Some(sub) = &removed {
+            self.unclaim(sub).await;
+        }
+        Ok(removed)
     }
 
     async fn begin_notify(
@@ -641,11 +742,21 @@ impl SubscriptionStore for RedisStore {
             self.hint(id, keys).await?;
         }
         let mut dead = String::new();
-        // At most twice: the second time taking over the turn of a node that left.
-        for _ in 0..2 {
+        let mut changed = 0;
+        // At most twice taking a turn: the second time taking over the turn of a node that
+        // left; reads outdated by a concurrent write are repeated.
+        let mut takeovers = 0;
+        while takeovers < 2 {
             match self.try_begin(id, depends_on.as_deref(), &dead).await? {
                 Begun::Cseq(c) => return Ok(turn_of(Some(c))),
                 Begun::Gone => return Ok(Turn::Gone),
+                Begun::Changed => {
+                    changed += 1;
+                    if changed >= DECLARE_ATTEMPTS {
+                        return Err(contended(id));
+                    }
+                    continue;
+                }
                 Begun::HeldBy(holder) => {
                     let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
                     // An empty view means no membership tick has succeeded yet: trust no one's death.
@@ -655,6 +766,7 @@ impl SubscriptionStore for RedisStore {
                     drop(live);
                     counter!("notify_turns_taken_over_total").increment(1);
                     dead = holder;
+                    takeovers += 1;
                 }
             }
         }
@@ -667,6 +779,7 @@ impl SubscriptionStore for RedisStore {
         let mut c = self.conn.clone();
         let wanted: i64 = scripts::END_NOTIFY
             .key(hash)
+            .key(format!("{part}:t"))
             .arg(part)
             .arg(id.0)
             .arg(&self.node)
@@ -714,18 +827,15 @@ impl SubscriptionStore for RedisStore {
             if out.len() >= limit {
                 break;
             }
-            let part = self.part(p);
-            let mut c = self.conn.clone();
-            let r: Result<Vec<Vec<u8>>, _> = scripts::TAKE_DUE
-                .key(format!("{part}:due"))
-                .arg(&part)
-                .arg(now_ms)
-                .arg(limit - out.len())
-                .arg(&self.node)
-                .invoke_async(&mut c)
-                .await;
+            let r = self.take_due_in(p, now_ms, limit - out.len()).await;
             match r {
-                Ok(pairs) => out.extend(Self::decode_pairs(pairs)?),
+                Ok(pairs) => {
+                    let taken = Self::decode_pairs(pairs)?;
+                    for sub in &taken {
+                        self.unclaim(sub).await;
+                    }
+                    out.extend(taken);
+                }
                 Err(e) if is_script_error(&e, "NOTOWNER") => {
                     warn!(partition = p, "lease lost; dropping the partition");
                     let mut o = self.lock_owned();
@@ -985,11 +1095,222 @@ impl SubscriptionStore for RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The registry hash and field naming (`profile_type`, `instance`): in the bucket the
+    /// pair hashes to, so any node finds the holder from the pair alone.
+    fn instance_slot(&self, sub: &Subscription, instance: &str) -> (String, Vec<u8>) {
+        let mut field = vec![codec::type_byte(sub.profile_type)];
+        field.extend_from_slice(instance.as_bytes());
+        let (p, b) = split(stable_hash(&[&field]) % ALL_BUCKETS);
+        (format!("{}:i:{b}", self.part(p)), field)
+    }
+
+    /// Makes `sub` the holder of its (instance, profile type) and removes the previous
+    /// holder, wherever it lives. Two concurrent claims of one instance leave one holder:
+    /// each removes the holder it displaced.
+    async fn replace_instance(
+        &self,
+        sub: &Subscription,
+        instance: &str,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let (key, field) = self.instance_slot(sub, instance);
+        let mut c = self.conn.clone();
+        let prev: Option<String> = scripts::CLAIM
+            .key(key)
+            .arg(field)
+            .arg(sub.id.0)
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        let Some(prev) = prev.map(|p| parse_id(p.as_bytes())).transpose()? else {
+            return Ok(Vec::new());
+        };
+        if prev == sub.id {
+            return Ok(Vec::new());
+        }
+        // The registry names the holder; its record says whether it still is one (a
+        // holder whose removal could not clear the registry is gone already).
+        match self.get(prev).await? {
+            Some(old)
+                if old.instance.as_deref() == Some(instance)
+                    && old.profile_type == sub.profile_type =>
+            {
+                Ok(self.remove_record(prev).await?.into_iter().collect())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Forgets `sub` as its instance's holder (after its removal or expiry). Best effort: a
+    /// registry entry left behind names a gone id, which the next claim of the instance
+    /// finds and ignores.
+    async fn unclaim(&self, sub: &Subscription) {
+        let Some(instance) = &sub.instance else {
+            return;
+        };
+        let (key, field) = self.instance_slot(sub, instance);
+        let mut c = self.conn.clone();
+        let r: Result<i64, _> = scripts::UNCLAIM
+            .key(key)
+            .arg(field)
+            .arg(sub.id.0)
+            .invoke_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            warn!(%e, id = %sub.id, "cannot clear an instance registry entry");
+        }
+    }
+
+    /// Removes a subscription's record and index entries; the registry is the caller's.
+    async fn remove_record(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
+        let (part, b, hash) = self.locate(id);
+        let mut c = self.conn.clone();
+        for _ in 0..DECLARE_ATTEMPTS {
+            // Gone when read is gone: the removal is ordered at the read.
+            let Some(old) = self.raw(&hash, id).await? else {
+                return Ok(None);
+            };
+            let mut script = scripts::REMOVE.key(&hash);
+            script
+                .key(format!("{part}:t"))
+                .key(format!("{part}:n"))
+                .key(format!("{part}:due"));
+            for k in index_sets(&part, b, &[&old])? {
+                script.key(k);
+            }
+            let r: Result<Option<Vec<u8>>, _> = script
+                .arg(&part)
+                .arg(b)
+                .arg(id.0)
+                .invoke_async(&mut c)
+                .await;
+            match r {
+                Ok(rec) => return rec.map(|r| decode(id, &r)).transpose(),
+                Err(e) if is_script_error(&e, "RETRY") => continue,
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(contended(id))
+    }
+
+    /// Returns once the configured number of replicas has every write made so far to the
+    /// master holding `key` (a subscription's bucket); `Unavailable` when they do not within
+    /// the wait timeout, so that no SUBSCRIBE is answered 200 for a write a failover can lose.
+    async fn replicated(&self, key: &str) -> Result<(), StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let acked = c
+            .wait_replicas(key.as_bytes(), self.wait_replicas, self.wait_timeout)
+            .await
+            .map_err(map_err)?;
+        if acked < self.wait_replicas {
+            counter!("store_replication_shortfalls_total").increment(1);
+            return Err(StoreError::Unavailable(format!(
+                "the write reached {acked} of {} replicas within {:?}",
+                self.wait_replicas, self.wait_timeout
+            )));
+        }
+        Ok(())
+    }
+
+    /// A subscription's stored record.
+    async fn raw(&self, hash: &str, id: SubId) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut c = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(hash)
+            .arg(id.0)
+            .query_async(&mut c)
+            .await
+            .map_err(map_err)
+    }
+
+    /// One partition's expired subscriptions, up to `limit`, removed while this node holds
+    /// the partition's lease. The candidates are read first, so that the script removing
+    /// them is told every key it touches.
+    async fn take_due_in(
+        &self,
+        p: u16,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, RedisError> {
+        let part = self.part(p);
+        let mut c = self.conn.clone();
+        let buckets: Vec<u16> = redis::cmd("ZRANGEBYSCORE")
+            .arg(format!("{part}:due"))
+            .arg("-inf")
+            .arg(now_ms)
+            .query_async(&mut c)
+            .await?;
+        if buckets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut read = redis::pipe();
+        for b in &buckets {
+            read.cmd("HGETALL").arg(format!("{part}:h:{b}"));
+        }
+        let contents: Vec<Vec<(Vec<u8>, Vec<u8>)>> = read.query_async(&mut c).await?;
+        let mut cands: Vec<(u64, SubId, u16, Vec<u8>)> = Vec::new();
+        for (b, all) in buckets.iter().zip(contents) {
+            for (id, rec) in all {
+                let (Ok(id), Some(e)) = (parse_id(&id), codec::expires_of(&rec)) else {
+                    warn!(
+                        partition = p,
+                        bucket = b,
+                        "undecodable record in Redis; skipped"
+                    );
+                    continue;
+                };
+                if e <= now_ms {
+                    cands.push((e, id, *b, rec));
+                }
+            }
+        }
+        cands.sort_unstable_by_key(|(e, id, ..)| (*e, *id));
+        cands.truncate(limit);
+        let mut script = scripts::TAKE_DUE.key(format!("{part}:due"));
+        script
+            .key(format!("{part}:lease"))
+            .key(format!("{part}:t"))
+            .key(format!("{part}:n"));
+        for b in &buckets {
+            script.key(format!("{part}:h:{b}"));
+        }
+        let mut sets = BTreeSet::new();
+        for (_, _, b, rec) in &cands {
+            sets.extend(
+                codec::explicit_keys(rec)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|k| set_key(&part, *b, k)),
+            );
+        }
+        for k in sets {
+            script.key(k);
+        }
+        script
+            .arg(&part)
+            .arg(now_ms)
+            .arg(&self.node)
+            .arg(buckets.len());
+        for b in &buckets {
+            script.arg(*b);
+        }
+        for (_, id, b, rec) in &cands {
+            script.arg(*b).arg(id.0).arg(rec.as_slice());
+        }
+        script.invoke_async(&mut c).await
+    }
+}
+
 /// What one attempt at a dialog's turn found.
 enum Begun {
     Cseq(u32),
     HeldBy(String),
     Gone,
+    /// The record changed between the read that declared its index sets and the script.
+    Changed,
 }
 
 impl RedisStore {
@@ -1001,7 +1322,26 @@ impl RedisStore {
     ) -> Result<Begun, StoreError> {
         let (part, b, hash) = self.locate(id);
         let (now, until) = turn_times();
-        let mut script = scripts::BEGIN_NOTIFY.key(hash);
+        let mut script = scripts::BEGIN_NOTIFY.key(&hash);
+        script.key(format!("{part}:t"));
+        if let Some(keys) = depends_on {
+            // The index sets of the stored dependencies and of the new ones (the subject's
+            // own entry is implicit when the record sits in the subject's bucket).
+            let Some(old) = self.raw(&hash, id).await? else {
+                return Ok(Begun::Gone);
+            };
+            let stored = decode(id, &old)?;
+            let implicit = Self::colocated(id, &stored.subject);
+            let mut sets = index_sets(&part, b, &[&old])?;
+            sets.extend(
+                keys.iter()
+                    .filter(|k| !(implicit && **k == stored.subject))
+                    .map(|k| set_key(&part, b, &codec::key_bytes(k))),
+            );
+            for k in sets {
+                script.key(k);
+            }
+        }
         script
             .arg(part)
             .arg(b)
@@ -1022,7 +1362,11 @@ impl RedisStore {
             }
         }
         let mut c = self.conn.clone();
-        let v: redis::Value = script.invoke_async(&mut c).await.map_err(map_err)?;
+        let v: redis::Value = match script.invoke_async(&mut c).await {
+            Ok(v) => v,
+            Err(e) if is_script_error(&e, "RETRY") => return Ok(Begun::Changed),
+            Err(e) => return Err(map_err(e)),
+        };
         Ok(match v {
             redis::Value::Nil => Begun::Gone,
             redis::Value::Int(c) => Begun::Cseq(u32::try_from(c).unwrap_or(u32::MAX)),

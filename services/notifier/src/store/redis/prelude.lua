@@ -2,6 +2,11 @@
 --
 -- Every script runs in one partition, whose keys share the hash tag in ARGV[1] (the
 -- partition prefix, e.g. "uaprof:{17}"), so each script is atomic on a Redis Cluster too.
+-- Every key a script touches is declared in KEYS (a Cluster migrating a slot and proxies
+-- that route by KEYS rely on it). Keys that depend on data the script reads — the index
+-- sets of a stored record — are declared by the caller from its own read of the record;
+-- a script that finds them undeclared (the record changed since) changes nothing and
+-- answers RETRY, and the caller reads again.
 --   P..':h:'..b          HASH  id -> record (bucket b of the partition)
 --   P..':k:'..b..':'..K  SET   ids in bucket b that depend on key K (explicit index entries)
 --   P..':due'            ZSET  bucket -> earliest expiry in it (may be early, never late)
@@ -9,6 +14,9 @@
 --   P..':lease'          the node that owns the partition's timed duties
 --   P..':t'              HASH  id -> "node|until_ms|wanted": the dialog's NOTIFY turn
 --   P..':jobs'           HASH  key -> "version:effective_by": pending fan-out work
+--   P..':i:'..b          HASH  type byte .. +sip.instance -> id of the subscription holding it,
+--                        in the bucket the instance hashes to (not the holder's: replacement
+--                        is global, so the registry is found from the instance alone)
 -- Records: see codec.rs (flags, expires, cseq, type, subject, etag, instance, deps, tail).
 
 local MAX_CSEQ = 2147483647
@@ -75,6 +83,17 @@ local function idless(a, b)
 end
 
 local function set_key(P, b, k) return P .. ':k:' .. b .. ':' .. k end
+
+local DECLARED = {}
+for _, k in ipairs(KEYS) do DECLARED[k] = true end
+
+-- Whether the index sets of parsed record `h` in bucket b are all declared.
+local function covered(P, b, h)
+  for _, k in ipairs(h.explicit) do
+    if not DECLARED[set_key(P, b, k)] then return false end
+  end
+  return true
+end
 
 local function fix_due(P, b)
   local recs = redis.call('HVALS', P .. ':h:' .. b)

@@ -1,5 +1,6 @@
 //! The Lua scripts of the Redis store. Each touches one partition (one hash slot) and is
-//! atomic there; `prelude.lua` documents the key layout they share.
+//! atomic there, and declares in KEYS every key it touches; `prelude.lua` documents the key
+//! layout they share.
 
 use std::sync::LazyLock;
 
@@ -12,49 +13,42 @@ macro_rules! script {
     };
 }
 
-// KEYS[1] bucket hash; ARGV: P, b, id, record, node, until_ms. Returns the replaced
-// [id, record, ...] or a CONFLICT error if the id exists. The node gets the dialog's turn for
-// the first NOTIFY.
+// KEYS: bucket hash, P:t, P:n, P:due, the index sets of the record's explicit keys.
+// ARGV: P, b, id, record, node, until_ms. Returns 1, or a CONFLICT error if the id exists.
+// The node gets the dialog's turn for the first NOTIFY. (Replacement of the same instance
+// is the caller's: see CLAIM.)
 script!(
     INSERT,
     r#"
 local P, b, id, rec = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local h = KEYS[1]
-if redis.call('HEXISTS', h, id) == 1 then return redis.error_reply('CONFLICT') end
 local new = parse(rec)
-local replaced = {}
-if new.instance ~= '' then
-  local all = redis.call('HGETALL', h)
-  for i = 1, #all, 2 do
-    local rec_i = all[i + 1]
-    if string.byte(rec_i, 14) == new.ptype and instance_of(rec_i) == new.instance then
-      unlink(P, b, all[i], parse(rec_i))
-      replaced[#replaced + 1] = all[i]
-      replaced[#replaced + 1] = all[i + 1]
-    end
-  end
-end
+if not covered(P, b, new) then return redis.error_reply('UNDECLARED index keys') end
+if redis.call('HEXISTS', h, id) == 1 then return redis.error_reply('CONFLICT') end
 redis.call('HSET', h, id, rec)
 redis.call('HSET', P .. ':t', id, ARGV[5] .. '|' .. ARGV[6] .. '|0')
 for _, k in ipairs(new.explicit) do redis.call('SADD', set_key(P, b, k), id) end
 redis.call('INCRBY', P .. ':n', 1)
-if #replaced > 0 then fix_due(P, b) else redis.call('ZADD', P .. ':due', 'LT', expires(rec), b) end
-return replaced
+redis.call('ZADD', P .. ':due', 'LT', expires(rec), b)
+return 1
 "#
 );
 
-// KEYS[1] bucket hash; ARGV: P, b, id, record, node, now_ms, until_ms. Returns the CSeq of
-// the NOTIFY answering the refresh, 0 when another NOTIFY of the dialog is in flight (one is
-// then wanted after it), or nil if gone.
+// KEYS: bucket hash, P:t, P:due, the index sets of the stored and the new record.
+// ARGV: P, b, id, record, node, now_ms, until_ms. Returns the CSeq of the NOTIFY answering
+// the refresh, 0 when another NOTIFY of the dialog is in flight (one is then wanted after
+// it), nil if gone, RETRY if the stored record's index sets are not declared.
 script!(
     REFRESH,
     r#"
 local P, b, id, rec = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local old = redis.call('HGET', KEYS[1], id)
 if not old then return false end
+local o, n = parse(old), parse(rec)
+if not (covered(P, b, o) and covered(P, b, n)) then return redis.error_reply('RETRY') end
 local c = math.min(math.max(cseq(old), cseq(rec)) + 1, MAX_CSEQ)
 rec = with_cseq(rec, c)
-relink(P, b, id, parse(old), parse(rec))
+relink(P, b, id, o, n)
 redis.call('HSET', KEYS[1], id, rec)
 if expires(rec) < expires(old) then
   redis.call('ZADD', P .. ':due', 'LT', expires(rec), b)
@@ -64,27 +58,27 @@ return c
 "#
 );
 
-// KEYS[1] bucket hash; ARGV: P, b, id, node, now_ms, until_ms, dead (a holder known to have
+// KEYS: bucket hash, P:t, and when replacing the dependencies the index sets of the stored
+// and the new ones. ARGV: P, b, id, node, now_ms, until_ms, dead (a holder known to have
 // left the tier, whose turn may be taken over; '' for none), replace ('0'/'1'), then the new
 // dependency keys. Takes the dialog's NOTIFY turn and returns the new CSeq; the holder's
-// name when another NOTIFY of the dialog is in flight (the caller tries again); nil if gone. The
-// dependency section is rebuilt here (the subject is written as an implicit entry when the
-// record is in the subject's bucket) and the index sets are touched only when it changed.
+// name when another NOTIFY of the dialog is in flight (the caller tries again); nil if gone;
+// RETRY if index sets it would touch are not declared. The dependency section is rebuilt
+// here (the subject is written as an implicit entry when the record is in the subject's
+// bucket) and the index sets are touched only when it changed.
 script!(
     BEGIN_NOTIFY,
     r#"
 local P, b, id = ARGV[1], ARGV[2], ARGV[3]
 local old = redis.call('HGET', KEYS[1], id)
 if not old then return false end
-local holder = take_turn(P, id, ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], false)
-if holder ~= true then return holder end
-local c = math.min(cseq(old) + 1, MAX_CSEQ)
-local rec = with_cseq(old, c)
+local o = parse(old)
+local section, implicit
 if ARGV[8] == '1' then
-  local o = parse(old)
   local colocated = bit.band(o.flags, 4) == 4
-  local implicit = 0
+  implicit = 0
   local parts = { string.char(#ARGV - 8) }
+  local explicit = {}
   for i = 9, #ARGV do
     local k = ARGV[i]
     if colocated and k == o.subject then
@@ -92,22 +86,30 @@ if ARGV[8] == '1' then
       parts[#parts + 1] = u16s(0)
     else
       parts[#parts + 1] = u16s(#k) .. k
+      explicit[#explicit + 1] = k
     end
   end
-  local section = table.concat(parts)
-  if section ~= string.sub(old, o.deps_at, o.deps_end - 1) then
-    local flags = bit.band(o.flags, 254) + implicit
-    rec = string.char(flags) .. string.sub(rec, 2, o.deps_at - 1) .. section .. string.sub(rec, o.deps_end)
-    relink(P, b, id, o, parse(rec))
+  section = table.concat(parts)
+  if not (covered(P, b, o) and covered(P, b, { explicit = explicit })) then
+    return redis.error_reply('RETRY')
   end
+end
+local holder = take_turn(P, id, ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], false)
+if holder ~= true then return holder end
+local c = math.min(cseq(old) + 1, MAX_CSEQ)
+local rec = with_cseq(old, c)
+if section and section ~= string.sub(old, o.deps_at, o.deps_end - 1) then
+  local flags = bit.band(o.flags, 254) + implicit
+  rec = string.char(flags) .. string.sub(rec, 2, o.deps_at - 1) .. section .. string.sub(rec, o.deps_end)
+  relink(P, b, id, o, parse(rec))
 end
 redis.call('HSET', KEYS[1], id, rec)
 return c
 "#
 );
 
-// KEYS[1] bucket hash; ARGV: P, id, node, etag ('' for none). Ends `node`'s NOTIFY turn in
-// the dialog and records the confirmed entity tag. Returns 1 when a NOTIFY was wanted
+// KEYS: bucket hash, P:t. ARGV: P, id, node, etag ('' for none). Ends `node`'s NOTIFY turn
+// in the dialog and records the confirmed entity tag. Returns 1 when a NOTIFY was wanted
 // meanwhile (the caller sends the dialog's newest state), else 0.
 script!(
     END_NOTIFY,
@@ -134,23 +136,27 @@ return wanted
 "#
 );
 
-// KEYS[1] bucket hash; ARGV: P, b, id. Returns the removed record or nil.
+// KEYS: bucket hash, P:t, P:n, P:due, the index sets of the stored record. ARGV: P, b, id.
+// Returns the removed record, nil, or RETRY if the record's index sets are not declared.
 script!(
     REMOVE,
     r#"
 local P, b, id = ARGV[1], ARGV[2], ARGV[3]
 local old = redis.call('HGET', KEYS[1], id)
 if not old then return false end
-unlink(P, b, id, parse(old))
+local o = parse(old)
+if not covered(P, b, o) then return redis.error_reply('RETRY') end
+unlink(P, b, id, o)
 local due = redis.call('ZSCORE', P .. ':due', b)
 if due and expires(old) <= tonumber(due) then fix_due(P, b) end
 return old
 "#
 );
 
-// KEYS[1] due zset; ARGV: P, key ('' = every subscription), subject bucket (-1: none here),
-// first bucket, after, limit. Ids depending on `key` (or all ids), in (bucket, id) order
-// from (first bucket, after), at most limit.
+// KEYS: for every bucket from `first` to 63 its hash (key '') or the index set of `key` in
+// it, then the subject bucket's hash when it is among them. ARGV: P, key ('' = every
+// subscription), subject bucket (-1: none here), first bucket, after, limit. Ids depending
+// on `key` (or all ids), in (bucket, id) order from (first bucket, after), at most limit.
 script!(
     PAGE,
     r#"
@@ -185,35 +191,34 @@ return out
 "#
 );
 
-// KEYS[1] due zset; ARGV: P, now_ms, limit, node. Removes and returns [id, record, ...] of the
-// `limit` earliest expired subscriptions, only while `node` holds the partition's lease
-// (NOTOWNER otherwise): a node that lost its lease cannot end a subscription a second time.
+// KEYS: P:due, P:lease, P:t, P:n, the hashes of the buckets read, the index sets of the
+// candidates. ARGV: P, now_ms, node, the number of buckets read, those buckets, then
+// (bucket, id, record) per candidate: expired subscriptions the caller read, earliest
+// first. Removes and returns [id, record, ...] of the candidates still stored as read,
+// only while `node` holds the partition's lease (NOTOWNER otherwise): a node that lost its
+// lease cannot end a subscription a second time. A candidate refreshed since is left alone.
 script!(
     TAKE_DUE,
     r#"
-local P, now, limit, node = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local P, now, node, nb = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 if redis.call('GET', P .. ':lease') ~= node then return redis.error_reply('NOTOWNER') end
-local buckets = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-local cands = {}
-for _, b in ipairs(buckets) do
-  local all = redis.call('HGETALL', P .. ':h:' .. b)
-  for i = 1, #all, 2 do
-    local e = expires(all[i + 1])
-    if e <= now then cands[#cands + 1] = { e, all[i], all[i + 1], b } end
+local take = {}
+for i = 5 + nb, #ARGV, 3 do
+  local b, id, rec = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if not DECLARED[P .. ':h:' .. b] then return redis.error_reply('UNDECLARED bucket') end
+  if expires(rec) <= now and redis.call('HGET', P .. ':h:' .. b, id) == rec then
+    local h = parse(rec)
+    if not covered(P, b, h) then return redis.error_reply('UNDECLARED index keys') end
+    take[#take + 1] = { b, id, rec, h }
   end
 end
-table.sort(cands, function(x, y)
-  if x[1] ~= y[1] then return x[1] < y[1] end
-  return idless(x[2], y[2])
-end)
 local out = {}
-for i = 1, math.min(limit, #cands) do
-  local c = cands[i]
-  unlink(P, c[4], c[2], parse(c[3]))
-  out[#out + 1] = c[2]
-  out[#out + 1] = c[3]
+for _, t in ipairs(take) do
+  unlink(P, t[1], t[2], t[4])
+  out[#out + 1] = t[2]
+  out[#out + 1] = t[3]
 end
-for _, b in ipairs(buckets) do fix_due(P, b) end
+for i = 5, 4 + nb do fix_due(P, ARGV[i]) end
 return out
 "#
 );
@@ -291,3 +296,49 @@ return out
 "#,
     )
 });
+
+// KEYS[1] an instance registry hash; ARGV: field (profile type and +sip.instance), id.
+// Makes `id` the holder of the instance and returns the previous holder (nil for none).
+pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return prev
+"#,
+    )
+});
+
+// KEYS[1] an instance registry hash; ARGV: field, id. Forgets the instance if `id` still
+// holds it. 1 if forgotten.
+pub static UNCLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"#,
+    )
+});
+
+/// Every script of the store, for tests that check what the scripts do in Redis.
+pub fn all() -> [&'static Script; 15] {
+    [
+        &INSERT,
+        &REFRESH,
+        &BEGIN_NOTIFY,
+        &END_NOTIFY,
+        &REMOVE,
+        &PAGE,
+        &TAKE_DUE,
+        &ACQUIRE,
+        &RELEASE,
+        &RAISE,
+        &ENQUEUE,
+        &FINISH,
+        &TAKE_DIRTY,
+        &CLAIM,
+        &UNCLAIM,
+    ]
+}
