@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Lowest layer first. A module may use the ones before it.
 const LAYERS: &[&str] = &[
+    "limits",
     "config",
     "metrics_desc",
     "store",
@@ -20,7 +21,6 @@ const LAYERS: &[&str] = &[
     "expiry",
     "subscribe",
     "transport",
-    "limits",
     "engine",
 ];
 
