@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{Msg, Phone, Server, Sub, http, http_full, put_doc, sha1_hex};
@@ -763,5 +763,110 @@ fn the_200_to_subscribe_copies_record_route_in_order_and_notifies_follow_the_rou
             .is_some_and(|r| r.contains(&phone.local.to_string())),
         "the NOTIFY follows the route set: {}",
         notify.raw
+    );
+}
+
+/// Sends `text` (a SUBSCRIBE from `phone`) and returns the final response.
+fn final_response(phone: &Phone, text: &str) -> Msg {
+    phone.send(text);
+    loop {
+        let m = phone.recv(T).expect("final response");
+        if m.status().is_some_and(|s| s >= 200) {
+            return m;
+        }
+    }
+}
+
+#[test]
+fn notifies_go_to_the_subscribe_source_never_to_a_third_party() {
+    let srv = Server::start(&[]);
+    // A Contact naming another socket (the "victim"): with no route set over UDP the NOTIFY
+    // goes to the SUBSCRIBE's source, and the victim receives nothing.
+    let victim = UdpSocket::bind("127.0.0.1:0").expect("bind victim");
+    victim
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let victim_addr = victim.local_addr().expect("addr");
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000f1");
+    let text = phone
+        .subscribe_text(&Sub::default(), "z9hG4bKsrc1")
+        .replace(
+            &format!("Contact: <sip:phone@{}>", phone.local),
+            &format!("Contact: <sip:phone@{victim_addr}>"),
+        );
+    let resp = final_response(&phone, &text);
+    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+    let n = phone.expect_notify(T, 200);
+    assert!(
+        n.first.contains(&victim_addr.to_string()),
+        "R-URI is the Contact: {}",
+        n.first
+    );
+    let mut buf = [0u8; 4096];
+    assert!(
+        victim.recv_from(&mut buf).is_err(),
+        "the Contact's socket got a NOTIFY"
+    );
+
+    // A Record-Route to a loopback host other than the source (127.0.0.2) is refused with 403;
+    // a TLS Contact over UDP with 400. Neither creates a subscription.
+    for (n, (extra, contact, status)) in [
+        ("Record-Route: <sip:127.0.0.2:5999;lr>\r\n", None, 403),
+        ("", Some("<sip:phone@127.0.0.1:5999;transport=tls>"), 400),
+        ("", Some("<sips:phone@127.0.0.1:5999>"), 400),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut p = Phone::new(srv.udp, &format!("MAC%3a0000000000f{}", n + 2));
+        let mut text = p.subscribe_text(
+            &Sub {
+                extra,
+                ..Sub::default()
+            },
+            &format!("z9hG4bKsrc2{n}"),
+        );
+        if let Some(c) = contact {
+            text = text.replace(&format!("<sip:phone@{}>", p.local), c);
+        }
+        let resp = final_response(&p, &text);
+        assert_eq!(resp.status(), Some(status), "{}", resp.raw);
+        assert!(
+            p.recv(Duration::from_millis(300)).is_none(),
+            "no NOTIFY after a refusal"
+        );
+    }
+}
+
+#[test]
+fn a_notify_too_large_for_udp_goes_over_tcp_to_the_phone() {
+    // A limit under any multipart NOTIFY's size, so the first one must leave UDP.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(&dir, "[notifier]\nudp_max_notify_bytes = 300\n");
+    let srv = Server::start(&["--config", &cfg]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a0000000000f9");
+    // The phone takes TCP on the port of its UDP socket (the Contact's port).
+    let listener = std::net::TcpListener::bind(phone.local).expect("tcp on the phone's port");
+    let (r, early) = phone.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    assert!(
+        early.iter().all(|m| !m.is_request("NOTIFY")),
+        "no NOTIFY over UDP"
+    );
+    let (mut conn, _) = listener.accept().expect("the NOTIFY's connection");
+    conn.set_read_timeout(Some(T)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).expect("read NOTIFY");
+        assert!(n > 0, "closed before a NOTIFY");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("NOTIFY "), "{text}");
+    assert!(text.contains("SIP/2.0/TCP "), "the Via says TCP: {text}");
+    assert!(
+        phone.recv(Duration::from_millis(300)).is_none(),
+        "nothing over UDP"
     );
 }
