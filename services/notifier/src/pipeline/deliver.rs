@@ -31,8 +31,28 @@ async fn again(ctx: &Ctx, want: Want, priority: Priority, needs_credit: bool, de
         .await;
 }
 
+/// Queues `want` again with back-off after a failure that may pass (the content tier or DNS
+/// unavailable), until [`MAX_ATTEMPTS`]; then this NOTIFY is given up, the subscription kept.
+async fn retry_later(
+    ctx: &Ctx,
+    mut want: Want,
+    priority: Priority,
+    credited: bool,
+    what: &str,
+    e: String,
+) {
+    want.attempt += 1;
+    if want.attempt >= MAX_ATTEMPTS {
+        warn!(sub = %want.sub, error = %e, "{what}; giving up on this NOTIFY");
+        return count(want.why, "gave_up");
+    }
+    debug!(sub = %want.sub, error = %e, "{what}; retrying");
+    let delay = backoff(want.attempt);
+    again(ctx, want, priority, credited, delay).await;
+}
+
 /// Delivers one want; `credited`: a fetch credit was spent on it (given back if unused).
-pub(crate) async fn deliver(ctx: &Ctx, mut want: Want, priority: Priority, credited: bool) {
+pub(crate) async fn deliver(ctx: &Ctx, want: Want, priority: Priority, credited: bool) {
     let refund = |ctx: &Ctx| {
         if credited {
             ctx.pipeline.credits().refund();
@@ -76,14 +96,8 @@ pub(crate) async fn deliver(ctx: &Ctx, mut want: Want, priority: Priority, credi
         }
         Err(e) => {
             refund(ctx);
-            want.attempt += 1;
-            if want.attempt >= MAX_ATTEMPTS {
-                warn!(sub = %id, error = %e, "content tier unavailable; giving up on this NOTIFY");
-                return count(want.why, "gave_up");
-            }
-            debug!(sub = %id, error = %e, "content tier unavailable; retrying");
-            let delay = backoff(want.attempt);
-            return again(ctx, want, priority, credited, delay).await;
+            let what = "content tier unavailable";
+            return retry_later(ctx, want, priority, credited, what, e.to_string()).await;
         }
     };
     let etag = resolution.entity_tag();
@@ -97,13 +111,8 @@ pub(crate) async fn deliver(ctx: &Ctx, mut want: Want, priority: Priority, credi
             // A DNS failure says nothing about the subscriber: try again later, and leave
             // the subscription to expire if it never resolves again.
             refund(ctx);
-            if want.attempt >= MAX_ATTEMPTS {
-                warn!(sub = %id, error = %e, "next hop does not resolve; giving up on this NOTIFY");
-                return count(want.why, "gave_up");
-            }
-            debug!(sub = %id, error = %e, "next hop does not resolve; retrying");
-            let delay = backoff(want.attempt);
-            return again(ctx, want, priority, credited, delay).await;
+            let what = "next hop does not resolve";
+            return retry_later(ctx, want, priority, credited, what, e.to_string()).await;
         }
         Err(e) => {
             refund(ctx);
