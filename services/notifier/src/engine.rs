@@ -314,16 +314,17 @@ impl Engine {
             // ACK only exists for INVITE transactions, which we never accept.
             return;
         }
+        // Where answers go (computed only for requests that get one, not retransmissions).
+        let answer_to = |req: &rsip::Request| Peer {
+            addr: sip_core::via::response_destination(req, peer),
+            ..peer
+        };
         let key = match self.server.on_request(&req, peer, now) {
             ServerVerdict::New(key) => key,
             ServerVerdict::Merged(key) => {
                 counter!("sip_merged_requests_total").increment(1);
-                let dest = Peer {
-                    addr: sip_core::via::response_destination(&req, peer),
-                    ..peer
-                };
                 let resp = message::response_for(&req, 482, Some("Loop Detected"), None);
-                return self.reply_now(key, dest, message::to_bytes(&resp.into()));
+                return self.reply_now(key, answer_to(&req), message::to_bytes(&resp.into()));
             }
             ServerVerdict::Absorbed => {
                 counter!("sip_retransmissions_absorbed_total").increment(1);
@@ -346,18 +347,11 @@ impl Engine {
             }
             ServerVerdict::Full => {
                 counter!("sip_shed_total", "reason" => "transaction_table_full").increment(1);
-                let dest = Peer {
-                    addr: sip_core::via::response_destination(&req, peer),
-                    ..peer
-                };
-                return self.out.send(dest, overload_response(&req));
+                return self.out.send(answer_to(&req), overload_response(&req));
             }
             _ => return,
         };
-        let dest = Peer {
-            addr: sip_core::via::response_destination(&req, peer),
-            ..peer
-        };
+        let dest = answer_to(&req);
         counter!("sip_requests_total", "method" => method_label(&method)).increment(1);
         match method {
             rsip::Method::Subscribe => {
@@ -366,7 +360,8 @@ impl Engine {
                     return self.reply_now(key, dest, bytes);
                 }
                 // New dialogs only: a refresh belongs to a subscription already admitted.
-                if !has_to_tag(&req) && !self.sources.admit(peer.addr.ip(), now) {
+                let new_dialog = sip_core::dialog::dialog_id_of(&req).is_none();
+                if new_dialog && !self.sources.admit(peer.addr.ip(), now) {
                     counter!("sip_shed_total", "reason" => "source_rate").increment(1);
                     let bytes = overload_response(&req);
                     return self.reply_now(key, dest, bytes);
@@ -569,10 +564,6 @@ impl Engine {
             retry,
         });
     }
-}
-
-fn has_to_tag(req: &rsip::Request) -> bool {
-    sip_core::dialog::dialog_id_of(req).is_some()
 }
 
 fn method_label(m: &rsip::Method) -> &'static str {
