@@ -853,7 +853,19 @@ fn a_notify_too_large_for_udp_goes_over_tcp_to_the_phone() {
         early.iter().all(|m| !m.is_request("NOTIFY")),
         "no NOTIFY over UDP"
     );
-    let (mut conn, _) = listener.accept().expect("the NOTIFY's connection");
+    // Bounded: without the rule no connection ever comes, and the test must fail, not hang.
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + T;
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("no TCP connection for the NOTIFY: {e}"),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
     conn.set_read_timeout(Some(T)).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 8192];
