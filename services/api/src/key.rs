@@ -96,7 +96,9 @@ impl ProfileKey {
                 && s.chars()
                     .all(|c| c.is_ascii_graphic() && c != '/' && c != '"')
         };
-        if ok(vendor) && ok(model) {
+        // The id is `<vendor>:<model>`, split at the first colon: a colon in the vendor would
+        // make a key that parses back as another.
+        if ok(vendor) && ok(model) && !vendor.contains(':') {
             Ok(Self::Class {
                 vendor: vendor.to_owned(),
                 model: model.to_owned(),
@@ -157,7 +159,10 @@ pub fn normalize_device_id(raw: &str) -> Result<String, KeyError> {
         return Err(bad());
     }
     let decoded = percent_decode(raw).ok_or_else(bad)?;
-    let s = decoded.trim().trim_start_matches('<').trim_end_matches('>');
+    let s = decoded
+        .trim_matches([' ', '\t'])
+        .trim_start_matches('<')
+        .trim_end_matches('>');
     let lower = s.to_ascii_lowercase();
     if let Some(rest) = lower.strip_prefix("urn:") {
         let valid = !rest.is_empty()
@@ -180,14 +185,23 @@ pub fn normalize_device_id(raw: &str) -> Result<String, KeyError> {
 }
 
 /// Normalises an AoR to `user@host`: strips a `sip:`/`sips:` scheme, URI parameters and angle
-/// brackets, lowercases the host (user parts are case-sensitive in SIP, RFC 3261 §19.1.4).
+/// brackets, lowercases the host (user parts are case-sensitive in SIP, RFC 3261 §19.1.4) and
+/// drops a port (an IPv6 literal keeps its brackets).
+///
+/// The input is a URI as phones send it, so the user part's `%XX` escapes are decoded, once,
+/// and the user is written back in one canonical spelling: RFC 3261 `unreserved` characters and
+/// `&=+$,` as they are, every other byte as an uppercase `%XX`. `%41` and `A` are therefore one
+/// user (RFC 3261 §19.1.4 compares them equal), and the result normalises to itself: a key
+/// that went through the API once never turns into another key when it is parsed again.
 pub fn normalize_aor(raw: &str) -> Result<String, KeyError> {
     let bad = || KeyError::BadAor(raw.to_owned());
     if raw.is_empty() || raw.len() > MAX_KEY_PART {
         return Err(bad());
     }
-    let decoded = percent_decode(raw).ok_or_else(bad)?;
-    let mut s = decoded.trim().trim_start_matches('<').trim_end_matches('>');
+    let mut s = raw
+        .trim_matches([' ', '\t'])
+        .trim_start_matches('<')
+        .trim_end_matches('>');
     for scheme in ["sips:", "sip:"] {
         // `get`, not indexing: the prefix may end inside a multi-byte character.
         if s.get(..scheme.len())
@@ -199,16 +213,56 @@ pub fn normalize_aor(raw: &str) -> Result<String, KeyError> {
     }
     let s = s.split([';', '?', '>']).next().unwrap_or_default();
     let (user, host) = s.rsplit_once('@').ok_or_else(bad)?;
-    let host = host.split(':').next().unwrap_or_default();
-    let user_ok = !user.is_empty()
-        && user
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !"<>\"@/".contains(c));
-    if !user_ok {
+    let host = match host.strip_prefix('[') {
+        Some(v6) => {
+            let end = v6.find(']').ok_or_else(bad)?;
+            &host[..end + 2]
+        }
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    let user = decode_escapes(user).ok_or_else(bad)?;
+    // Control characters have no business in an identity, escaped or not.
+    if user.is_empty() || user.iter().any(|b| b.is_ascii_control()) {
         return Err(bad());
     }
+    let user = percent_encoding::percent_encode(&user, USER_ESCAPED).to_string();
     let host = normalize_domain(host).map_err(|_| bad())?;
+    if user.len() + 1 + host.len() > MAX_KEY_PART {
+        return Err(bad());
+    }
     Ok(format!("{user}@{host}"))
+}
+
+/// Bytes a canonical AoR user part escapes: all but RFC 3261 `unreserved` (alphanumerics and
+/// `-_.!~*'()`) and the `user-unreserved` characters that cannot be mistaken for a URI
+/// delimiter or a URL path separator (`&=+$,`).
+const USER_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'&')
+    .remove(b'=')
+    .remove(b'+')
+    .remove(b'$')
+    .remove(b',');
+
+/// Decodes `%XX` escapes into bytes; `None` when a `%` is not followed by two hex digits
+/// (RFC 3261 and RFC 3986 `escaped`/`pct-encoded`: `%+a` or `%4` is malformed, not literal).
+fn decode_escapes(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    well_formed.then(|| percent_encoding::percent_decode(bytes).collect())
 }
 
 /// Normalises a domain name (or IP literal) to lowercase and checks its characters.
@@ -225,26 +279,10 @@ pub fn normalize_domain(raw: &str) -> Result<String, KeyError> {
     }
 }
 
-/// Decodes `%XX` escapes; `None` for a malformed escape or a result that is not UTF-8.
+/// Decodes `%XX` escapes (one layer: a URL path segment, a SIP URI user part); `None` for a
+/// malformed escape or a result that is not UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_owned());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(decode_escapes(s)?).ok()
 }
 
 #[cfg(test)]
@@ -301,18 +339,66 @@ mod tests {
     }
 
     #[test]
-    fn a_multi_byte_character_where_the_scheme_would_end_is_an_error_not_a_panic() {
+    fn a_multi_byte_character_where_the_scheme_would_end_is_escaped_not_a_panic() {
         // "abcé@host": the 4th byte, where "sip:" would end, is inside "é". Found by review:
         // `sip:abc%C3%A9@host` as a user Request-URI, or the same in a GET path.
-        for raw in [
-            "abc%C3%A9@host",
-            "abc\u{e9}@host",
-            "ab\u{e9}@host",
-            "\u{e9}\u{e9}\u{e9}@h",
-        ] {
-            assert!(normalize_aor(raw).is_err(), "{raw}");
+        for raw in ["abc%C3%A9@host", "abc%c3%a9@host", "abc\u{e9}@host"] {
+            assert_eq!(normalize_aor(raw).as_deref(), Ok("abc%C3%A9@host"), "{raw}");
         }
-        assert!(ProfileKey::user("sip:abc%C3%A9@host").is_err());
+        assert_eq!(
+            normalize_aor("\u{e9}\u{e9}\u{e9}@h").as_deref(),
+            Ok("%C3%A9%C3%A9%C3%A9@h")
+        );
+        assert!(ProfileKey::user("sip:abc%C3%A9@host").is_ok());
+    }
+
+    #[test]
+    fn an_escaped_character_and_the_character_are_one_user() {
+        assert_eq!(normalize_aor("sip:%61lice@h"), normalize_aor("alice@h"));
+        assert_eq!(normalize_aor("a%3bb@h").as_deref(), Ok("a%3Bb@h"));
+    }
+
+    #[test]
+    fn malformed_escapes_and_control_characters_are_refused() {
+        // `u8::from_str_radix` took "+a" as a hex number, so `%+a` decoded to 0x0a.
+        for raw in ["%+a@h", "a%4@h", "a%@h", "a%zz@h"] {
+            assert!(normalize_aor(raw).is_err(), "{raw:?}");
+            assert_eq!(percent_decode(raw), None, "{raw:?}");
+        }
+        for raw in ["a%00b@h", "a%0Ab@h", "a\tb@h"] {
+            assert!(normalize_aor(raw).is_err(), "{raw:?}");
+        }
+        assert!(normalize_device_id("MAC%+a00DF1E004CD0").is_err());
+    }
+
+    #[test]
+    fn normalised_aors_normalise_to_themselves() {
+        // Each of these changed on a second pass before: the escape was decoded again, or a
+        // second `sip:` was stripped.
+        for raw in [
+            "%25@o",
+            "a%2541@example.com",
+            "sip:sip:a@example.com",
+            "a@b@example.com",
+            "<sip:A%20b@Example.com:5060;transport=tcp>",
+            "bob@[2001:DB8::1]:5061",
+            "x@[::1]",
+        ] {
+            let once = normalize_aor(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(normalize_aor(&once).as_deref(), Ok(once.as_str()), "{raw}");
+        }
+        assert_eq!(normalize_aor("%25@o").as_deref(), Ok("%25@o"));
+        assert_eq!(
+            normalize_aor("bob@[2001:DB8::1]:5061").as_deref(),
+            Ok("bob@[2001:db8::1]")
+        );
+    }
+
+    #[test]
+    fn a_colon_in_a_class_vendor_is_refused_since_the_id_would_split_elsewhere() {
+        assert!(ProfileKey::class("a:b", "c").is_err());
+        let key = ProfileKey::class("acme", "Z:100").expect("colon in model");
+        assert_eq!(ProfileKey::from_parts("class", &key.id()), Ok(key));
     }
 
     #[test]

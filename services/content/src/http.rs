@@ -144,7 +144,9 @@ async fn handle(service: &ContentService, req: Request<Incoming>) -> Response<Bo
     response
 }
 
-/// Builds a key from URL path segments (the id is percent-decoded first).
+/// Builds a key from URL path segments. The id segment is URL-decoded here, once
+/// ([`ContentService::document_url`] URL-encodes the key's id); escapes that belong to the key
+/// itself (an AoR's user part) are the key's, and normalisation reads them.
 fn key_from_path(kind: &str, id: &str) -> Result<ProfileKey, ContentError> {
     let id = percent_decode(id)
         .ok_or_else(|| ContentError::BadKey(uaprof_api::KeyError::BadDomain(id.to_owned())))?;
