@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use metrics::counter;
 use sip_core::message;
 use sip_core::transport::{Peer, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,11 @@ const TCP_WRITE_QUEUE: usize = 256;
 /// Idle TCP connections are closed after this long without traffic in either direction
 /// (phones refresh hourly at most and reconnect as needed; keepalive CRLFs count as traffic).
 const TCP_IDLE: Duration = Duration::from_secs(600);
+
+/// A write that has not completed in this long means the peer stopped reading (its receive
+/// window is closed): the connection is closed and its slot freed, instead of the task waiting
+/// in the write for ever while the queue behind it fills.
+const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends SIP messages to peers over whichever transport the peer uses.
 pub struct Outbound {
@@ -149,19 +154,25 @@ impl Outbound {
             let _ = stream.set_nodelay(true);
             let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
             let _ = tx.try_send(bytes);
-            this.run_stream(stream, peer.addr, tx, rx).await;
+            let (rd, wr) = stream.into_split();
+            this.run_stream(rd, wr, peer.addr, tx, rx).await;
         });
     }
 
     /// Serves one stream connection (accepted or dialled): frames inbound messages to the
-    /// engine and writes queued outbound ones.
-    async fn run_stream(
+    /// engine and writes queued outbound ones. Generic over the halves so that a TLS stream
+    /// can share it, and so tests can drive it through an in-memory pipe.
+    async fn run_stream<R, W>(
         self: Arc<Self>,
-        stream: TcpStream,
+        mut rd: R,
+        mut wr: W,
         addr: SocketAddr,
         tx: mpsc::Sender<Bytes>,
         mut rx: mpsc::Receiver<Bytes>,
-    ) {
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         self.tcp
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -171,13 +182,22 @@ impl Outbound {
             transport: Transport::Tcp,
             addr,
         };
-        let (mut rd, mut wr) = stream.into_split();
         let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut framer = message::StreamFramer::default();
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 out = rx.recv() => match out {
-                    Some(b) => if wr.write_all(&b).await.is_err() { break },
+                    Some(b) => match tokio::time::timeout(TCP_WRITE_TIMEOUT, wr.write_all(&b)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            counter!("sip_send_errors_total", "transport" => "tcp", "reason" => "write_timeout")
+                                .increment(1);
+                            debug!(%addr, "closing a TCP connection whose peer stopped reading");
+                            break;
+                        }
+                    },
                     None => break,
                 },
                 n = tokio::time::timeout(TCP_IDLE, read_more(&mut rd, &mut buf)) => {
@@ -186,7 +206,7 @@ impl Outbound {
                         Ok(Ok(_)) => {}
                     }
                     loop {
-                        match message::stream_frame_len(&buf) {
+                        match framer.next_frame(&buf) {
                             Ok(Some(len)) => {
                                 let frame = buf.split_to(len);
                                 deliver(&self, &frame, peer);
@@ -196,7 +216,7 @@ impl Outbound {
                                 // A stream we cannot frame cannot be resynchronised: close it.
                                 counter!("sip_malformed_total", "transport" => "tcp").increment(1);
                                 warn!(%addr, %e, "closing unframeable TCP stream");
-                                let _ = wr.shutdown().await;
+                                let _ = tokio::time::timeout(TCP_WRITE_TIMEOUT, wr.shutdown()).await;
                                 self.forget_if_same(addr, &tx);
                                 return;
                             }
@@ -217,10 +237,7 @@ impl Outbound {
 }
 
 /// Reads more stream bytes, making room first (a full buffer would read as end of stream).
-async fn read_more(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    buf: &mut BytesMut,
-) -> std::io::Result<usize> {
+async fn read_more<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
     buf.reserve(8 * 1024);
     rd.read_buf(buf).await
 }
@@ -334,7 +351,8 @@ pub async fn serve_tcp(
         tokio::spawn(async move {
             let _permit = permit;
             let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
-            out.run_stream(stream, addr, tx, rx).await;
+            let (rd, wr) = stream.into_split();
+            out.run_stream(rd, wr, addr, tx, rx).await;
         });
     }
 }
@@ -343,4 +361,70 @@ pub async fn serve_tcp(
 fn is_keepalive(raw: &[u8]) -> bool {
     raw.iter()
         .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound() -> (Arc<Outbound>, mpsc::Receiver<EngineMsg>) {
+        let (engine, inbound) = mpsc::channel(16);
+        (
+            Outbound::new(None, 4, engine, CancellationToken::new()),
+            inbound,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_loses_its_connection_instead_of_holding_it() {
+        // Before the write timeout, the task sat in `write_all` for ever: its slot, its queue
+        // and its entry in the connection map stayed taken by a peer that never reads.
+        let (out, _inbound) = outbound();
+        let addr: SocketAddr = "192.0.2.7:5060".parse().expect("addr");
+        let (_phone, ours) = tokio::io::duplex(64);
+        let (rd, wr) = tokio::io::split(ours);
+        let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
+        let task = tokio::spawn(Arc::clone(&out).run_stream(rd, wr, addr, tx, rx));
+        tokio::task::yield_now().await;
+        assert!(out.has_stream(addr));
+        out.send(
+            Peer {
+                transport: Transport::Tcp,
+                addr,
+            },
+            Bytes::from(vec![b'x'; 4096]),
+        );
+        tokio::time::timeout(TCP_WRITE_TIMEOUT * 3, task)
+            .await
+            .expect("the connection task ends once its write times out")
+            .expect("no panic");
+        assert!(!out.has_stream(addr));
+    }
+
+    #[tokio::test]
+    async fn messages_split_across_reads_reach_the_engine_whole() {
+        let (out, mut inbound) = outbound();
+        let addr: SocketAddr = "192.0.2.8:5060".parse().expect("addr");
+        let (mut phone, ours) = tokio::io::duplex(4096);
+        let (rd, wr) = tokio::io::split(ours);
+        let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
+        tokio::spawn(Arc::clone(&out).run_stream(rd, wr, addr, tx, rx));
+        let msg = "OPTIONS sip:a@example.com SIP/2.0\r\n\
+                   Via: SIP/2.0/TCP 192.0.2.8:5060;branch=z9hG4bK-1\r\n\
+                   From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\n\
+                   Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\
+                   Content-Length: 0\r\n\r\n";
+        let two = format!("{msg}{msg}");
+        for chunk in two.as_bytes().chunks(7) {
+            phone.write_all(chunk).await.expect("write");
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..2 {
+            let got = tokio::time::timeout(Duration::from_secs(5), inbound.recv())
+                .await
+                .expect("a message in time")
+                .expect("engine channel open");
+            assert!(matches!(got, EngineMsg::Inbound { peer, .. } if peer.addr == addr));
+        }
+    }
 }

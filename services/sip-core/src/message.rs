@@ -134,12 +134,23 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
     };
     let body_len = msg.body().len();
     // Validate on borrowed header strings, then act on the owned message.
-    let verdict: Result<Option<usize>, (u16, &'static str)> = {
+    let verdict: Result<Option<usize>, (u16, &'static str)> = 'verdict: {
         let headers = match &msg {
             SipMessage::Request(r) => &r.headers,
             SipMessage::Response(r) => &r.headers,
         };
-        let found = scan_mandatory(headers)?;
+        let found = match scan_mandatory(headers) {
+            Ok(found) => found,
+            // With a readable top Via a request can still be told what it lacks (the client
+            // matches the answer by branch and CSeq method, RFC 3261 §17.1.3); without one
+            // there is nowhere to send it.
+            Err(ParseError::MissingHeader(name))
+                if method.is_some() && name != "Via" && top_via_readable(headers) =>
+            {
+                break 'verdict Err((400, missing_reason(name)));
+            }
+            Err(e) => return Err(e),
+        };
         // Without a readable CSeq and top Via no response could be matched or routed, so
         // these are not answerable (and later stages may rely on both).
         if crate::via::parse_via(found.top_via).is_none() {
@@ -167,7 +178,10 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
             Ok(msg)
         }
         (Ok(None), msg) => Ok(msg),
-        (Err((status, reason)), SipMessage::Request(req)) => Err(invalid(req, status, reason)),
+        (Err((status, reason)), SipMessage::Request(mut req)) => {
+            stand_in_for_missing(&mut req);
+            Err(invalid(req, status, reason))
+        }
         (Err((_, reason)), SipMessage::Response(_)) => {
             Err(ParseError::Malformed(reason.to_owned()))
         }
@@ -513,6 +527,68 @@ fn scan_mandatory(headers: &Headers) -> Result<Mandatory<'_>, ParseError> {
         }
     };
     Err(ParseError::MissingHeader(missing))
+}
+
+fn top_via_readable(headers: &Headers) -> bool {
+    headers
+        .iter()
+        .find_map(|h| match h {
+            Header::Via(v) => Some(v.value()),
+            _ => None,
+        })
+        .and_then(|v| ValueSplit::new(v, true).next())
+        .and_then(crate::via::parse_via)
+        .is_some()
+}
+
+/// Gives a request that lacks From, To, Call-ID or CSeq a stand-in for each, so the `400`
+/// that names the missing header is itself a well-formed response (every response needs all
+/// four). The client still matches it: RFC 3261 §17.1.3 matches by the top Via's branch and
+/// the CSeq method, and the stand-in CSeq carries the request's method. The values are
+/// visibly invented (RFC 3261 §8.1.1.3's anonymous URI, the `.invalid` domain).
+fn stand_in_for_missing(req: &mut Request) {
+    use rsip::headers as h;
+    use rsip::headers::UntypedHeader;
+    // An empty one counts as missing (see `scan_mandatory`) and would be copied first.
+    req.headers.retain(|h| match h {
+        Header::From(v) => !v.value().trim().is_empty(),
+        Header::To(v) => !v.value().trim().is_empty(),
+        Header::CallId(v) => !v.value().trim().is_empty(),
+        _ => true,
+    });
+    let has = |req: &Request, name: &str| header(&req.headers, name).is_some();
+    const ANONYMOUS: &str = "<sip:anonymous@anonymous.invalid>";
+    if !has(req, "From") {
+        req.headers.push(Header::From(h::From::new(format!(
+            "{ANONYMOUS};tag={}",
+            new_tag()
+        ))));
+    }
+    if !has(req, "To") {
+        req.headers.push(Header::To(h::To::new(ANONYMOUS)));
+    }
+    if !has(req, "Call-ID") {
+        req.headers.push(Header::CallId(h::CallId::new(format!(
+            "{}@missing.invalid",
+            new_tag()
+        ))));
+    }
+    if !has(req, "CSeq") {
+        let method = method_str(req.method);
+        req.headers
+            .push(Header::CSeq(h::CSeq::new(format!("1 {method}"))));
+    }
+}
+
+/// The reason phrase of the `400` for a request without one of the mandatory headers.
+fn missing_reason(name: &str) -> &'static str {
+    match name {
+        "From" => "Missing From Header",
+        "To" => "Missing To Header",
+        "Call-ID" => "Missing Call-ID Header",
+        "CSeq" => "Missing CSeq Header",
+        _ => "Missing Mandatory Header",
+    }
 }
 
 /// `CSeq: 1234 SUBSCRIBE` → `(1234, "SUBSCRIBE")`. The number must fit in 31 bits
@@ -1097,45 +1173,126 @@ pub fn new_tag() -> String {
 /// Length of the first complete message at the start of a stream buffer, for TCP/TLS
 /// framing (RFC 3261 §18.3): `Ok(None)` means "read more". Leading CRLFs (keep-alives) are
 /// counted in the length, so the caller can feed the frame to [`parse`] as is.
+///
+/// This scans the whole buffer on every call; a connection reading a message in pieces keeps
+/// a [`StreamFramer`] instead, which only looks at the bytes it has not seen.
 pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
-    let start = buf.len() - skip_leading_crlf(buf).len();
-    let rest = &buf[start..];
-    let Some(end) = find(rest, b"\r\n\r\n") else {
-        if rest.len() > MAX_MESSAGE_SIZE {
-            return Err(ParseError::TooLarge(rest.len()));
+    StreamFramer::default().next_frame(buf)
+}
+
+/// Incremental stream framing: remembers how far it has searched for the end of the headers
+/// and, once found, the frame's length, so a message that arrives a few bytes per read costs
+/// time linear in its size rather than quadratic (each read used to rescan the buffer).
+///
+/// Feed it the connection's buffer after every read; when it returns `Some(len)` the caller
+/// takes the first `len` bytes off the buffer, and the framer starts on the next message.
+#[derive(Debug, Default, Clone)]
+pub struct StreamFramer {
+    /// Bytes at the start of the buffer already searched for the blank line.
+    searched: usize,
+    /// The current frame's total length, once its headers are complete.
+    frame_len: Option<usize>,
+    /// Bytes examined in all; only tests read it (to show the work is linear).
+    examined: usize,
+}
+
+impl StreamFramer {
+    pub fn next_frame(&mut self, buf: &[u8]) -> Result<Option<usize>, ParseError> {
+        let total = match self.frame_len {
+            Some(total) => total,
+            None => {
+                let start = buf.len() - skip_leading_crlf(buf).len();
+                // A blank line may straddle the previous read's end: back up three bytes.
+                let from = self.searched.saturating_sub(3).max(start);
+                self.examined += buf.len() - from;
+                let Some(at) = find(&buf[from..], b"\r\n\r\n") else {
+                    self.searched = buf.len();
+                    let pending = buf.len() - start;
+                    if pending > MAX_MESSAGE_SIZE {
+                        return Err(ParseError::TooLarge(pending));
+                    }
+                    return Ok(None);
+                };
+                let end = from + at;
+                let body = head_content_length(&buf[start..end + 2])?;
+                // A Content-Length near usize::MAX must not wrap the sum into a small,
+                // "complete" frame.
+                let len = (end + 4 - start).saturating_add(body);
+                if len > MAX_MESSAGE_SIZE {
+                    return Err(ParseError::TooLarge(len));
+                }
+                self.frame_len = Some(start + len);
+                start + len
+            }
+        };
+        if buf.len() < total {
+            return Ok(None);
         }
-        return Ok(None);
-    };
-    let head = &rest[..end + 2];
+        *self = Self {
+            examined: self.examined,
+            ..Self::default()
+        };
+        Ok(Some(total))
+    }
+
+    /// Bytes examined since the framer was made (for tests of its cost).
+    pub fn examined(&self) -> usize {
+        self.examined
+    }
+}
+
+/// The Content-Length of a message head (start line and headers, without the blank line).
+fn head_content_length(head: &[u8]) -> Result<usize, ParseError> {
     let head_str = std::str::from_utf8(head).map_err(|_| ParseError::NotUtf8)?;
-    let mut content_length = None;
     for line in head_str.split("\r\n").skip(1) {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         if canonical_name(name.trim()).eq_ignore_ascii_case("Content-Length") {
-            let n = value
+            return value
                 .trim()
                 .parse::<usize>()
-                .map_err(|_| ParseError::Malformed("bad Content-Length".into()))?;
-            content_length = Some(n);
-            break;
+                .map_err(|_| ParseError::Malformed("bad Content-Length".into()));
         }
     }
     // On a stream Content-Length is mandatory (§20.14); without it nothing could be framed.
-    let body = content_length.ok_or(ParseError::MissingHeader("Content-Length"))?;
-    // A Content-Length near usize::MAX must not wrap the sum into a small, "complete" frame.
-    let total = (end + 4).saturating_add(body);
-    if total > MAX_MESSAGE_SIZE {
-        return Err(ParseError::TooLarge(total));
-    }
-    Ok((rest.len() >= total).then_some(start + total))
+    Err(ParseError::MissingHeader("Content-Length"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rsip::message::HeadersExt;
+
+    #[test]
+    fn a_message_read_a_byte_at_a_time_is_framed_in_linear_work() {
+        let mut msg = String::from("SUBSCRIBE sip:a@b SIP/2.0\r\n");
+        for i in 0..400 {
+            msg.push_str(&format!("X-Filler-{i}: {}\r\n", "v".repeat(100)));
+        }
+        msg.push_str("Content-Length: 5\r\n\r\nhello");
+        let bytes = msg.as_bytes();
+        let mut framer = StreamFramer::default();
+        for n in 1..bytes.len() {
+            assert_eq!(framer.next_frame(&bytes[..n]), Ok(None), "at {n}");
+        }
+        assert_eq!(framer.next_frame(bytes), Ok(Some(bytes.len())));
+        // Rescanning on every read examined n²/2 bytes (about 900 million here).
+        assert!(
+            framer.examined() < 5 * bytes.len(),
+            "examined {} bytes for a {}-byte message",
+            framer.examined(),
+            bytes.len()
+        );
+        // And it starts afresh on the next message, keep-alive CRLFs included.
+        let two = format!("\r\n\r\n{msg}{msg}");
+        let mut framer = StreamFramer::default();
+        assert_eq!(framer.next_frame(two.as_bytes()), Ok(Some(4 + msg.len())));
+        assert_eq!(
+            framer.next_frame(&two.as_bytes()[4 + msg.len()..]),
+            Ok(Some(msg.len()))
+        );
+    }
 
     #[test]
     fn a_content_length_near_the_integer_limit_is_too_large_not_a_wrapped_frame() {
@@ -1290,8 +1447,30 @@ mod tests {
                 );
             }
             let err = parse(raw.as_bytes()).expect_err(name);
-            assert_eq!(err, ParseError::MissingHeader(name));
-            assert!(!err.can_respond());
+            if name == "Via" {
+                // Nowhere to send an answer.
+                assert_eq!(err, ParseError::MissingHeader(name));
+                assert!(!err.can_respond());
+                continue;
+            }
+            // The answer names the missing header and carries what the request did have.
+            let resp = err.error_response().expect(name);
+            assert_eq!(u16::from(resp.status_code.clone()), 400, "{name}");
+            let text = String::from_utf8(to_bytes(&resp.into()).to_vec()).expect("utf-8");
+            assert!(
+                text.starts_with(&format!("SIP/2.0 400 Missing {name} Header\r\n")),
+                "{text}"
+            );
+            assert!(text.contains("branch=z9hG4bK776"), "{text}");
+            // A response that lacks one is never answered.
+            let resp = raw.replace(
+                "SUBSCRIBE sip:00112233aabb@example.com SIP/2.0",
+                "SIP/2.0 200 OK",
+            );
+            assert_eq!(
+                parse(resp.as_bytes()).expect_err(name),
+                ParseError::MissingHeader(name)
+            );
         }
     }
 
