@@ -199,7 +199,7 @@ impl Dialog {
 
         let req = rsip::Request {
             method,
-            uri: rsip::Uri::try_from(request_uri.as_str()).unwrap_or_default(),
+            uri: self::request_uri(&request_uri).unwrap_or_default(),
             version: rsip::Version::V2,
             headers: headers.into(),
             body: Vec::new(),
@@ -314,11 +314,46 @@ fn is_routable_sip_uri(uri: &str) -> bool {
     next_hop(uri, Transport::Udp).is_ok() && request_uri_ok(uri)
 }
 
-/// rsip's URI type is lossy (it drops the host of `sip:+1;phone-context=x@host` and cannot
-/// read IPv6 hosts with a port), and a Request-URI can only be set through it. A URI that
-/// does not survive the round trip is refused rather than sent somewhere else.
+/// rsip's URI type is lossy (it drops the host of `sip:+1;phone-context=x@host`), and a
+/// Request-URI can only be set through it. A URI that does not survive the round trip is
+/// refused rather than sent somewhere else.
 fn request_uri_ok(uri: &str) -> bool {
-    rsip::Uri::try_from(uri).is_ok_and(|u| u.to_string().eq_ignore_ascii_case(uri))
+    request_uri(uri).is_some()
+}
+
+/// `uri` as rsip's URI type, or `None` when rsip would print something else.
+///
+/// rsip 0.4 cannot read a bracketed IPv6 host at all (its host/port split stops at the first
+/// colon, so `[2001:db8::1]:5062` is host `[2001` and port `db8::1]:5062`), and it prints an
+/// IP host without brackets. The IPv6 reference is therefore swapped for a placeholder name
+/// while rsip parses the rest, and put back as a host *name* spelled with its brackets, which
+/// rsip prints verbatim.
+fn request_uri(uri: &str) -> Option<rsip::Uri> {
+    const PLACEHOLDER: &str = "ipv6-reference.invalid";
+    let (parseable, v6) = match (uri.find('['), uri.find(']')) {
+        (Some(open), Some(close)) if open < close => {
+            let literal = &uri[open + 1..close];
+            literal.parse::<std::net::Ipv6Addr>().ok()?;
+            let mut s = String::with_capacity(uri.len());
+            s.push_str(&uri[..open]);
+            s.push_str(PLACEHOLDER);
+            s.push_str(&uri[close + 1..]);
+            (std::borrow::Cow::Owned(s), Some(&uri[open..=close]))
+        }
+        (None, None) => (std::borrow::Cow::Borrowed(uri), None),
+        _ => return None,
+    };
+    let mut parsed = rsip::Uri::try_from(parseable.as_ref()).ok()?;
+    if let Some(v6) = v6 {
+        if parsed.host_with_port.host.to_string() != PLACEHOLDER {
+            return None;
+        }
+        parsed.host_with_port.host = rsip::Host::Domain(v6.into());
+    }
+    parsed
+        .to_string()
+        .eq_ignore_ascii_case(uri)
+        .then_some(parsed)
 }
 
 /// The value of URI parameter `name` (`Some(None)` for a flag such as `lr`). URI
@@ -508,6 +543,44 @@ mod tests {
             Dialog::from_request(&req, "x".into()),
             Err(DialogError::MissingFromTag)
         );
+    }
+
+    #[test]
+    fn an_ipv6_contact_with_a_port_is_the_notify_request_uri_and_next_hop() {
+        // rsip alone reads `[2001:db8::10]:5062` as host `[2001` and refused the Contact.
+        for (contact, port) in [
+            ("sip:phone@[2001:db8::10]:5062", 5062),
+            ("sip:phone@[2001:db8::10]:5062;transport=tcp;ob", 5062),
+            ("sip:[2001:db8::10]", 5060),
+        ] {
+            let req = subscribe(&format!("Contact: <{contact}>\r\n"));
+            let d = Dialog::from_request(&req, "lt1".into())
+                .unwrap_or_else(|e| panic!("{contact}: {e:?}"));
+            let (n, next) = d.build_request(rsip::Method::Notify, 1, &via(), 70);
+            let bytes = request_to_bytes(&n);
+            let text = std::str::from_utf8(&bytes).expect("utf-8");
+            // rsip prints `transport=TCP` in capitals; URI parameters compare without case.
+            let line = text.lines().next().unwrap_or_default();
+            assert!(
+                line.eq_ignore_ascii_case(&format!("NOTIFY {contact} SIP/2.0")),
+                "{text}"
+            );
+            let (_, host, p) = next_hop(&next, Transport::Udp).expect("next hop");
+            assert_eq!((host.as_str(), p), ("2001:db8::10", port), "{contact}");
+        }
+        for bad in [
+            "sip:phone@[2001:db8::zz]:5062",
+            "sip:phone@[2001:db8::1:5062",
+        ] {
+            let req = subscribe(&format!("Contact: <{bad}>\r\n"));
+            assert!(
+                matches!(
+                    Dialog::from_request(&req, "x".into()),
+                    Err(DialogError::BadContact(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
