@@ -584,6 +584,14 @@ fn check_config_and_bad_config_exit_64() {
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_field"));
+    // Content settings are checked too, not only when the content tier starts.
+    std::fs::write(&bad, "[content]\npublic_base_url = \"ftp://x\"\n").expect("write");
+    let out = std::process::Command::new(bin)
+        .args(["--check-config", "--config", bad.to_str().unwrap()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("public_base_url"));
 }
 
 fn config_file(dir: &tempfile::TempDir, text: &str) -> String {
