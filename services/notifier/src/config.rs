@@ -73,9 +73,9 @@ pub struct NotifierConfig {
     pub allow_private_targets: bool,
     /// The largest NOTIFY sent over UDP, in bytes (RFC 3261 §18.1.1 says 1300). A larger one
     /// points at its documents instead of inlining them when the subscriber accepts
-    /// `message/external-body`, and otherwise goes over TCP to the subscriber's host. `0`
-    /// (the default for now) sends every size over UDP, for UDP-only fleets on networks that
-    /// pass fragments.
+    /// `message/external-body`, and otherwise goes over TCP to the subscriber's host (every
+    /// RFC 3261 UA implements TCP). `0` sends every size over UDP, for UDP-only fleets on
+    /// networks that pass fragments.
     pub udp_max_notify_bytes: usize,
     /// New SUBSCRIBEs per second admitted from one source host (beyond it: 503 with
     /// Retry-After); `0` admits all. Size it for the largest group of phones behind one
@@ -132,7 +132,7 @@ impl Default for NotifierConfig {
             allow_private_targets: false,
             // Off until the test phones and SIPp scenarios listen on TCP too (issue 12): a
             // carrier whose phones take TCP sets 1300, RFC 3261 §18.1.1's figure.
-            udp_max_notify_bytes: 0,
+            udp_max_notify_bytes: 1300,
             // A building of 2,000 phones behind one NAT powering up within a minute.
             source_rate: 50.0,
             source_burst: 500.0,
