@@ -107,7 +107,8 @@ spec:
             - |
               set -eu
               case "$KAFKA_SASL_PASSWORD" in
-                *"$(printf '\n')"*) echo "kafka sasl password contains a newline" >&2; exit 64 ;;
+                *'
+              '*) echo "the kafka sasl password contains a newline" >&2; exit 64 ;;
               esac
               esc=$(printf '%s' "$KAFKA_SASL_PASSWORD" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
               umask 077
@@ -157,7 +158,7 @@ spec:
             {{- $cred := printf "${1}%s:$(UAPROF_REDIS_PASSWORD)@" $v.redis.auth.username }}
             {{- $urls := list }}
             {{- range $v.redis.urls }}
-            {{- $urls = append $urls (regexReplaceAll "^(rediss?://)" . $cred) }}
+            {{- $urls = append $urls (regexReplaceAll "^(redis://)" . $cred) }}
             {{- end }}
             - name: UAPROF_REDIS
               value: {{ join "," $urls | quote }}
