@@ -121,9 +121,35 @@ def check_crd_kind(doc: dict) -> str | None:
     return f"no schema for {doc['apiVersion']} {doc['kind']}"
 
 
+LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+PORT_NAME = re.compile(r"^(?=.{1,15}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def check_names(doc: dict) -> list[str]:
+    """The name rules the API server applies and the OpenAPI schemas do not carry."""
+    what = f"{doc['kind']}/{doc['metadata']['name']}"
+    bad = []
+    # Services and the labels derived from names are DNS labels; the others are at most
+    # subdomains, and this chart's names are labels throughout.
+    if not LABEL.match(doc["metadata"]["name"]):
+        bad.append(f"{what}: name is not a DNS label")
+    pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+    for v in pod.get("volumes", []):
+        if not LABEL.match(v["name"]):
+            bad.append(f"{what}: volume name {v['name']!r} is not a DNS label")
+    for c in pod.get("containers", []) + pod.get("initContainers", []):
+        for p in c.get("ports", []):
+            if not PORT_NAME.match(p.get("name", "")):
+                bad.append(f"{what}: port name {p.get('name')!r} is not an IANA service name")
+    for p in doc.get("spec", {}).get("ports", []) if doc["kind"] == "Service" else []:
+        if not PORT_NAME.match(p.get("name", "")):
+            bad.append(f"{what}: port name {p.get('name')!r} is not an IANA service name")
+    return bad
+
+
 def validate_k8s(name: str, docs: list[dict]) -> None:
     for version in KUBE_VERSIONS:
-        errors = []
+        errors = [e for doc in docs for e in check_names(doc)]
         for doc in docs:
             what = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
             if doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):

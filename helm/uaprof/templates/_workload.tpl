@@ -211,7 +211,7 @@ spec:
             - name: data
               mountPath: /var/lib/uaprof
             {{- range $v.kafka.secretMounts }}
-            - name: kafka-{{ . }}
+            - name: kafka-{{ . | replace "." "-" }}
               mountPath: /etc/uaprof/kafka/{{ . }}
               readOnly: true
             {{- end }}
@@ -236,7 +236,7 @@ spec:
           emptyDir: {}
           {{- end }}
         {{- range $v.kafka.secretMounts }}
-        - name: kafka-{{ . }}
+        - name: kafka-{{ . | replace "." "-" }}
           secret:
             secretName: {{ . }}
         {{- end }}
