@@ -17,8 +17,12 @@
 #                 reused.
 #   python venv   $UAPROF_VENV (default ~/.cache/uaprof/venv) with confluent-kafka and
 #                 protobuf from PyPI: an OSS-side producer this project did not write, and
-#                 grpcio-tools to compile proto/ for it.
-# UAPROF_TEST_DEPS="no-kafka" skips tansu and the venv (the Kafka tests then fail, loudly).
+#                 grpcio-tools to compile proto/ for it; and the Helm chart's checkers
+#                 (deploy/helm-check.sh): helm-python-sdk (Helm's Go SDK as a library, for
+#                 helm lint and helm template without a helm binary), kubernetes-validate
+#                 (the Kubernetes API schemas, offline) and yamllint.
+# UAPROF_TEST_DEPS="no-kafka" skips tansu and the venv's Kafka packages (the Kafka tests then
+# fail, loudly).
 #
 # The test runner is plain `cargo test`; cargo-nextest is deliberately not required.
 set -euo pipefail
@@ -93,31 +97,42 @@ install_kafka() {
     log "installed tansu: $cargo_bin/tansu"
 }
 
-# --- python: a Kafka producer this project did not write -----------------------------------
+# --- python: a Kafka producer this project did not write; the Helm chart's checkers ---------
+# Pinned: helm-python-sdk 0.2.2 carries Helm SDK v4.2.3; kubernetes-validate 1.37.0 carries
+# the schemas of Kubernetes 1.25 to 1.37.
+HELM_PY_PACKAGES=('helm-python-sdk==0.2.2' 'kubernetes-validate==1.37.0' 'yamllint==1.38.0')
+HELM_PY_IMPORTS='helm_python, kubernetes_validate, yamllint'
+KAFKA_PY_PACKAGES=('confluent-kafka==2.*' 'protobuf>=5' 'grpcio-tools>=1.60')
+KAFKA_PY_IMPORTS='confluent_kafka, google.protobuf, grpc_tools'
 install_python() {
-    local py="$VENV/bin/python"
-    if [[ -x "$py" ]] && "$py" -c 'import confluent_kafka, google.protobuf, grpc_tools' 2>/dev/null; then
+    local py="$VENV/bin/python" imports="$HELM_PY_IMPORTS" packages=("${HELM_PY_PACKAGES[@]}")
+    if ! wants no-kafka; then
+        imports="$imports, $KAFKA_PY_IMPORTS"
+        packages+=("${KAFKA_PY_PACKAGES[@]}")
+    fi
+    if [[ -x "$py" ]] && "$py" -c "import $imports" 2>/dev/null; then
         log "python venv present: $VENV"
         return
     fi
-    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-        apt_install python3-venv
+    if [[ ! -x "$py" ]]; then
+        if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+            apt_install python3-venv
+        fi
+        log "creating python venv $VENV"
+        python3 -m venv "$VENV"
     fi
-    log "creating python venv $VENV (confluent-kafka, protobuf, grpcio-tools)"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-        'confluent-kafka==2.*' 'protobuf>=5' 'grpcio-tools>=1.60'
-    "$py" -c 'import confluent_kafka, google.protobuf, grpc_tools' \
-        || { log "python venv incomplete" >&2; exit 1; }
+    log "pip install into $VENV: ${packages[*]}"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${packages[@]}"
+    "$py" -c "import $imports" || { log "python venv incomplete" >&2; exit 1; }
 }
 
 bash "$(dirname "${BASH_SOURCE[0]}")/install-build-deps.sh"
 install_sipp
 install_redis
 if wants no-kafka; then
-    log "tansu and the python venv skipped (UAPROF_TEST_DEPS=no-kafka)"
+    log "tansu and the Kafka python packages skipped (UAPROF_TEST_DEPS=no-kafka)"
 else
     install_kafka
-    install_python
 fi
+install_python
 log "done"
