@@ -341,14 +341,7 @@ fn a_content_node_slow_to_apply_holds_the_notify_back() {
 fn a_broker_restart_mid_stream_loses_no_event() {
     let mut broker = KafkaBroker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    // Its NOTIFYs inline 40 documents (several KB), and this harness phone listens on UDP
-    // only, so the RFC 3261 §18.1.1 switch to TCP above 1300 B is turned off here: the test is
-    // about events, and `a_notify_too_large_for_udp_goes_over_tcp_to_the_phone` covers TCP.
-    let cfg = kafka_config(
-        dir.path(),
-        &broker.bootstrap(),
-        "[notifier]\nudp_max_notify_bytes = 0\n",
-    );
+    let cfg = kafka_config(dir.path(), &broker.bootstrap(), "");
     let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
     let mut phone = Phone::new(srv.udp, "MAC%3a00000000c0c1");
     let (r, _) = phone.subscribe(&Sub::default());

@@ -853,38 +853,19 @@ fn a_notify_too_large_for_udp_goes_over_tcp_to_the_phone() {
     let cfg = config_file(&dir, "[notifier]\nudp_max_notify_bytes = 300\n");
     let srv = Server::start(&["--config", &cfg]);
     let mut phone = Phone::new(srv.udp, "MAC%3a0000000000f9");
-    // The phone takes TCP on the port of its UDP socket (the Contact's port).
-    let listener = std::net::TcpListener::bind(phone.local).expect("tcp on the phone's port");
+    // The harness phone takes TCP on the port of its UDP socket (the Contact's port).
     let (r, early) = phone.subscribe(&Sub::default());
     assert_eq!(r.status(), Some(200), "{}", r.raw);
     assert!(
         early.iter().all(|m| !m.is_request("NOTIFY")),
         "no NOTIFY over UDP"
     );
-    // Bounded: without the rule no connection ever comes, and the test must fail, not hang.
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + T;
-    let mut conn = loop {
-        match listener.accept() {
-            Ok((c, _)) => break c,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("no TCP connection for the NOTIFY: {e}"),
-        }
-    };
-    conn.set_nonblocking(false).unwrap();
-    conn.set_read_timeout(Some(T)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 8192];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut buf).expect("read NOTIFY");
-        assert!(n > 0, "closed before a NOTIFY");
-        got.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("NOTIFY "), "{text}");
-    assert!(text.contains("SIP/2.0/TCP "), "the Via says TCP: {text}");
+    let (n, from) = phone.recv_from(T).expect("a NOTIFY");
+    assert!(n.is_request("NOTIFY"), "{}", n.raw);
+    assert!(phone.came_over_tcp(from), "the NOTIFY came over UDP");
+    let via = n.header("Via").expect("Via");
+    assert!(via.starts_with("SIP/2.0/TCP "), "the Via says TCP: {via}");
+    phone.reply(&n.response(200, "OK"), from);
     assert!(
         phone.recv(Duration::from_millis(300)).is_none(),
         "nothing over UDP"

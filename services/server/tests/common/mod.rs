@@ -236,9 +236,12 @@ pub fn unique() -> u32 {
     COUNTER.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() << 12)
 }
 
-/// A SIP phone on UDP: sends what it is told, receives with a timeout.
+/// A SIP phone: sends over UDP what it is told, receives with a timeout. Like every RFC 3261
+/// UA it also listens on TCP at the same port, since NOTIFYs over 1300 bytes come that way
+/// (§18.1.1); what arrives on TCP is received like a datagram and answered on its connection.
 pub struct Phone {
     pub sock: UdpSocket,
+    tcp: PhoneTcp,
     pub server: SocketAddr,
     pub local: SocketAddr,
     pub call_id: String,
@@ -268,11 +271,20 @@ impl Default for Sub<'_> {
 
 impl Phone {
     pub fn new(server: SocketAddr, uri_user: &str) -> Phone {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        // The TCP port must match the UDP one; an ephemeral UDP port is almost always free on
+        // TCP as well, and a few tries make "almost" certain.
+        let (sock, tcp) = (0..20)
+            .find_map(|_| {
+                let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+                let local = sock.local_addr().expect("addr");
+                PhoneTcp::listen(local).map(|tcp| (sock, tcp))
+            })
+            .expect("a port free on both UDP and TCP");
         let local = sock.local_addr().expect("addr");
         let n = unique();
         Phone {
             sock,
+            tcp,
             server,
             local,
             call_id: format!("call-{n}@test"),
@@ -345,12 +357,47 @@ impl Phone {
     }
 
     /// Receives one message and who sent it (in a tier, NOTIFYs come from any node).
+    /// A message that came over TCP names the connection's peer as its sender; answer it
+    /// with [`Phone::reply`], which writes on that connection.
     pub fn recv_from(&self, timeout: Duration) -> Option<(Msg, SocketAddr)> {
-        self.sock.set_read_timeout(Some(timeout)).expect("timeout");
+        let deadline = Instant::now() + timeout;
         let mut buf = vec![0u8; 65_536];
-        match self.sock.recv_from(&mut buf) {
-            Ok((n, from)) => Some((Msg::parse(&buf[..n]), from)),
-            Err(_) => None,
+        loop {
+            if let Ok(got) = self.tcp.inbound.try_recv() {
+                return Some(got);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            // Short slices, so a message on TCP is not stuck behind a long UDP wait.
+            let slice = left.min(Duration::from_millis(20));
+            self.sock.set_read_timeout(Some(slice)).expect("timeout");
+            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+                return Some((Msg::parse(&buf[..n]), from));
+            }
+        }
+    }
+
+    /// True when `from` (as [`Phone::recv_from`] named it) is one of the phone's TCP peers.
+    pub fn came_over_tcp(&self, from: SocketAddr) -> bool {
+        self.tcp.conns.lock().expect("conns").contains_key(&from)
+    }
+
+    /// Sends `text` back to `to`: on the TCP connection it came from, or over UDP.
+    pub fn reply(&self, text: &str, to: SocketAddr) {
+        let conn = self
+            .tcp
+            .conns
+            .lock()
+            .expect("conns")
+            .get(&to)
+            .map(|c| c.try_clone());
+        match conn {
+            Some(Ok(mut c)) => c.write_all(text.as_bytes()).expect("answer over TCP"),
+            _ => {
+                self.sock.send_to(text.as_bytes(), to).expect("send");
+            }
         }
     }
 
@@ -364,7 +411,7 @@ impl Phone {
                 && m.is_request("NOTIFY")
             {
                 let reply = m.response(status, if status == 200 { "OK" } else { "Error" });
-                self.sock.send_to(reply.as_bytes(), from).expect("send");
+                self.reply(&reply, from);
                 return m;
             }
         }
@@ -373,6 +420,93 @@ impl Phone {
     /// Asserts nothing but (optionally) retransmissions arrives for `d`.
     pub fn expect_silence(&self, d: Duration) -> Option<Msg> {
         self.recv(d)
+    }
+}
+
+/// The TCP side of a [`Phone`]: a listener on the phone's port whose connections' messages
+/// are framed (by Content-Length) into `inbound`.
+struct PhoneTcp {
+    inbound: std::sync::mpsc::Receiver<(Msg, SocketAddr)>,
+    conns: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<SocketAddr, TcpStream>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    local: SocketAddr,
+}
+
+impl PhoneTcp {
+    fn listen(local: SocketAddr) -> Option<PhoneTcp> {
+        let listener = std::net::TcpListener::bind(local).ok()?;
+        let (tx, inbound) = std::sync::mpsc::channel();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (conns2, stop2) = (conns.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let Ok(peer) = stream.peer_addr() else {
+                    continue;
+                };
+                let Ok(writer) = stream.try_clone() else {
+                    continue;
+                };
+                conns2.lock().expect("conns").insert(peer, writer);
+                let tx = tx.clone();
+                std::thread::spawn(move || read_frames(stream, peer, tx));
+            }
+        });
+        Some(PhoneTcp {
+            inbound,
+            conns,
+            stop,
+            local,
+        })
+    }
+}
+
+impl Drop for PhoneTcp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so it sees the flag and lets the listener go.
+        let _ = TcpStream::connect_timeout(&self.local, Duration::from_millis(200));
+    }
+}
+
+/// Reads Content-Length-framed SIP messages off one connection until it closes.
+fn read_frames(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    tx: std::sync::mpsc::Sender<(Msg, SocketAddr)>,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let body_len = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length") || n.trim() == "l")
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            let total = end + 4 + body_len;
+            if buf.len() < total {
+                break;
+            }
+            let frame: Vec<u8> = buf.drain(..total).collect();
+            // Keep-alive CRLFs before a message are not part of it (RFC 5626).
+            let Some(start) = frame.iter().position(|b| !matches!(b, b'\r' | b'\n')) else {
+                continue;
+            };
+            if tx.send((Msg::parse(&frame[start..]), peer)).is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 
@@ -388,10 +522,7 @@ pub fn answer_notifies(phone: &Phone, until: Instant, mut seen: impl FnMut(Msg))
         if !m.is_request("NOTIFY") {
             continue;
         }
-        phone
-            .sock
-            .send_to(m.response(200, "OK").as_bytes(), from)
-            .expect("answer NOTIFY");
+        phone.reply(&m.response(200, "OK"), from);
         let id = (m.header("Via").unwrap_or_default().to_owned(), m.cseq());
         if id == last {
             continue; // a retransmission of the NOTIFY just answered
