@@ -96,8 +96,14 @@ pub fn describe() {
         "Shards taken over behind the feed and reconciled against current content"
     );
     describe_gauge!(
-        "ownership_partitions",
-        "Store partitions whose lease this node holds (Redis store)"
+        "notifier_subscriptions_held",
+        "Subscriptions in the store partitions this node owns (sampled every 5 s; the tier's \
+         total is the sum over nodes)"
+    );
+    describe_gauge!(
+        "notifier_partitions_owned",
+        "Store partitions whose timed duties (expiry, fan-out) this node holds: its Redis \
+         leases, or 1 for the embedded store"
     );
     describe_gauge!(
         "ownership_live_nodes",
