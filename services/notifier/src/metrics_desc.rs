@@ -106,6 +106,11 @@ pub fn describe() {
          leases, or 1 for the embedded store"
     );
     describe_gauge!(
+        "notifier_notifies_inflight",
+        "NOTIFY client transactions in flight, by priority (first, change, background: the \
+         pipeline queue it left from; subscribe: the answer to a SUBSCRIBE; terminal)"
+    );
+    describe_gauge!(
         "ownership_live_nodes",
         "Notifier nodes in the registry at this node's last heartbeat"
     );
