@@ -11,6 +11,9 @@
 #   sipp          Debian `sip-tester`  interop scenarios in loadtest/sipp/ (an independent SIP peer)
 #   redis-server  Debian `redis-server` and `redis-tools` (redis-cli)  the Redis tests; the
 #                 `testkit` crate starts its own servers and clusters on free loopback ports
+#   promtool      Debian `prometheus`  deploy/check-monitoring.sh: the alert rules, their unit
+#                 tests and the dashboards' PromQL (the Prometheus server it also installs is
+#                 not started)
 #   tansu         `cargo install tansu --features dynostore,libsql`: a Kafka-protocol broker
 #                 (SQLite storage, so a restarted broker keeps its records). Building it takes
 #                 about 15 minutes once; an installed binary (PATH, ~/.cargo/bin or $TANSU) is
@@ -80,6 +83,17 @@ install_redis() {
     log "installed redis-server: $(command -v redis-server) (redis-cli: $(command -v redis-cli))"
 }
 
+# --- promtool: checks deploy/prometheus and deploy/grafana offline ----------------------------
+install_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        log "promtool already present: $(command -v promtool)"
+        return
+    fi
+    apt_install prometheus
+    command -v promtool >/dev/null 2>&1 || { log "prometheus installed but no promtool on PATH" >&2; exit 1; }
+    log "installed promtool: $(command -v promtool)"
+}
+
 # --- kafka: tansu, the broker the Kafka tests start (services/testkit/src/kafka.rs) ----------
 install_kafka() {
     local cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -129,6 +143,7 @@ install_python() {
 bash "$(dirname "${BASH_SOURCE[0]}")/install-build-deps.sh"
 install_sipp
 install_redis
+install_promtool
 if wants no-kafka; then
     log "tansu and the Kafka python packages skipped (UAPROF_TEST_DEPS=no-kafka)"
 else

@@ -63,7 +63,7 @@ if [[ $topology == tier ]]; then
     # Wait until the node holds every partition (a fresh tier hands them out in seconds).
     nadmin=$(field "$nline" admin)
     for _ in $(seq 200); do
-        held=$(curl -s "http://$nadmin/metrics" | awk '/^ownership_partitions/ {print $2}')
+        held=$(curl -s "http://$nadmin/metrics" | awk '/^notifier_partitions_owned/ {print $2}')
         [[ ${held:-0} == 256 ]] && break
         sleep 0.1
     done

@@ -34,7 +34,8 @@ pub fn describe_metrics() {
     );
     describe_gauge!(
         CONSUMER_LAG,
-        "Records between a consumer group's position and the partition's end, per partition"
+        "Records between a consumer group's position and the partition's end, per partition \
+         this consumer is assigned (0 once the partition is assigned elsewhere)"
     );
     describe_counter!(
         APPLIED_RECEIVED,

@@ -461,6 +461,8 @@ impl Engine {
         let id = self.client.start(n.branch, n.bytes.clone(), n.peer, now);
         self.out.send(n.peer, n.bytes);
         counter!("notify_sent_total", "kind" => n.kind.label()).increment(1);
+        gauge!("notifier_notifies_inflight", "priority" => n.origin.priority_label())
+            .increment(1.0);
         self.sent.insert(
             id,
             Sent {
@@ -512,6 +514,8 @@ impl Engine {
             return;
         };
         gauge!("notify_in_flight").set(self.sent.len() as f64);
+        gauge!("notifier_notifies_inflight", "priority" => sent.origin.priority_label())
+            .decrement(1.0);
         let outcome = match status {
             Some(s) if (200..300).contains(&s) => "2xx",
             Some(_) => "failure",

@@ -10,9 +10,10 @@
 //!   queues, fetch credits, the dialog's turn, retries.
 //! * [`expiry`]: the sweep that ends expired subscriptions with `reason=timeout`.
 //! * [`store`]: the subscription store trait, its contract suite and the embedded store.
+//! * [`metrics_desc`]: metric names and their descriptions.
 //! * [`config`] holds the configuration.
 //!
-//! [`run`] wires these together for one node.
+//! [`run`] wires these together for one node, and [`publish_held`] samples what it holds.
 
 pub mod config;
 pub mod engine;
@@ -158,6 +159,26 @@ pub struct Seams {
     pub credits: Arc<dyn CreditSource>,
 }
 
+/// How often [`publish_held`] reads the store: well inside a 15 s scrape interval, and on
+/// Redis one GET per owned partition, which a node can afford every few seconds.
+const HELD_EVERY: Duration = Duration::from_secs(5);
+
+/// Publishes `notifier_subscriptions_held` and `notifier_partitions_owned` every
+/// [`HELD_EVERY`] until `shutdown`. A failed read leaves the last values standing (store
+/// errors are counted where the store does the work).
+pub async fn publish_held(store: Arc<dyn SubscriptionStore>, shutdown: CancellationToken) {
+    loop {
+        if let Ok(h) = store.held().await {
+            metrics::gauge!("notifier_subscriptions_held").set(h.subscriptions as f64);
+            metrics::gauge!("notifier_partitions_owned").set(h.partitions as f64);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(HELD_EVERY) => {}
+        }
+    }
+}
+
 /// Runs one notifier node until `shutdown` fires, then drains for at most `grace`.
 pub async fn run(
     config: NotifierConfig,
@@ -227,6 +248,7 @@ pub async fn run(
         ));
     }
     tasks.spawn(expiry::run(Arc::clone(&ctx), listeners.clone()));
+    tasks.spawn(publish_held(Arc::clone(&ctx.store), listeners.clone()));
     tasks.spawn(pipeline::run(Arc::clone(&ctx), stop.clone()));
     tasks.spawn(fanout::run(Arc::clone(&ctx), feed, listeners.clone()));
     let engine = Engine::new(Arc::clone(&ctx), out, rx, tx, config.timers());

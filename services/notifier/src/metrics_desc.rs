@@ -1,4 +1,6 @@
-//! Metric names and descriptions: the names dashboards and alerts rely on.
+//! Metric names and descriptions: the names dashboards and alerts rely on
+//! (`deploy/grafana/`, `deploy/prometheus/`; `services/server/tests/dashboards.rs` fails when
+//! they use a name the server does not expose).
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
@@ -91,13 +93,87 @@ pub fn describe() {
         "store_errors_total",
         "Subscription store errors, by operation"
     );
-    describe_counter!(
-        "fanout_shards_reconciled_total",
-        "Shards taken over behind the feed and reconciled against current content"
+    describe_gauge!(
+        "notifier_subscriptions_held",
+        "Subscriptions in the store partitions this node owns (sampled every 5 s; the tier's \
+         total is the sum over nodes)"
     );
     describe_gauge!(
-        "ownership_partitions",
-        "Store partitions whose lease this node holds (Redis store)"
+        "notifier_partitions_owned",
+        "Store partitions whose timed duties (expiry, fan-out) this node holds: its Redis \
+         leases, or 1 for the embedded store"
+    );
+    describe_gauge!(
+        "notifier_notifies_inflight",
+        "NOTIFY client transactions in flight, by priority (first, change, background: the \
+         pipeline queue it left from; subscribe: the answer to a SUBSCRIBE; terminal)"
+    );
+    describe_counter!(
+        "sip_merged_requests_total",
+        "Requests answered 482 as a merged copy of a transaction already in progress \
+         (RFC 3261 §8.2.2.2)"
+    );
+    describe_counter!(
+        "notify_bodiless_total",
+        "NOTIFYs answering a SUBSCRIBE sent without documents because no fetch credit was \
+         at hand (the URL-bearing one follows through the pipeline)"
+    );
+    describe_counter!(
+        "notify_retries_total",
+        "NOTIFYs queued again with back-off after a 5xx, 408 or 486"
+    );
+    describe_counter!(
+        "notify_udp_oversize_total",
+        "NOTIFYs over notifier.udp_max_notify_bytes even pointing at the documents, sent \
+         over TCP instead"
+    );
+    describe_counter!(
+        "notify_turns_taken_over_total",
+        "Dialog NOTIFY turns taken from a node that left the registry (Redis store)"
+    );
+    describe_counter!(
+        "store_replication_shortfalls_total",
+        "Redis writes that reached fewer replicas than configured within the WAIT timeout \
+         (answered as store unavailable)"
+    );
+    describe_counter!(
+        "dns_lookups_total",
+        "Next-hop DNS lookups, by outcome (resolved, stale, failed)"
+    );
+    describe_counter!(
+        "fanout_jobs_recorded_total",
+        "Fan-out jobs recorded durably in the store for change events"
+    );
+    describe_counter!(
+        "fanout_jobs_total",
+        "Fan-out jobs ended, by result (done, superseded, abandoned)"
+    );
+    describe_gauge!(
+        "fanout_walks_running",
+        "Fan-out walks (one changed key in one partition) in progress"
+    );
+    describe_gauge!(
+        "pipeline_queue_depth",
+        "NOTIFY wants queued in the pipeline, by priority"
+    );
+    describe_gauge!(
+        "pipeline_queue_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest want in each pipeline queue, by priority"
+    );
+    describe_histogram!(
+        "pipeline_wait_seconds",
+        Unit::Seconds,
+        "Time a want waited in the pipeline before its delivery started, by priority"
+    );
+    describe_gauge!(
+        "pipeline_credits",
+        "Fetch credits at hand for NOTIFYs that point phones at documents (-1: unlimited)"
+    );
+    describe_gauge!(
+        "pipeline_first_pressure",
+        "How far the first-NOTIFY queue runs over its age bound (0: it keeps up); that \
+         share of new SUBSCRIBEs is refused with 503"
     );
     describe_gauge!(
         "ownership_live_nodes",

@@ -72,6 +72,18 @@ pub enum Origin {
     Terminal,
 }
 
+impl Origin {
+    /// The `priority` label of `notifier_notifies_inflight`: the pipeline queue a NOTIFY
+    /// left from, or `subscribe` / `terminal` for the two that bypass the pipeline.
+    pub fn priority_label(&self) -> &'static str {
+        match self {
+            Self::Subscribe => "subscribe",
+            Self::Pipeline(_, p) => p.label(),
+            Self::Terminal => "terminal",
+        }
+    }
+}
+
 /// Why a NOTIFY is sent (metrics label and priority).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotifyKind {

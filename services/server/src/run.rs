@@ -198,6 +198,8 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
                 },
             ),
             None => {
+                // The credit stream's reconnects are counted on this side.
+                content_rpc::describe_metrics();
                 let url = cfg.content_url.clone().unwrap_or_default();
                 let remote = RemoteContent::new(&url).map_err(RunError::Config)?;
                 let credits: Arc<dyn CreditSource> = if cfg.notifier.pace_fetches {

@@ -154,6 +154,16 @@ pub enum Turn {
     Gone,
 }
 
+/// What one node is responsible for: the gauges an SRE reads first
+/// (`notifier_subscriptions_held`, `notifier_partitions_owned`; the tier's are their sums).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Partitions whose timed duties (expiry, fan-out) this node has.
+    pub partitions: u64,
+    /// Subscriptions in those partitions.
+    pub subscriptions: u64,
+}
+
 /// A page of an index walk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
@@ -226,6 +236,15 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     async fn next_expiry(&self) -> Result<Option<u64>, StoreError>;
 
     async fn count(&self) -> Result<u64, StoreError>;
+
+    /// The partitions this node owns and the subscriptions in them. A store nobody else
+    /// shares is one partition holding everything.
+    async fn held(&self) -> Result<Held, StoreError> {
+        Ok(Held {
+            partitions: 1,
+            subscriptions: self.count().await?,
+        })
+    }
 
     /// Every subscription id, in pages (reconciliation after a change-feed gap).
     async fn scan(&self, after: Option<SubId>, limit: usize) -> Result<Page, StoreError>;

@@ -641,7 +641,7 @@ pub fn wait_for_full_ownership(nodes: &[&Server]) -> Duration {
     loop {
         let held: Vec<f64> = nodes
             .iter()
-            .map(|n| n.metric("ownership_partitions"))
+            .map(|n| n.metric("notifier_partitions_owned"))
             .collect();
         if held.iter().sum::<f64>() == 256.0 && held.iter().all(|h| *h > 0.0) {
             return started.elapsed();

@@ -47,7 +47,8 @@ use tracing::{info, warn};
 use uaprof_api::ProfileKey;
 
 use super::{
-    FanoutJob, Page, StoreError, SubId, Subscription, SubscriptionStore, TURN_HOLD, Turn, Upserted,
+    FanoutJob, Held, Page, StoreError, SubId, Subscription, SubscriptionStore, TURN_HOLD, Turn,
+    Upserted,
 };
 use crate::Clock;
 
@@ -422,7 +423,7 @@ impl RedisStore {
             counter!("ownership_changes_total", "change" => "released").increment(1);
         }
         let n = self.leased_now().len();
-        gauge!("ownership_partitions").set(n as f64);
+        gauge!("notifier_partitions_owned").set(n as f64);
         gauge!("ownership_live_nodes").set(live.len() as f64);
         *self.live.lock().unwrap_or_else(|p| p.into_inner()) = live;
         if failures > 0 {
@@ -431,6 +432,30 @@ impl RedisStore {
             )));
         }
         Ok(n)
+    }
+
+    /// Subscriptions in `parts`, from each partition's counter (one GET per partition: a
+    /// Cluster has them on different slots).
+    async fn count_in(&self, parts: impl Iterator<Item = u16>) -> Result<u64, StoreError> {
+        let mut jobs = tokio::task::JoinSet::new();
+        for p in parts {
+            let mut c = self.conn.clone();
+            let key = format!("{}:n", self.part(p));
+            jobs.spawn(async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<i64>>(&mut c)
+                    .await
+            });
+        }
+        let mut total = 0i64;
+        while let Some(r) = jobs.join_next().await {
+            let n = r
+                .map_err(|e| StoreError::Other(e.to_string()))?
+                .map_err(map_err)?;
+            total += n.unwrap_or(0);
+        }
+        Ok(u64::try_from(total).unwrap_or(0))
     }
 
     async fn release(&self, p: u16) {
@@ -465,7 +490,7 @@ impl RedisStore {
         if let Err(e) = r {
             warn!(%e, "cannot leave the node registry; the entry lapses by itself");
         }
-        gauge!("ownership_partitions").set(0.0);
+        gauge!("notifier_partitions_owned").set(0.0);
         info!(partitions = held.len(), "released ownership");
     }
 
@@ -870,25 +895,16 @@ impl SubscriptionStore for RedisStore {
 
     /// Subscriptions held by the whole tier.
     async fn count(&self) -> Result<u64, StoreError> {
-        let mut jobs = tokio::task::JoinSet::new();
-        for p in 0..PARTITIONS {
-            let mut c = self.conn.clone();
-            let key = format!("{}:n", self.part(p));
-            jobs.spawn(async move {
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async::<Option<i64>>(&mut c)
-                    .await
-            });
-        }
-        let mut total = 0i64;
-        while let Some(r) = jobs.join_next().await {
-            let n = r
-                .map_err(|e| StoreError::Other(e.to_string()))?
-                .map_err(map_err)?;
-            total += n.unwrap_or(0);
-        }
-        Ok(u64::try_from(total).unwrap_or(0))
+        self.count_in(0..PARTITIONS).await
+    }
+
+    /// The partitions whose lease this node holds, and their subscription counts.
+    async fn held(&self) -> Result<Held, StoreError> {
+        let parts = self.leased_now();
+        Ok(Held {
+            partitions: parts.len() as u64,
+            subscriptions: self.count_in(parts.into_iter()).await?,
+        })
     }
 
     /// Every subscription in the partitions this node owns.
