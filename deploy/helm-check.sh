@@ -24,7 +24,7 @@ if [[ ! -x "$bin" ]]; then
 fi
 
 echo "helm-check: yamllint"
-"$VENV/bin/yamllint" --strict -d '{extends: default, rules: {line-length: {max: 100},
+"$VENV/bin/yamllint" --strict -d '{extends: default, rules: {line-length: {max: 120},
     document-start: disable, truthy: {check-keys: false}}}' \
     helm/uaprof/Chart.yaml helm/uaprof/values.yaml helm/uaprof/ci deploy/helm-bad-values \
     $(find helm/uaprof/rules -name '*.yaml' -o -name '*.yml')
