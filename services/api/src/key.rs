@@ -211,8 +211,12 @@ pub fn normalize_aor(raw: &str) -> Result<String, KeyError> {
             break;
         }
     }
-    let s = s.split([';', '?', '>']).next().unwrap_or_default();
-    let (user, host) = s.rsplit_once('@').ok_or_else(bad)?;
+    // `@` cannot appear unescaped in a user part or password, so the first one ends them; `;`
+    // and `?` can (RFC 3261 `user-unreserved`), so parameters and headers are only looked for
+    // after it. A password (`user:password@`) is never part of a key.
+    let (userinfo, rest) = s.split_once('@').ok_or_else(bad)?;
+    let user = userinfo.split(':').next().unwrap_or_default();
+    let host = rest.split([';', '?', '>']).next().unwrap_or_default();
     let host = match host.strip_prefix('[') {
         Some(v6) => {
             let end = v6.find(']').ok_or_else(bad)?;
@@ -379,7 +383,7 @@ mod tests {
             "%25@o",
             "a%2541@example.com",
             "sip:sip:a@example.com",
-            "a@b@example.com",
+            "sip:a;b?c@example.com;transport=udp?subject=x",
             "<sip:A%20b@Example.com:5060;transport=tcp>",
             "bob@[2001:DB8::1]:5061",
             "x@[::1]",
@@ -388,6 +392,16 @@ mod tests {
             assert_eq!(normalize_aor(&once).as_deref(), Ok(once.as_str()), "{raw}");
         }
         assert_eq!(normalize_aor("%25@o").as_deref(), Ok("%25@o"));
+        // `;` and `?` belong to the user part before the `@`, to parameters after it.
+        assert_eq!(
+            normalize_aor("sip:a;b?c@Example.com;transport=udp").as_deref(),
+            Ok("a%3Bb%3Fc@example.com")
+        );
+        assert_eq!(
+            normalize_aor("sip:alice:secret@h").as_deref(),
+            Ok("alice@h")
+        );
+        assert!(normalize_aor("a@b@example.com").is_err());
         assert_eq!(
             normalize_aor("bob@[2001:DB8::1]:5061").as_deref(),
             Ok("bob@[2001:db8::1]")
