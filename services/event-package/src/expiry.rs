@@ -1,4 +1,4 @@
-//! Granting a subscription duration (RFC 6665 §4.2.1.1).
+//! Reading `Expires` and granting a subscription duration (RFC 6665 §4.2.1.1).
 //!
 //! The notifier may shorten the requested `Expires` but never lengthen it; a request below
 //! our minimum gets `423 Interval Too Brief` with `Min-Expires`; `Expires: 0` is a fetch (one
@@ -84,6 +84,17 @@ impl ExpiryPolicy {
             Some(x) => Ok(x.min(self.max)),
         }
     }
+}
+
+/// Reads an `Expires` value: RFC 3261 delta-seconds (digits only); a value beyond 2³²−1 is
+/// taken as 2³²−1 (§20.19 via §25.1's rule for Retry-After and Expires), not refused. `None`
+/// is a malformed value (answer 400).
+pub fn parse_expires(v: &str) -> Option<u32> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse::<u32>().unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]
