@@ -128,6 +128,10 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
             Some(r.method)
         }
         SipMessage::Response(r) => {
+            // rsip reads any three digits; `000` would be printed as `0` and match nothing.
+            if !(100..=699).contains(&r.status_code.code()) {
+                return Err(ParseError::Malformed("status code outside 100-699".into()));
+            }
             expand_compact_headers(&mut r.headers);
             None
         }
@@ -1406,6 +1410,24 @@ mod tests {
         raw.resize(MAX_MESSAGE_SIZE + 1, b'x');
         assert_eq!(parse(&raw), Err(ParseError::TooLarge(MAX_MESSAGE_SIZE + 1)));
         assert_eq!(parse_lenient_for_error(&raw), None);
+    }
+
+    #[test]
+    fn status_codes_outside_100_to_699_are_malformed() {
+        // Found by the `sip_parse` fuzz target: `SIP/2.0 000` parsed, then printed as `0`.
+        let rest = "\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+            To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n";
+        for status in ["000", "099", "700", "999"] {
+            let raw = format!("SIP/2.0 {status} X{rest}");
+            assert!(
+                matches!(parse(raw.as_bytes()), Err(ParseError::Malformed(_))),
+                "{status}"
+            );
+        }
+        for status in ["100", "200", "699"] {
+            let raw = format!("SIP/2.0 {status} X{rest}");
+            assert!(parse(raw.as_bytes()).is_ok(), "{status}");
+        }
     }
 
     #[test]
