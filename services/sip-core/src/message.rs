@@ -157,7 +157,7 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
             Some((_, m)) if method.is_some_and(|rm| !m.eq_ignore_ascii_case(method_str(rm))) => {
                 Err((400, "CSeq Method Mismatch"))
             }
-            Some(_) => match found.content_length.map(|v| v.trim().parse::<usize>()) {
+            Some(_) => match found.content_length.map(|v| trim_lws(v).parse::<usize>()) {
                 None => Ok(None),
                 Some(Err(_)) => Err((400, "Bad Content-Length")),
                 Some(Ok(n)) if n > body_len => Err((400, "Truncated Body")),
@@ -260,8 +260,8 @@ fn lenient_request(bytes: &[u8]) -> Option<Lenient> {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        let name = name.trim();
-        let value = value.trim();
+        let name = trim_lws(name);
+        let value = trim_lws(value);
         // Everything here is echoed back; a value that could smuggle a line break or NUL
         // into our response is not "readable enough".
         if value.is_empty() || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -302,6 +302,13 @@ fn lenient_request(bytes: &[u8]) -> Option<Lenient> {
 
 fn first_list_value(v: &str) -> &str {
     ValueSplit::new(v, true).next().unwrap_or("")
+}
+
+/// Strips SIP whitespace (SP, HTAB; RFC 3261 §25.1 LWS once folding is undone). Not
+/// `str::trim`, which also strips VT, FF, NEL and Unicode spaces: a value such as
+/// `Call-ID: c\u{85}` must be echoed as sent, or the response matches no transaction.
+fn trim_lws(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
 }
 
 fn skip_leading_crlf(mut bytes: &[u8]) -> &[u8] {
@@ -484,9 +491,9 @@ fn scan_mandatory(headers: &Headers) -> Result<Mandatory<'_>, ParseError> {
             Header::Via(v) if top_via.is_none() => {
                 top_via = ValueSplit::new(v.value(), true).next();
             }
-            Header::From(v) => from |= !v.value().trim().is_empty(),
-            Header::To(v) => to |= !v.value().trim().is_empty(),
-            Header::CallId(v) => call_id |= !v.value().trim().is_empty(),
+            Header::From(v) => from |= !trim_lws(v.value()).is_empty(),
+            Header::To(v) => to |= !trim_lws(v.value()).is_empty(),
+            Header::CallId(v) => call_id |= !trim_lws(v.value()).is_empty(),
             Header::CSeq(v) => {
                 cseq.get_or_insert(v.value());
             }
@@ -716,7 +723,7 @@ impl<'a> Iterator for ValueSplit<'a> {
                 (rest, None)
             };
             self.rest = tail;
-            let item = item.trim();
+            let item = trim_lws(item);
             if !item.is_empty() {
                 return Some(item);
             }
@@ -761,7 +768,7 @@ pub fn header_params(value: &str) -> (&str, Vec<(String, Option<String>)>) {
     let params = Params::new(rest)
         .map(|(n, v)| (n.to_ascii_lowercase(), v.map(unquote)))
         .collect();
-    (main.trim(), params)
+    (trim_lws(main), params)
 }
 
 fn unquote(v: &str) -> String {
@@ -807,12 +814,12 @@ impl<'a> Iterator for Params<'a> {
                 None => (rest, None),
             };
             self.rest = tail;
-            let item = item.trim();
+            let item = trim_lws(item);
             if item.is_empty() {
                 continue;
             }
             return Some(match item.split_once('=') {
-                Some((n, v)) => (n.trim(), Some(v.trim())),
+                Some((n, v)) => (trim_lws(n), Some(trim_lws(v))),
                 None => (item, None),
             });
         }
@@ -843,7 +850,7 @@ pub fn tag_of(value: &str) -> Option<&str> {
 /// The URI inside a name-addr (`"Bob" <sip:bob@x;lr>;tag=1` → `sip:bob@x;lr`) or an
 /// addr-spec (`sip:bob@x;tag=1` → `sip:bob@x`, since there parameters belong to the header).
 pub fn name_addr_uri(value: &str) -> Option<&str> {
-    let value = value.trim();
+    let value = trim_lws(value);
     // Find '<' outside a quoted display name.
     let mut in_quotes = false;
     let mut escaped = false;
@@ -862,7 +869,7 @@ pub fn name_addr_uri(value: &str) -> Option<&str> {
             b'<' => {
                 let inner = &value[i + 1..];
                 let end = inner.find('>')?;
-                let uri = inner[..end].trim();
+                let uri = trim_lws(&inner[..end]);
                 return (!uri.is_empty()).then_some(uri);
             }
             _ => {}
@@ -991,7 +998,7 @@ pub fn response_for(
             Header::To(v) if to.is_none() => {
                 to = Some(match to_tag {
                     Some(tag) if tag_of(v.value()).is_none() => Header::To(rsip::headers::To::new(
-                        format!("{};tag={tag}", v.value().trim_end()),
+                        format!("{};tag={tag}", v.value().trim_end_matches([' ', '\t'])),
                     )),
                     _ => h.clone(),
                 });
@@ -1080,7 +1087,7 @@ fn write_rest(buf: &mut BytesMut, headers: &Headers, body: &[u8]) {
         }
         buf.put_slice(name.as_bytes());
         buf.put_slice(b": ");
-        buf.put_slice(value.trim().as_bytes());
+        buf.put_slice(trim_lws(value).as_bytes());
         buf.put_slice(b"\r\n");
     }
     let _ = write!(buf, "Content-Length: {}\r\n\r\n", body.len());
@@ -1117,9 +1124,8 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        if canonical_name(name.trim()).eq_ignore_ascii_case("Content-Length") {
-            let n = value
-                .trim()
+        if canonical_name(trim_lws(name)).eq_ignore_ascii_case("Content-Length") {
+            let n = trim_lws(value)
                 .parse::<usize>()
                 .map_err(|_| ParseError::Malformed("bad Content-Length".into()))?;
             content_length = Some(n);
@@ -1428,6 +1434,45 @@ mod tests {
             let raw = format!("SIP/2.0 {status} X{rest}");
             assert!(parse(raw.as_bytes()).is_ok(), "{status}");
         }
+    }
+
+    #[test]
+    fn values_are_trimmed_of_sip_whitespace_only() {
+        // From an earlier fuzzing round (the expires target found the same in Expires):
+        // `str::trim` also strips VT, FF, NEL (U+0085) and Unicode spaces, none of which is
+        // SIP whitespace.
+        let base = "SUBSCRIBE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+            From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCSeq: 1 SUBSCRIBE\r\n";
+        // The response echoes the Call-ID as sent, or it matches no client transaction.
+        let raw = format!("{base}Call-ID: c\u{85}\r\nContent-Length: 0\r\n\r\n");
+        let r = req(&raw);
+        assert_eq!(header(&r.headers, "Call-ID"), Some("c\u{85}"));
+        let resp = response_to_bytes(&response_for(&r, 200, None, Some("t")));
+        let resp = String::from_utf8(resp.to_vec()).expect("utf-8");
+        assert!(resp.contains("Call-ID: c\u{85}\r\n"), "{resp}");
+        // Content-Length is 1*DIGIT between SIP whitespace, on datagrams and streams alike.
+        for junk in ["\u{85}", "\u{b}", "\u{c}", "\u{a0}"] {
+            let raw = format!("{base}Call-ID: c\r\nContent-Length: 0{junk}\r\n\r\n");
+            match parse(raw.as_bytes()) {
+                Err(ParseError::Invalid {
+                    status: 400,
+                    reason,
+                    ..
+                }) => {
+                    assert_eq!(reason, "Bad Content-Length", "{junk:?}")
+                }
+                other => panic!("{junk:?}: {other:?}"),
+            }
+            assert!(
+                matches!(
+                    stream_frame_len(raw.as_bytes()),
+                    Err(ParseError::Malformed(_))
+                ),
+                "{junk:?}"
+            );
+        }
+        let raw = format!("{base}Call-ID: c\r\nContent-Length: \t0 \r\n\r\n");
+        assert!(parse(raw.as_bytes()).is_ok());
     }
 
     #[test]
