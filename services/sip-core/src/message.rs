@@ -482,7 +482,8 @@ struct Mandatory<'a> {
 }
 
 fn scan_mandatory(headers: &Headers) -> Result<Mandatory<'_>, ParseError> {
-    let (mut from, mut to, mut call_id) = (false, false, false);
+    // Only the first From, To and Call-ID count: they are what responses and dialogs use.
+    let (mut from, mut to, mut call_id) = (None, None, None);
     let mut top_via = None;
     let mut cseq = None;
     let mut content_length = None;
@@ -491,9 +492,11 @@ fn scan_mandatory(headers: &Headers) -> Result<Mandatory<'_>, ParseError> {
             Header::Via(v) if top_via.is_none() => {
                 top_via = ValueSplit::new(v.value(), true).next();
             }
-            Header::From(v) => from |= !trim_lws(v.value()).is_empty(),
-            Header::To(v) => to |= !trim_lws(v.value()).is_empty(),
-            Header::CallId(v) => call_id |= !trim_lws(v.value()).is_empty(),
+            Header::From(v) if from.is_none() => from = Some(!trim_lws(v.value()).is_empty()),
+            Header::To(v) if to.is_none() => to = Some(!trim_lws(v.value()).is_empty()),
+            Header::CallId(v) if call_id.is_none() => {
+                call_id = Some(!trim_lws(v.value()).is_empty());
+            }
             Header::CSeq(v) => {
                 cseq.get_or_insert(v.value());
             }
@@ -505,11 +508,11 @@ fn scan_mandatory(headers: &Headers) -> Result<Mandatory<'_>, ParseError> {
     }
     let missing = if top_via.is_none() {
         "Via"
-    } else if !from {
+    } else if from != Some(true) {
         "From"
-    } else if !to {
+    } else if to != Some(true) {
         "To"
-    } else if !call_id {
+    } else if call_id != Some(true) {
         "Call-ID"
     } else {
         match cseq {
@@ -1473,6 +1476,43 @@ mod tests {
         }
         let raw = format!("{base}Call-ID: c\r\nContent-Length: \t0 \r\n\r\n");
         assert!(parse(raw.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn only_the_first_from_to_and_call_id_count() {
+        // From an earlier fuzzing round: an empty first From passed because a later one was
+        // not empty, but responses copy the first, so our 200 had an empty From (which the
+        // sip_parse target's "our responses parse" property catches).
+        let via = "SUBSCRIBE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n";
+        let tail = "CSeq: 1 SUBSCRIBE\r\nContent-Length: 0\r\n\r\n";
+        let cases = [
+            (
+                "From",
+                "From: \r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\n",
+            ),
+            (
+                "To",
+                "From: <sip:a@b>;tag=1\r\nTo: \r\nTo: <sip:a@b>\r\nCall-ID: c\r\n",
+            ),
+            (
+                "Call-ID",
+                "From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\ni: \r\nCall-ID: c\r\n",
+            ),
+        ];
+        for (missing, headers) in cases {
+            let raw = format!("{via}{headers}{tail}");
+            assert_eq!(
+                parse(raw.as_bytes()).err(),
+                Some(ParseError::MissingHeader(missing)),
+                "{raw}"
+            );
+        }
+        let raw = format!(
+            "{via}From: <sip:a@b>;tag=1\r\nFrom: \r\nTo: <sip:a@b>\r\nCall-ID: c\r\n{tail}"
+        );
+        let r = req(&raw);
+        let resp = response_to_bytes(&response_for(&r, 200, None, None));
+        assert!(parse(&resp).is_ok(), "{resp:?}");
     }
 
     #[test]
