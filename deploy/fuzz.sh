@@ -44,18 +44,19 @@ for t in "${run[@]}"; do
     rc=0
     cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
         -max_total_time="$seconds" -print_final_stats=1 "${extra[@]}" >"$log" 2>&1 || rc=$?
-    execs=$(awk -F: '/^stat::number_of_executed_units/ { gsub(/ /, "", $2); n = $2 } END { print n }' "$log")
+    # The log holds the fuzzer's inputs, so it is not text: read it with -a.
+    execs=$(grep -a '^stat::number_of_executed_units:' "$log" | awk '{ n = $NF } END { print n }')
     if [[ -z "$execs" ]]; then
-        # A crash ends the run before the final stats; the last status line has the count.
-        execs=$(grep -Eo '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+        # Without final stats (killed, fork mode) the last status line has the count.
+        execs=$(grep -aEo '^#[0-9]+' "$log" | tail -1 | tr -d '#')
     fi
     if [[ "$rc" -eq 0 ]]; then
         result=ok
     else
         result="FAILED (exit $rc, see $log)"
         status=1
-        grep -E -A2 'panicked at' "$log" | head -6 >&2 || true
-        grep -E 'Test unit written' "$log" | head -1 >&2 || true
+        grep -a -A2 'panicked at' "$log" | head -6 >&2 || true
+        grep -a 'Test unit written' "$log" | head -1 >&2 || true
     fi
     summary+=("$(printf '%-18s %12s execs  %s' "$t" "${execs:-?}" "$result")")
 done
