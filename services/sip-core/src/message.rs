@@ -121,6 +121,13 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
             return Err(ParseError::Malformed(e.to_string()));
         }
     };
+    // rsip reads a Request-URI up to " SIP/2.0" even across line breaks, so its head can run
+    // past the blank line where ours ends, and past the CR/LF checks above.
+    if msg.body().len() != body.len() {
+        return Err(ParseError::Malformed(
+            "start line spans several lines".into(),
+        ));
+    }
 
     let method = match &mut msg {
         SipMessage::Request(r) => {
@@ -1513,6 +1520,25 @@ mod tests {
         let r = req(&raw);
         let resp = response_to_bytes(&response_for(&r, 200, None, None));
         assert!(parse(&resp).is_ok(), "{resp:?}");
+    }
+
+    #[test]
+    fn the_start_line_cannot_span_lines() {
+        // Found by the sip_parse fuzz target: rsip took everything up to " SIP/2.0" as the
+        // Request-URI, blank line included, so the headers after it escaped the bare CR/LF
+        // check and a Via with a bare LF was echoed into our 200.
+        let rest = "Via: SIP/2.0/UDP h;branch=z9hG4bK\nX\r\nFrom: <sip:a@b>;tag=1\r\n\
+            To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 SUBSCRIBE\r\nContent-Length: 0\r\n\r\n";
+        for start in [
+            "SUBSCRIBE sip:a@b\r\n\r\nX SIP/2.0\r\n",
+            "SUBSCRIBE a: 1\r\nl: 8\r\n\r\nb:@x SIP/2.0\r\n",
+        ] {
+            let raw = format!("{start}{rest}");
+            assert!(
+                matches!(parse(raw.as_bytes()), Err(ParseError::Malformed(_))),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]
