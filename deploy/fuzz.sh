@@ -12,7 +12,8 @@
 #
 # Environment: FUZZ_SANITIZER (default `none`: the code under test has no `unsafe`, and
 # AddressSanitizer would halve the executions; `address` to use it anyway), FUZZ_ARGS (more
-# libFuzzer flags, e.g. `-max_len=65535`).
+# libFuzzer flags, e.g. `-max_len=65535`; `-fork=1 -ignore_crashes=1` keeps going past a known
+# crash, and then only fuzz/artifacts/<target>/ shows what was found).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -44,11 +45,11 @@ for t in "${run[@]}"; do
     rc=0
     cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
         -max_total_time="$seconds" -print_final_stats=1 "${extra[@]}" >"$log" 2>&1 || rc=$?
-    # The log holds the fuzzer's inputs, so it is not text: read it with -a.
-    execs=$(grep -a '^stat::number_of_executed_units:' "$log" | awk '{ n = $NF } END { print n }')
+    # The log holds the fuzzer's inputs, so it is not text: grep needs -a.
+    execs=$(awk '/^stat::number_of_executed_units:/ { n = $NF } END { print n }' "$log")
     if [[ -z "$execs" ]]; then
         # Without final stats (killed, fork mode) the last status line has the count.
-        execs=$(grep -aEo '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+        execs=$(grep -aEo '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)
     fi
     if [[ "$rc" -eq 0 ]]; then
         result=ok
