@@ -319,10 +319,18 @@ async fn provision_document(
     }
 }
 
-#[derive(Deserialize)]
+/// The JSON body of `PUT /provision/v1/device/<id>`: `{"default_user": "sip:alice@example.com"}`
+/// sets the device's default user, `{"default_user": null}` or `{}` clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct AttributesBody {
-    default_user: Option<String>,
+pub struct DeviceAttributes {
+    pub default_user: Option<String>,
+}
+
+/// Reads a device-attributes body. Only the JSON shape is checked here; the AoR is normalised
+/// (and refused with 400) when the change is prepared, the same way for API and Kafka writes.
+pub fn parse_device_attributes(body: &[u8]) -> Result<DeviceAttributes, serde_json::Error> {
+    serde_json::from_slice(body)
 }
 
 async fn provision_key(
@@ -368,7 +376,7 @@ async fn provision_key(
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let attrs: AttributesBody = match serde_json::from_slice(&body) {
+    let attrs = match parse_device_attributes(&body) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };

@@ -35,7 +35,7 @@ pub use crate::admission::{FetchAdmission, FetchGuard};
 pub use crate::config::{ContentConfig, MAX_DOCUMENT_BYTES_CEILING, StoreKind};
 pub use crate::error::ContentError;
 pub use crate::feed::InProcessFeed;
-pub use crate::http::serve;
+pub use crate::http::{DeviceAttributes, parse_device_attributes, serve};
 pub use crate::service::{
     ChangeLog, ContentService, DocumentInfo, KeyListing, PROVISIONING_API, StoredDocument,
     WriteReceipt, WriteStatus, new_change_id,

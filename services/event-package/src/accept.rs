@@ -20,7 +20,7 @@
 //! specific range wins (`type/subtype` over `type/*` over `*/*`), so
 //! `*/*, message/external-body;q=0` excludes content indirection.
 
-use crate::wire::is_token;
+use crate::wire::{is_token, trim_lws};
 
 pub const EXTERNAL_BODY: &str = "message/external-body";
 pub const MULTIPART_MIXED: &str = "multipart/mixed";
@@ -135,9 +135,9 @@ impl AcceptList {
 
 /// `type/subtype` of a content type, lowercased, parameters dropped.
 pub(crate) fn split_type(content_type: &str) -> Option<(String, String)> {
-    let essence = content_type.split(';').next()?.trim();
+    let essence = trim_lws(content_type.split(';').next()?);
     let (top, sub) = essence.split_once('/')?;
-    let (top, sub) = (top.trim(), sub.trim());
+    let (top, sub) = (trim_lws(top), trim_lws(sub));
     (is_token(top) && is_token(sub)).then(|| (top.to_ascii_lowercase(), sub.to_ascii_lowercase()))
 }
 
@@ -152,8 +152,8 @@ fn parse_range(raw: &str) -> Option<MediaRange> {
         let Some((name, value)) = p.split_once('=') else {
             continue;
         };
-        if name.trim().eq_ignore_ascii_case("q") {
-            q = parse_qvalue(value.trim())?;
+        if trim_lws(name).eq_ignore_ascii_case("q") {
+            q = parse_qvalue(trim_lws(value))?;
         }
     }
     Some(MediaRange { top, sub, q })
@@ -283,6 +283,24 @@ mod tests {
         }
         // An empty Accept among real ones does not cancel them.
         assert_eq!(body_mode(&["", "message/external-body"]), ext(false));
+    }
+
+    #[test]
+    fn only_sp_and_htab_are_whitespace() {
+        // `str::trim` took NEL (U+0085), VT and Unicode spaces for SIP whitespace.
+        for junk in [
+            "message/external-body\u{85}",
+            "\u{a0}message/external-body",
+            "message/\u{b}external-body",
+            "message/external-body;q=1\u{85}",
+        ] {
+            assert!(
+                !AcceptList::parse(&[junk]).allows(EXTERNAL_BODY),
+                "{junk:?}"
+            );
+        }
+        let list = AcceptList::parse(&[" message / external-body ;\tq = 0.5\t"]);
+        assert_eq!(list.quality(EXTERNAL_BODY), 500);
     }
 
     #[test]

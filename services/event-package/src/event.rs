@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use uaprof_api::ProfileType;
 
-use crate::wire::{is_token, is_token_char};
+use crate::wire::{is_lws, is_token, is_token_char, trim_lws, trim_lws_start};
 
 /// Value of `Allow-Events` in our 489 responses and in every NOTIFY.
 pub const ALLOW_EVENTS: &str = "ua-profile, sip-profile";
@@ -114,7 +114,7 @@ pub fn parse_event(value: &str) -> Result<ProfileEvent, EventError> {
         Some(i) => (&value[..i], Some(&value[i + 1..])),
         None => (value, None),
     };
-    let event_type = event_type.trim();
+    let event_type = trim_lws(event_type);
     let package = Package::from_token(event_type)
         .ok_or_else(|| EventError::BadEvent(event_type.chars().take(MAX_PARAM_VALUE).collect()))?;
     if value.len() > MAX_EVENT_LEN {
@@ -197,7 +197,7 @@ struct ParamScanner<'a> {
 impl<'a> ParamScanner<'a> {
     /// Called with `s` just after a ';' (or at the end).
     fn next_param(&mut self) -> Result<Option<(&'a str, Option<String>)>, EventError> {
-        let s = self.s.trim_start();
+        let s = trim_lws_start(self.s);
         if s.is_empty() {
             self.s = s;
             return Ok(None);
@@ -207,15 +207,15 @@ impl<'a> ParamScanner<'a> {
         if name.is_empty() {
             return Err(EventError::Malformed("empty parameter name".into()));
         }
-        let mut rest = s[name_end..].trim_start();
+        let mut rest = trim_lws_start(&s[name_end..]);
         let mut value = None;
         if let Some(after_eq) = rest.strip_prefix('=') {
-            let after_eq = after_eq.trim_start();
+            let after_eq = trim_lws_start(after_eq);
             let (v, tail) = if let Some(quoted) = after_eq.strip_prefix('"') {
                 unquote(name, quoted)?
             } else {
                 let end = after_eq
-                    .find(|c: char| c == ';' || c.is_ascii_whitespace())
+                    .find(|c: char| c == ';' || is_lws(c))
                     .unwrap_or(after_eq.len());
                 let v = &after_eq[..end];
                 if v.chars().any(|c| c.is_control() || c == '"' || c == ',') {
@@ -227,7 +227,7 @@ impl<'a> ParamScanner<'a> {
                 return Err(EventError::TooLong(name.to_owned()));
             }
             value = Some(v);
-            rest = tail.trim_start();
+            rest = trim_lws_start(tail);
         }
         if let Some(tail) = rest.strip_prefix(';') {
             self.s = tail;
@@ -322,6 +322,25 @@ mod tests {
         assert_eq!(e.profile_type, "user");
         assert_eq!(e.vendor.as_deref(), Some("acme"));
         assert_eq!(e.version.as_deref(), Some("1.2.3"));
+    }
+
+    #[test]
+    fn only_sp_and_htab_are_whitespace() {
+        // `str::trim` took NEL (U+0085), VT, FF and Unicode spaces for SIP whitespace.
+        for bad in [
+            "ua-profile\u{85};profile-type=device",
+            "\u{a0}ua-profile;profile-type=device",
+            "ua-profile;\u{b}profile-type=device",
+            "ua-profile;profile-type=device\u{c}",
+            "ua-profile;profile-type=device;vendor=acme\u{85}",
+            "ua-profile;profile-type\u{2003}=device",
+        ] {
+            assert!(parse_event(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            ok(" \tua-profile\t; profile-type =\tdevice \t").profile_type,
+            "device"
+        );
     }
 
     #[test]

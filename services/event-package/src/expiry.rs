@@ -1,4 +1,4 @@
-//! Granting a subscription duration (RFC 6665 §4.2.1.1).
+//! Reading `Expires` and granting a subscription duration (RFC 6665 §4.2.1.1).
 //!
 //! The notifier may shorten the requested `Expires` but never lengthen it; a request below
 //! our minimum gets `423 Interval Too Brief` with `Min-Expires`; `Expires: 0` is a fetch (one
@@ -86,9 +86,48 @@ impl ExpiryPolicy {
     }
 }
 
+/// Reads an `Expires` value: RFC 3261 delta-seconds (digits only); a value beyond 2³²−1 is
+/// taken as 2³²−1 (§20.19 via §25.1's rule for Retry-After and Expires), not refused. `None`
+/// is a malformed value (answer 400). Only SIP whitespace (SP, HTAB) may surround the digits.
+pub fn parse_expires(v: &str) -> Option<u32> {
+    // Not `str::trim`: it also drops VT, FF, NEL and other Unicode spaces, none of which is
+    // whitespace in SIP (RFC 3261 §25.1 LWS).
+    let v = v.trim_matches([' ', '\t']);
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse::<u32>().unwrap_or(u32::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expires_values() {
+        assert_eq!(parse_expires("3600"), Some(3600));
+        assert_eq!(parse_expires(" \t0 "), Some(0));
+        assert_eq!(parse_expires("0042"), Some(42));
+        assert_eq!(parse_expires("4294967296"), Some(u32::MAX));
+        assert_eq!(parse_expires("99999999999999999999999"), Some(u32::MAX));
+        for bad in ["", " ", "-1", "+1", "1.5", "3600;x", "1 2", "٣"] {
+            assert_eq!(parse_expires(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn expires_whitespace_is_only_space_and_tab() {
+        // Found by the `expires` fuzz target: `str::trim` took VT as whitespace.
+        for bad in [
+            "\u{b}1",
+            "3600\u{c}",
+            "3600\u{85}",
+            "\u{a0}3600",
+            "\u{2003}60",
+        ] {
+            assert_eq!(parse_expires(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn grant_table() {

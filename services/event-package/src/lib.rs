@@ -8,7 +8,8 @@
 //! * [`event`]: the `Event` header: parse a SUBSCRIBE's, print a NOTIFY's; `Allow-Events`.
 //! * [`accept`]: what NOTIFY body a subscriber takes, from its `Accept` headers
 //!   (content indirection, inline documents, or `406`).
-//! * [`expiry`]: granting a subscription duration (`Expires`, `423` + `Min-Expires`).
+//! * [`expiry`]: reading `Expires` and granting a subscription duration (`423` +
+//!   `Min-Expires`).
 //! * [`state`]: the `Subscription-State` header and which NOTIFY failures end a subscription.
 //! * [`body`]: NOTIFY bodies: `message/external-body` parts, inline documents, `multipart/mixed`.
 //! * [`conditional`]: `Suppress-If-Match` against the current entity tag (`204`).
@@ -30,6 +31,6 @@ pub use conditional::suppress_matches;
 pub use event::{
     ALLOW_EVENTS, EventError, Package, ProfileEvent, notify_event_header, parse_event,
 };
-pub use expiry::{ExpiryConfigError, ExpiryPolicy, TooBrief};
+pub use expiry::{ExpiryConfigError, ExpiryPolicy, TooBrief, parse_expires};
 pub use notify::{NotifyParams, build_notify};
 pub use state::{SubState, TerminationReason, removes_subscription};

@@ -45,6 +45,20 @@ pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Strips SIP whitespace (SP, HTAB: RFC 3261 §25.1 LWS, folding already undone by the SIP
+/// core). Not `str::trim`, which also strips VT, FF, NEL and Unicode spaces.
+pub(crate) fn trim_lws(s: &str) -> &str {
+    s.trim_matches(is_lws)
+}
+
+pub(crate) fn trim_lws_start(s: &str) -> &str {
+    s.trim_start_matches(is_lws)
+}
+
+pub(crate) fn is_lws(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
 /// RFC 3261 §25.1 `token` characters.
 pub(crate) fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)

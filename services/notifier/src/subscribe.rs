@@ -11,6 +11,7 @@ use metrics::{counter, histogram};
 use profile_event::accept::body_mode;
 use profile_event::conditional::suppress_matches;
 use profile_event::event::{ALLOW_EVENTS, Package, ProfileEvent, parse_event};
+use profile_event::expiry::parse_expires;
 use profile_event::state::{SubState, TerminationReason};
 use rand::RngExt;
 use sip_core::dialog::Dialog;
@@ -164,7 +165,7 @@ fn parse_request<'a>(ctx: &Ctx, req: &'a rsip::Request) -> Result<Request<'a>, R
         })?;
     let requested = match header(&req.headers, "Expires") {
         None => None,
-        Some(v) => Some(delta_seconds(v).ok_or_else(|| Reject::new(400, "Invalid Expires"))?),
+        Some(v) => Some(parse_expires(v).ok_or_else(|| Reject::new(400, "Invalid Expires"))?),
     };
     let expires = ctx.config.expiry().grant(requested).map_err(|tb| {
         Reject::new(423, "Interval Too Brief").with(rsip::Header::MinExpires(
@@ -487,16 +488,6 @@ async fn create(
         NotifyKind::Initial,
     )
     .await)
-}
-
-/// RFC 3261 delta-seconds (digits only); a value beyond 2³²−1 is taken as 2³²−1 (§20.19
-/// via §25.1's rule for Retry-After and Expires), not refused.
-fn delta_seconds(v: &str) -> Option<u32> {
-    let v = v.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(v.parse::<u32>().unwrap_or(u32::MAX))
 }
 
 /// Whether a NOTIFY of `resolution` may point the phone at documents now: nothing to

@@ -121,6 +121,13 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
             return Err(ParseError::Malformed(e.to_string()));
         }
     };
+    // rsip reads a Request-URI up to " SIP/2.0" even across line breaks, so its head can run
+    // past the blank line where ours ends, and past the CR/LF checks above.
+    if msg.body().len() != body.len() {
+        return Err(ParseError::Malformed(
+            "start line spans several lines".into(),
+        ));
+    }
 
     let method = match &mut msg {
         SipMessage::Request(r) => {
@@ -128,6 +135,10 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
             Some(r.method)
         }
         SipMessage::Response(r) => {
+            // rsip reads any three digits; `000` would be printed as `0` and match nothing.
+            if !(100..=699).contains(&r.status_code.code()) {
+                return Err(ParseError::Malformed("status code outside 100-699".into()));
+            }
             expand_compact_headers(&mut r.headers);
             None
         }
@@ -164,7 +175,7 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, ParseError> {
             Some((_, m)) if method.is_some_and(|rm| !m.eq_ignore_ascii_case(method_str(rm))) => {
                 Err((400, "CSeq Method Mismatch"))
             }
-            Some(_) => match found.content_length.map(|v| v.trim().parse::<usize>()) {
+            Some(_) => match found.content_length.map(|v| trim_lws(v).parse::<usize>()) {
                 None => Ok(None),
                 Some(Err(_)) => Err((400, "Bad Content-Length")),
                 Some(Ok(n)) if n > body_len => Err((400, "Truncated Body")),
@@ -270,8 +281,8 @@ fn lenient_request(bytes: &[u8]) -> Option<Lenient> {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        let name = name.trim();
-        let value = value.trim();
+        let name = trim_lws(name);
+        let value = trim_lws(value);
         // Everything here is echoed back; a value that could smuggle a line break or NUL
         // into our response is not "readable enough".
         if value.is_empty() || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -312,6 +323,13 @@ fn lenient_request(bytes: &[u8]) -> Option<Lenient> {
 
 fn first_list_value(v: &str) -> &str {
     ValueSplit::new(v, true).next().unwrap_or("")
+}
+
+/// Strips SIP whitespace (SP, HTAB; RFC 3261 §25.1 LWS once folding is undone). Not
+/// `str::trim`, which also strips VT, FF, NEL and Unicode spaces: a value such as
+/// `Call-ID: c\u{85}` must be echoed as sent, or the response matches no transaction.
+fn trim_lws(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
 }
 
 fn skip_leading_crlf(mut bytes: &[u8]) -> &[u8] {
@@ -485,7 +503,8 @@ struct Mandatory<'a> {
 }
 
 fn scan_mandatory(headers: &Headers) -> Result<Mandatory<'_>, ParseError> {
-    let (mut from, mut to, mut call_id) = (false, false, false);
+    // Only the first From, To and Call-ID count: they are what responses and dialogs use.
+    let (mut from, mut to, mut call_id) = (None, None, None);
     let mut top_via = None;
     let mut cseq = None;
     let mut content_length = None;
@@ -494,9 +513,11 @@ fn scan_mandatory(headers: &Headers) -> Result<Mandatory<'_>, ParseError> {
             Header::Via(v) if top_via.is_none() => {
                 top_via = ValueSplit::new(v.value(), true).next();
             }
-            Header::From(v) => from |= !v.value().trim().is_empty(),
-            Header::To(v) => to |= !v.value().trim().is_empty(),
-            Header::CallId(v) => call_id |= !v.value().trim().is_empty(),
+            Header::From(v) if from.is_none() => from = Some(!trim_lws(v.value()).is_empty()),
+            Header::To(v) if to.is_none() => to = Some(!trim_lws(v.value()).is_empty()),
+            Header::CallId(v) if call_id.is_none() => {
+                call_id = Some(!trim_lws(v.value()).is_empty());
+            }
             Header::CSeq(v) => {
                 cseq.get_or_insert(v.value());
             }
@@ -508,11 +529,11 @@ fn scan_mandatory(headers: &Headers) -> Result<Mandatory<'_>, ParseError> {
     }
     let missing = if top_via.is_none() {
         "Via"
-    } else if !from {
+    } else if from != Some(true) {
         "From"
-    } else if !to {
+    } else if to != Some(true) {
         "To"
-    } else if !call_id {
+    } else if call_id != Some(true) {
         "Call-ID"
     } else {
         match cseq {
@@ -551,9 +572,9 @@ fn stand_in_for_missing(req: &mut Request) {
     use rsip::headers::UntypedHeader;
     // An empty one counts as missing (see `scan_mandatory`) and would be copied first.
     req.headers.retain(|h| match h {
-        Header::From(v) => !v.value().trim().is_empty(),
-        Header::To(v) => !v.value().trim().is_empty(),
-        Header::CallId(v) => !v.value().trim().is_empty(),
+        Header::From(v) => !trim_lws(v.value()).is_empty(),
+        Header::To(v) => !trim_lws(v.value()).is_empty(),
+        Header::CallId(v) => !trim_lws(v.value()).is_empty(),
         _ => true,
     });
     let has = |req: &Request, name: &str| header(&req.headers, name).is_some();
@@ -788,7 +809,7 @@ impl<'a> Iterator for ValueSplit<'a> {
                 (rest, None)
             };
             self.rest = tail;
-            let item = item.trim();
+            let item = trim_lws(item);
             if !item.is_empty() {
                 return Some(item);
             }
@@ -833,7 +854,7 @@ pub fn header_params(value: &str) -> (&str, Vec<(String, Option<String>)>) {
     let params = Params::new(rest)
         .map(|(n, v)| (n.to_ascii_lowercase(), v.map(unquote)))
         .collect();
-    (main.trim(), params)
+    (trim_lws(main), params)
 }
 
 fn unquote(v: &str) -> String {
@@ -879,12 +900,12 @@ impl<'a> Iterator for Params<'a> {
                 None => (rest, None),
             };
             self.rest = tail;
-            let item = item.trim();
+            let item = trim_lws(item);
             if item.is_empty() {
                 continue;
             }
             return Some(match item.split_once('=') {
-                Some((n, v)) => (n.trim(), Some(v.trim())),
+                Some((n, v)) => (trim_lws(n), Some(trim_lws(v))),
                 None => (item, None),
             });
         }
@@ -915,7 +936,7 @@ pub fn tag_of(value: &str) -> Option<&str> {
 /// The URI inside a name-addr (`"Bob" <sip:bob@x;lr>;tag=1` → `sip:bob@x;lr`) or an
 /// addr-spec (`sip:bob@x;tag=1` → `sip:bob@x`, since there parameters belong to the header).
 pub fn name_addr_uri(value: &str) -> Option<&str> {
-    let value = value.trim();
+    let value = trim_lws(value);
     // Find '<' outside a quoted display name.
     let mut in_quotes = false;
     let mut escaped = false;
@@ -934,7 +955,7 @@ pub fn name_addr_uri(value: &str) -> Option<&str> {
             b'<' => {
                 let inner = &value[i + 1..];
                 let end = inner.find('>')?;
-                let uri = inner[..end].trim();
+                let uri = trim_lws(&inner[..end]);
                 return (!uri.is_empty()).then_some(uri);
             }
             _ => {}
@@ -1063,7 +1084,7 @@ pub fn response_for(
             Header::To(v) if to.is_none() => {
                 to = Some(match to_tag {
                     Some(tag) if tag_of(v.value()).is_none() => Header::To(rsip::headers::To::new(
-                        format!("{};tag={tag}", v.value().trim_end()),
+                        format!("{};tag={tag}", v.value().trim_end_matches([' ', '\t'])),
                     )),
                     _ => h.clone(),
                 });
@@ -1152,7 +1173,7 @@ fn write_rest(buf: &mut BytesMut, headers: &Headers, body: &[u8]) {
         }
         buf.put_slice(name.as_bytes());
         buf.put_slice(b": ");
-        buf.put_slice(value.trim().as_bytes());
+        buf.put_slice(trim_lws(value).as_bytes());
         buf.put_slice(b"\r\n");
     }
     let _ = write!(buf, "Content-Length: {}\r\n\r\n", body.len());
@@ -1248,9 +1269,8 @@ fn head_content_length(head: &[u8]) -> Result<usize, ParseError> {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        if canonical_name(name.trim()).eq_ignore_ascii_case("Content-Length") {
-            return value
-                .trim()
+        if canonical_name(trim_lws(name)).eq_ignore_ascii_case("Content-Length") {
+            return trim_lws(value)
                 .parse::<usize>()
                 .map_err(|_| ParseError::Malformed("bad Content-Length".into()));
         }
@@ -1585,6 +1605,124 @@ mod tests {
         raw.resize(MAX_MESSAGE_SIZE + 1, b'x');
         assert_eq!(parse(&raw), Err(ParseError::TooLarge(MAX_MESSAGE_SIZE + 1)));
         assert_eq!(parse_lenient_for_error(&raw), None);
+    }
+
+    #[test]
+    fn status_codes_outside_100_to_699_are_malformed() {
+        // Found by the `sip_parse` fuzz target: `SIP/2.0 000` parsed, then printed as `0`.
+        let rest = "\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+            To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n";
+        for status in ["000", "099", "700", "999"] {
+            let raw = format!("SIP/2.0 {status} X{rest}");
+            assert!(
+                matches!(parse(raw.as_bytes()), Err(ParseError::Malformed(_))),
+                "{status}"
+            );
+        }
+        for status in ["100", "200", "699"] {
+            let raw = format!("SIP/2.0 {status} X{rest}");
+            assert!(parse(raw.as_bytes()).is_ok(), "{status}");
+        }
+    }
+
+    #[test]
+    fn values_are_trimmed_of_sip_whitespace_only() {
+        // From an earlier fuzzing round (the expires target found the same in Expires):
+        // `str::trim` also strips VT, FF, NEL (U+0085) and Unicode spaces, none of which is
+        // SIP whitespace.
+        let base = "SUBSCRIBE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+            From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCSeq: 1 SUBSCRIBE\r\n";
+        // The response echoes the Call-ID as sent, or it matches no client transaction.
+        let raw = format!("{base}Call-ID: c\u{85}\r\nContent-Length: 0\r\n\r\n");
+        let r = req(&raw);
+        assert_eq!(header(&r.headers, "Call-ID"), Some("c\u{85}"));
+        let resp = response_to_bytes(&response_for(&r, 200, None, Some("t")));
+        let resp = String::from_utf8(resp.to_vec()).expect("utf-8");
+        assert!(resp.contains("Call-ID: c\u{85}\r\n"), "{resp}");
+        // Content-Length is 1*DIGIT between SIP whitespace, on datagrams and streams alike.
+        for junk in ["\u{85}", "\u{b}", "\u{c}", "\u{a0}"] {
+            let raw = format!("{base}Call-ID: c\r\nContent-Length: 0{junk}\r\n\r\n");
+            match parse(raw.as_bytes()) {
+                Err(ParseError::Invalid {
+                    status: 400,
+                    reason,
+                    ..
+                }) => {
+                    assert_eq!(reason, "Bad Content-Length", "{junk:?}")
+                }
+                other => panic!("{junk:?}: {other:?}"),
+            }
+            assert!(
+                matches!(
+                    stream_frame_len(raw.as_bytes()),
+                    Err(ParseError::Malformed(_))
+                ),
+                "{junk:?}"
+            );
+        }
+        let raw = format!("{base}Call-ID: c\r\nContent-Length: \t0 \r\n\r\n");
+        assert!(parse(raw.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn only_the_first_from_to_and_call_id_count() {
+        // From an earlier fuzzing round: an empty first From passed because a later one was
+        // not empty, but responses copy the first, so our 200 had an empty From (which the
+        // sip_parse target's "our responses parse" property catches).
+        let via = "SUBSCRIBE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n";
+        let tail = "CSeq: 1 SUBSCRIBE\r\nContent-Length: 0\r\n\r\n";
+        let cases = [
+            (
+                "From",
+                "From: \r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\n",
+            ),
+            (
+                "To",
+                "From: <sip:a@b>;tag=1\r\nTo: \r\nTo: <sip:a@b>\r\nCall-ID: c\r\n",
+            ),
+            (
+                "Call-ID",
+                "From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\ni: \r\nCall-ID: c\r\n",
+            ),
+        ];
+        for (missing, headers) in cases {
+            let raw = format!("{via}{headers}{tail}");
+            // Answered, since the Via is readable: a 400 naming the header, which must itself
+            // be a response that parses (so no empty From copied into it).
+            let err = parse(raw.as_bytes()).expect_err(&raw);
+            let resp = response_to_bytes(&err.error_response().expect("answerable"));
+            let text = String::from_utf8_lossy(&resp).into_owned();
+            assert!(
+                text.starts_with(&format!("SIP/2.0 400 Missing {missing} Header\r\n")),
+                "{text}"
+            );
+            assert!(parse(&resp).is_ok(), "{text}");
+        }
+        let raw = format!(
+            "{via}From: <sip:a@b>;tag=1\r\nFrom: \r\nTo: <sip:a@b>\r\nCall-ID: c\r\n{tail}"
+        );
+        let r = req(&raw);
+        let resp = response_to_bytes(&response_for(&r, 200, None, None));
+        assert!(parse(&resp).is_ok(), "{resp:?}");
+    }
+
+    #[test]
+    fn the_start_line_cannot_span_lines() {
+        // Found by the sip_parse fuzz target: rsip took everything up to " SIP/2.0" as the
+        // Request-URI, blank line included, so the headers after it escaped the bare CR/LF
+        // check and a Via with a bare LF was echoed into our 200.
+        let rest = "Via: SIP/2.0/UDP h;branch=z9hG4bK\nX\r\nFrom: <sip:a@b>;tag=1\r\n\
+            To: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 SUBSCRIBE\r\nContent-Length: 0\r\n\r\n";
+        for start in [
+            "SUBSCRIBE sip:a@b\r\n\r\nX SIP/2.0\r\n",
+            "SUBSCRIBE a: 1\r\nl: 8\r\n\r\nb:@x SIP/2.0\r\n",
+        ] {
+            let raw = format!("{start}{rest}");
+            assert!(
+                matches!(parse(raw.as_bytes()), Err(ParseError::Malformed(_))),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]
