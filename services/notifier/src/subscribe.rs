@@ -22,7 +22,7 @@ use crate::Ctx;
 use crate::config::UnknownSubscriberPolicy;
 use crate::notify;
 use crate::pipeline::{Priority, Want, Why};
-use crate::store::{PackageName, StoreError, SubId, Subscription, Turn};
+use crate::store::{PackageName, StoreError, SubId, Subscription, Turn, cseq_floor, next_cseq};
 use crate::wire::{NotifyKind, OutNotify};
 
 /// A final non-2xx answer, with the headers it needs.
@@ -389,7 +389,8 @@ async fn create(
         accept: p.accept,
         event_id: p.event.id.clone(),
         expires_at_ms: now_ms + u64::from(p.expires) * 1000,
-        local_cseq: 1,
+        // At the floor from the start, like every later CSeq of the dialog.
+        local_cseq: cseq_floor(now_ms).max(1),
         confirmed_etag: None,
         depends_on: Vec::new(),
     };
@@ -481,7 +482,7 @@ async fn create(
         ctx,
         &sub,
         Some(&route),
-        1,
+        sub.local_cseq,
         p.expires,
         &shown,
         NotifyKind::Initial,
@@ -567,7 +568,7 @@ async fn refresh(
             return Err(gone());
         };
         counter!("subscriptions_removed_total", "reason" => "unsubscribed").increment(1);
-        sub.local_cseq = gone_sub.local_cseq.max(sub.local_cseq) + 1;
+        sub.local_cseq = next_cseq(gone_sub.local_cseq.max(sub.local_cseq), now_ms);
         let cseq = sub.local_cseq;
         return Ok(accepted(
             ctx,

@@ -143,6 +143,82 @@ async fn survives_a_new_connection_and_keeps_cseq() {
     assert_eq!(again.count().await.expect("count"), 1);
 }
 
+/// A wall clock the test sets.
+struct Manual(AtomicU64);
+
+impl notifier::Clock for Manual {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A failover that loses an acknowledged write (the promoted replica holds the record as it
+/// was before the last NOTIFY's CSeq was taken): the next NOTIFY still gets a larger CSeq
+/// than the one the phone saw, so the phone does not reject it as out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_write_does_not_make_a_cseq_reused() {
+    let redis = RedisServer::start();
+    let c = config(vec![redis.url()], false);
+    // 2026-06-01: the floor is far above the sample's CSeq.
+    let t0 = 1_780_272_000_000;
+    let clock = Arc::new(Manual(AtomicU64::new(t0)));
+    let store = sole_node(&c)
+        .await
+        .expect("store")
+        .with_clock(clock.clone());
+    let sub = sample(12, "mac:000000000012");
+    store.insert(sub.clone()).await.expect("insert");
+    store.end_notify(sub.id, None).await.expect("end first");
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let hashes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*:h:*", c.prefix))
+        .query_async(&mut raw)
+        .await
+        .expect("KEYS");
+    assert_eq!(hashes.len(), 1, "{hashes:?}");
+    let field = sub.id.0.to_string();
+    let before: Vec<u8> = redis::cmd("HGET")
+        .arg(&hashes[0])
+        .arg(&field)
+        .query_async(&mut raw)
+        .await
+        .expect("HGET");
+    let Turn::Granted(sent) = store.begin_notify(sub.id, None).await.expect("begin") else {
+        panic!("the turn is free");
+    };
+    store.end_notify(sub.id, None).await.expect("end");
+    // The failover: the record goes back to what it was; the tier carries on seconds later.
+    let _: i64 = redis::cmd("HSET")
+        .arg(&hashes[0])
+        .arg(&field)
+        .arg(before)
+        .query_async(&mut raw)
+        .await
+        .expect("HSET");
+    assert_eq!(
+        store.get(sub.id).await.expect("get").map(|s| s.local_cseq),
+        Some(sub.local_cseq)
+    );
+    clock.0.store(t0 + 5_000, Ordering::Relaxed);
+    let Turn::Granted(next) = store.begin_notify(sub.id, None).await.expect("begin") else {
+        panic!("the turn is free");
+    };
+    assert!(next > sent, "CSeq {next} reused after {sent} was sent");
+    // A refresh after the same loss does not reuse one either.
+    store.end_notify(sub.id, None).await.expect("end");
+    clock.0.store(t0 + 10_000, Ordering::Relaxed);
+    let mut refreshed = sub.clone();
+    refreshed.expires_at_ms += 1000;
+    let Turn::Granted(r) = store.refresh(refreshed).await.expect("refresh") else {
+        panic!("the turn is free");
+    };
+    assert!(r > next, "refresh CSeq {r} after {next}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn colocated_subject_is_found_without_an_index_entry() {
     let redis = RedisServer::start();

@@ -12,7 +12,10 @@ use sip_core::dialog::Dialog;
 use sip_core::transport::Transport;
 use uaprof_api::{ProfileKey, ProfileType};
 
-use super::{FanoutJob, PackageName, StoreError, SubId, Subscription, SubscriptionStore, Turn};
+use super::{
+    FanoutJob, PackageName, StoreError, SubId, Subscription, SubscriptionStore, Turn, cseq_floor,
+};
+use crate::{Clock, SystemClock};
 
 /// The id of [`sample`]`(n, ..)`: `n` times an odd constant (a bijection of `u64`), so the
 /// samples' ids spread over the whole id space and a shared store, which places a
@@ -88,6 +91,7 @@ where
     case!(instance_replacement_is_global);
     case!(index_pages_cover_every_member_once);
     case!(cseq_is_strictly_increasing_and_refresh_never_lowers_it);
+    case!(cseqs_are_at_least_the_clock_floor);
     case!(one_notify_turn_per_dialog);
     case!(dependency_change_moves_index_entries);
     case!(take_due_is_exactly_once);
@@ -299,6 +303,31 @@ async fn cseq_is_strictly_increasing_and_refresh_never_lowers_it(store: &impl Su
         store.refresh(gone).await.expect("refresh of unknown"),
         Turn::Gone
     );
+}
+
+/// CSeqs that a failover's lost write cannot make the store hand out twice: each one is at
+/// least the seconds since 2025 ([`cseq_floor`]), whatever the stored CSeq is. (The stores
+/// here run on the system clock; each backend's own tests replay a lost write.)
+async fn cseqs_are_at_least_the_clock_floor(store: &impl SubscriptionStore) {
+    let sub = sample(10, "mac:000000000010");
+    store.insert(sub.clone()).await.expect("insert");
+    assert_eq!(
+        store.get(sub.id).await.expect("get").map(|s| s.local_cseq),
+        Some(1),
+        "insert keeps the CSeq its caller chose"
+    );
+    store.end_notify(sub.id, None).await.expect("end first");
+    let floor = cseq_floor(SystemClock.now_ms());
+    let c = granted(store, sub.id).await;
+    assert!(c >= floor, "begin_notify gave {c}, below the floor {floor}");
+    let again = granted(store, sub.id).await;
+    assert!(again > c, "{again} after {c}");
+    let mut refreshed = sub.clone();
+    refreshed.expires_at_ms += 1000;
+    let Turn::Granted(r) = store.refresh(refreshed).await.expect("refresh") else {
+        panic!("the turn was free");
+    };
+    assert!(r > again && r >= floor, "refresh gave {r} after {again}");
 }
 
 async fn one_notify_turn_per_dialog(store: &impl SubscriptionStore) {

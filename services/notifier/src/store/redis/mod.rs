@@ -48,8 +48,9 @@ use uaprof_api::ProfileKey;
 
 use super::{
     FanoutJob, Page, StoreError, SubId, Subscription, SubscriptionStore, TURN_HOLD, Turn, Upserted,
+    cseq_floor,
 };
-use crate::Clock;
+use crate::{Clock, SystemClock};
 
 /// Partitions: the unit of ownership and of atomicity (one hash slot each).
 pub const PARTITIONS: u16 = 256;
@@ -129,6 +130,8 @@ pub struct RedisStore {
     /// The live nodes of the last membership tick: a dialog turn held by any other node
     /// belongs to one that died, and is taken over instead of waiting for it to lapse.
     live: Mutex<Vec<String>>,
+    /// The wall clock of the CSeq floor.
+    clock: Arc<dyn Clock>,
 }
 
 /// Bound on the hint cache; cleared when full (it is only an optimisation).
@@ -152,6 +155,7 @@ impl RedisStore {
             owned: Mutex::new(Owned::default()),
             hinted: Mutex::new(HashSet::new()),
             live: Mutex::new(Vec::new()),
+            clock: Arc::new(SystemClock),
         };
         store.check_layout().await?;
         Ok(store)
@@ -191,6 +195,16 @@ impl RedisStore {
             .iter()
             .map(|s| s.get_hash().to_string())
             .collect()
+    }
+
+    /// Takes the CSeq floor from `clock` instead of the system clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn floor(&self) -> u32 {
+        cseq_floor(self.clock.now_ms())
     }
 
     pub fn node(&self) -> &str {
@@ -349,7 +363,7 @@ impl RedisStore {
     pub async fn membership_tick(&self) -> Result<usize, StoreError> {
         let mut c = self.conn.clone();
         let registry = format!("{}:{{m}}:nodes", self.prefix);
-        let now_ms = crate::SystemClock.now_ms();
+        let now_ms = SystemClock.now_ms();
         let ttl_ms = u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         let (_, live): (i64, Vec<String>) = redis::pipe()
             .atomic()
@@ -694,6 +708,7 @@ impl SubscriptionStore for RedisStore {
                 .arg(&self.node)
                 .arg(now)
                 .arg(until)
+                .arg(self.floor())
                 .invoke_async(&mut c)
                 .await;
             match r {
@@ -1349,7 +1364,8 @@ impl RedisStore {
             .arg(&self.node)
             .arg(now)
             .arg(until)
-            .arg(dead);
+            .arg(dead)
+            .arg(self.floor());
         match depends_on {
             Some(keys) => {
                 script.arg("1");
@@ -1382,7 +1398,7 @@ impl RedisStore {
 
 /// Now and when a turn taken now lapses, wall-clock milliseconds (shared by the tier).
 fn turn_times() -> (u64, u64) {
-    let now = crate::SystemClock.now_ms();
+    let now = SystemClock.now_ms();
     (now, now + TURN_HOLD.as_millis() as u64)
 }
 
