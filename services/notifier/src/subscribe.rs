@@ -448,9 +448,16 @@ async fn create(
     };
     // Local tags are 64 random bits; retry the (astronomically rare) collision.
     let mut attempts = 0;
+    let per_source = per_source_cap(ctx, peer);
     let upserted = loop {
-        match ctx.store.insert(sub.clone()).await {
+        match ctx.store.insert_capped(sub.clone(), per_source).await {
             Ok(u) => break u,
+            Err(StoreError::SourceLimit(host)) => {
+                // Policy, not overload: a retry soon would find the same count, so no 503.
+                counter!("sip_shed_total", "reason" => "source_subscriptions").increment(1);
+                tracing::info!(%host, "SUBSCRIBE refused: source holds its cap of subscriptions");
+                return Err(Reject::new(403, "Too many subscriptions from this source"));
+            }
             Err(StoreError::Conflict(_)) if attempts < 3 => {
                 attempts += 1;
                 id = ctx.store.allocate_id(&sub.subject, rand::rng().random());
@@ -488,6 +495,21 @@ async fn create(
         NotifyKind::Initial,
     )
     .await)
+}
+
+/// The cap on live subscriptions of the SUBSCRIBE's source host; 0 (none) when exempt.
+fn per_source_cap(ctx: &Ctx, peer: Peer) -> u32 {
+    let cap = ctx.config.max_subscriptions_per_source;
+    if cap == 0 {
+        return 0;
+    }
+    // Validated at start-up; parsing a handful of prefixes costs less than the store write.
+    let exempt = ctx.config.source_exempt_prefixes().unwrap_or_default();
+    if crate::limits::is_exempt(peer.addr.ip(), &exempt) {
+        0
+    } else {
+        cap
+    }
 }
 
 /// RFC 3261 delta-seconds (digits only); a value beyond 2³²−1 is taken as 2³²−1 (§20.19

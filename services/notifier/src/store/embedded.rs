@@ -6,6 +6,7 @@
 //! subscriptions and are re-indexed on load.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +104,8 @@ pub struct State {
     index: HashMap<ProfileKey, Members>,
     expiry: BTreeSet<(u64, SubId)>,
     instances: HashMap<(String, ProfileType), SubId>,
+    /// Live subscriptions by source host (the per-source cap).
+    sources: HashMap<IpAddr, u32>,
 }
 
 /// Snapshot layout: each subscription in its packed (postcard) form.
@@ -182,6 +185,7 @@ impl State {
             self.instances
                 .insert((instance.clone(), sub.profile_type), sub.id);
         }
+        *self.sources.entry(source_host(&sub)).or_default() += 1;
         self.subs.insert(sub.id, Packed::pack(&sub));
     }
 
@@ -193,6 +197,13 @@ impl State {
             let k = (instance.clone(), sub.profile_type);
             if self.instances.get(&k) == Some(&id) {
                 self.instances.remove(&k);
+            }
+        }
+        let host = source_host(&sub);
+        if let Some(n) = self.sources.get_mut(&host) {
+            *n -= 1;
+            if *n == 0 {
+                self.sources.remove(&host);
             }
         }
         Some(sub)
@@ -215,6 +226,34 @@ impl State {
                 self.index.remove(key);
             }
         }
+    }
+
+    fn insert(&mut self, sub: Box<Subscription>, per_source: u32) -> Outcome {
+        if self.subs.contains_key(&sub.id) {
+            return Outcome::Inserted(Err(Refused::Conflict(sub.id)));
+        }
+        let holder = sub.instance.as_ref().and_then(|instance| {
+            self.instances
+                .get(&(instance.clone(), sub.profile_type))
+                .copied()
+        });
+        if per_source > 0 {
+            let host = source_host(&sub);
+            let held = self.sources.get(&host).copied().unwrap_or(0);
+            // The subscription this one replaces leaves room for it.
+            let leaving = holder
+                .and_then(|id| self.subs.get(&id).and_then(Packed::unpack))
+                .is_some_and(|old| source_host(&old) == host);
+            if held - u32::from(leaving) >= per_source {
+                return Outcome::Inserted(Err(Refused::SourceLimit(host)));
+            }
+        }
+        let replaced = holder
+            .and_then(|old| self.unlink(old))
+            .into_iter()
+            .collect();
+        self.link(*sub);
+        Outcome::Inserted(Ok(replaced))
     }
 
     fn refresh(&mut self, mut sub: Box<Subscription>, floor: u32) -> Outcome {
@@ -292,10 +331,26 @@ pub enum Op {
         depends_on: Option<Vec<ProfileKey>>,
         floor: u32,
     },
+    /// `Insert` refused when the source host holds `per_source` subscriptions (0: no cap).
+    InsertCapped {
+        sub: Box<Subscription>,
+        per_source: u32,
+    },
+}
+
+/// Why an insert stored nothing.
+pub enum Refused {
+    Conflict(SubId),
+    SourceLimit(IpAddr),
+}
+
+/// The host a subscription is counted against for the per-source cap.
+fn source_host(sub: &Subscription) -> IpAddr {
+    sub.source.ip().to_canonical()
 }
 
 pub enum Outcome {
-    Inserted(Result<Vec<Subscription>, SubId>),
+    Inserted(Result<Vec<Subscription>, Refused>),
     Removed(Option<Box<Subscription>>),
     Cseq(Option<u32>),
     Due(Vec<Subscription>),
@@ -309,20 +364,8 @@ impl Replay for State {
 
     fn apply(&mut self, op: Op) -> Outcome {
         match op {
-            Op::Insert(sub) => {
-                if self.subs.contains_key(&sub.id) {
-                    return Outcome::Inserted(Err(sub.id));
-                }
-                let mut replaced = Vec::new();
-                if let Some(instance) = &sub.instance {
-                    let k = (instance.clone(), sub.profile_type);
-                    if let Some(old) = self.instances.get(&k).copied() {
-                        replaced.extend(self.unlink(old));
-                    }
-                }
-                self.link(*sub);
-                Outcome::Inserted(Ok(replaced))
-            }
+            Op::Insert(sub) => self.insert(sub, 0),
+            Op::InsertCapped { sub, per_source } => self.insert(sub, per_source),
             Op::Refresh(sub) => self.refresh(sub, 0),
             Op::RefreshAt { sub, floor } => self.refresh(sub, floor),
             Op::Remove(id) => Outcome::Removed(self.unlink(id).map(Box::new)),
@@ -472,9 +515,21 @@ fn unexpected() -> StoreError {
 
 #[async_trait]
 impl SubscriptionStore for EmbeddedStore {
-    async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError> {
+    async fn insert_capped(
+        &self,
+        sub: Subscription,
+        per_source: u32,
+    ) -> Result<Upserted, StoreError> {
         let id = sub.id;
-        match self.one(Op::Insert(Box::new(sub))).await? {
+        // The plain op when uncapped: journals stay readable by builds without the cap.
+        let op = match per_source {
+            0 => Op::Insert(Box::new(sub)),
+            _ => Op::InsertCapped {
+                sub: Box::new(sub),
+                per_source,
+            },
+        };
+        match self.one(op).await? {
             Outcome::Inserted(Ok(replaced)) => {
                 let mut turns = self.lock_turns();
                 for old in &replaced {
@@ -484,7 +539,10 @@ impl SubscriptionStore for EmbeddedStore {
                 self.take_turn(id, false);
                 Ok(Upserted { replaced })
             }
-            Outcome::Inserted(Err(id)) => Err(StoreError::Conflict(id)),
+            Outcome::Inserted(Err(Refused::Conflict(id))) => Err(StoreError::Conflict(id)),
+            Outcome::Inserted(Err(Refused::SourceLimit(host))) => {
+                Err(StoreError::SourceLimit(host))
+            }
             _ => Err(unexpected()),
         }
     }

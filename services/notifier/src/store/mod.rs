@@ -106,6 +106,10 @@ pub enum StoreError {
     /// A local tag collision; the caller picks a new id.
     #[error("subscription id {0} already exists")]
     Conflict(SubId),
+    /// The subscription's source host holds as many subscriptions as it may (policy: the
+    /// caller refuses the SUBSCRIBE, nothing was stored).
+    #[error("source {0} holds the most subscriptions it may")]
+    SourceLimit(std::net::IpAddr),
     #[error("store error: {0}")]
     Other(String),
 }
@@ -190,7 +194,7 @@ pub struct Page {
 /// The contract (exercised by [`contract::run_all`]):
 ///
 /// * every method's effect is durable when it returns `Ok`;
-/// * `insert` rejects an existing id, and displaces any other subscription with the same
+/// * `insert` rejects an existing id (and, capped, a source holding its cap), and displaces any other subscription with the same
 ///   (`instance`, `profile_type`), removing it from every index;
 /// * the key index holds exactly the live subscriptions' `depends_on` keys;
 /// * CSeqs handed out (by `insert`, `refresh` and `begin_notify`) are strictly increasing per
@@ -211,7 +215,18 @@ pub trait SubscriptionStore: Send + Sync + 'static {
 
     /// Stores a new subscription (its `local_cseq` is the CSeq of the first NOTIFY) and
     /// gives this node the turn for that NOTIFY.
-    async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError>;
+    async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError> {
+        self.insert_capped(sub, 0).await
+    }
+
+    /// [`Self::insert`], refused with [`StoreError::SourceLimit`] (storing nothing) when the
+    /// host of `sub.source` holds `per_source` live subscriptions already across the whole
+    /// store, not counting the one this insert replaces; `0`: no cap.
+    async fn insert_capped(
+        &self,
+        sub: Subscription,
+        per_source: u32,
+    ) -> Result<Upserted, StoreError>;
 
     /// Replaces an existing subscription's record (a refresh). If the dialog's turn is free,
     /// takes it and allocates the CSeq of the NOTIFY that answers the refresh ([`next_cseq`]

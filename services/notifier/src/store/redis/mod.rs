@@ -623,13 +623,9 @@ fn decode(id: SubId, rec: &[u8]) -> Result<Subscription, StoreError> {
         .ok_or_else(|| StoreError::Other(format!("undecodable subscription record {id}")))
 }
 
-#[async_trait]
-impl SubscriptionStore for RedisStore {
-    fn allocate_id(&self, subject: &ProfileKey, random: u64) -> SubId {
-        Self::allocate(subject, random)
-    }
-
-    async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError> {
+impl RedisStore {
+    /// [`SubscriptionStore::insert`] once the source cap, if any, admitted it.
+    async fn insert_admitted(&self, sub: Subscription) -> Result<Upserted, StoreError> {
         let colocated = Self::colocated(sub.id, &sub.subject);
         let rec = codec::encode(&sub, colocated)?;
         self.hint(sub.id, &sub.depends_on).await?;
@@ -684,9 +680,10 @@ impl SubscriptionStore for RedisStore {
         }
     }
 
-    async fn refresh(&self, sub: Subscription) -> Result<Turn, StoreError> {
+    /// [`SubscriptionStore::refresh`] of the record and its indexes.
+    async fn refresh_record(&self, sub: &Subscription) -> Result<Turn, StoreError> {
         let colocated = Self::colocated(sub.id, &sub.subject);
-        let rec = codec::encode(&sub, colocated)?;
+        let rec = codec::encode(sub, colocated)?;
         self.hint(sub.id, &sub.depends_on).await?;
         let (part, b, hash) = self.locate(sub.id);
         let (now, until) = turn_times();
@@ -729,6 +726,106 @@ impl SubscriptionStore for RedisStore {
         Err(contended(sub.id))
     }
 
+    /// A source host's counted subscriptions (the per-source cap): a key of its own slot.
+    fn source_key(&self, host: std::net::IpAddr) -> String {
+        format!("{}:s:{{{host}}}", self.prefix)
+    }
+
+    /// Counts `sub` against its source host unless the host holds `cap` live subscriptions
+    /// besides the one `sub` replaces (read from the instance registry: the claim comes
+    /// after the insert). False when refused.
+    async fn admit_source(&self, sub: &Subscription, cap: u32) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let leaving: Option<String> = match &sub.instance {
+            Some(instance) => {
+                let (key, field) = self.instance_slot(sub, instance);
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg(field)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(map_err)?
+            }
+            None => None,
+        };
+        let added: i64 = scripts::SOURCE_ADMIT
+            .key(self.source_key(source_host(sub)))
+            .arg(sub.id.0)
+            .arg(sub.expires_at_ms)
+            .arg(SystemClock.now_ms())
+            .arg(cap)
+            .arg(leaving.unwrap_or_default())
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        Ok(added == 1)
+    }
+
+    /// Moves the counted expiry of a refreshed subscription. Best effort: a count that
+    /// lapses early only lets its host hold one more. (A subscription whose source moved
+    /// stays counted at the old host until the expiry it had there.)
+    async fn renew_source(&self, sub: &Subscription) {
+        let mut c = self.conn.clone();
+        let r: Result<i64, _> = scripts::SOURCE_RENEW
+            .key(self.source_key(source_host(sub)))
+            .arg(sub.id.0)
+            .arg(sub.expires_at_ms)
+            .invoke_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            warn!(%e, id = %sub.id, "cannot renew a per-source count");
+        }
+    }
+
+    /// Stops counting a removed subscription against its source host. Best effort: an entry
+    /// left behind lapses at the subscription's expiry. (Expired ones are not forgotten one
+    /// by one: their entries lapse.)
+    async fn forget_source(&self, sub: &Subscription) {
+        let mut c = self.conn.clone();
+        let r: Result<i64, _> = redis::cmd("ZREM")
+            .arg(self.source_key(source_host(sub)))
+            .arg(sub.id.0)
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            warn!(%e, id = %sub.id, "cannot forget a per-source count; it lapses by itself");
+        }
+    }
+}
+
+/// The host a subscription is counted against for the per-source cap.
+fn source_host(sub: &Subscription) -> std::net::IpAddr {
+    sub.source.ip().to_canonical()
+}
+
+#[async_trait]
+impl SubscriptionStore for RedisStore {
+    fn allocate_id(&self, subject: &ProfileKey, random: u64) -> SubId {
+        Self::allocate(subject, random)
+    }
+
+    async fn insert_capped(
+        &self,
+        sub: Subscription,
+        per_source: u32,
+    ) -> Result<Upserted, StoreError> {
+        if per_source > 0 && !self.admit_source(&sub, per_source).await? {
+            return Err(StoreError::SourceLimit(source_host(&sub)));
+        }
+        let r = self.insert_admitted(sub.clone()).await;
+        if per_source > 0 && matches!(r, Err(StoreError::Unavailable(_) | StoreError::Other(_))) {
+            // Not stored (an undone insert is removed, which forgets it too).
+            self.forget_source(&sub).await;
+        }
+        r
+    }
+
+    async fn refresh(&self, sub: Subscription) -> Result<Turn, StoreError> {
+        let turn = self.refresh_record(&sub).await?;
+        self.renew_source(&sub).await;
+        Ok(turn)
+    }
+
     async fn get(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
         let (_, _, hash) = self.locate(id);
         self.raw(&hash, id)
@@ -741,6 +838,7 @@ impl SubscriptionStore for RedisStore {
         let removed = self.remove_record(id).await?;
         if let Some(sub) = &removed {
             self.unclaim(sub).await;
+            self.forget_source(sub).await;
         }
         Ok(removed)
     }
@@ -1150,7 +1248,11 @@ impl RedisStore {
                 if old.instance.as_deref() == Some(instance)
                     && old.profile_type == sub.profile_type =>
             {
-                Ok(self.remove_record(prev).await?.into_iter().collect())
+                let old = self.remove_record(prev).await?;
+                if let Some(old) = &old {
+                    self.forget_source(old).await;
+                }
+                Ok(old.into_iter().collect())
             }
             _ => Ok(Vec::new()),
         }

@@ -323,8 +323,44 @@ return 0
     )
 });
 
+// KEYS[1] a source host's subscriptions (ZSET id -> expiry, ms: each lapses with its
+// subscription, so a count a crashed node failed to lower heals by itself, and so does the
+// key). ARGV: id, expires_ms, now_ms, cap, id of the subscription this one replaces ('' for
+// none). Adds `id` unless the host holds `cap` live subscriptions besides the replaced one.
+// 1 if added, 0 if refused.
+pub static SOURCE_ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local n = redis.call('ZCARD', KEYS[1])
+  if ARGV[5] ~= '' and redis.call('ZSCORE', KEYS[1], ARGV[5]) then n = n - 1 end
+  if n >= tonumber(ARGV[4]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 1
+"#,
+    )
+});
+
+// KEYS[1] a source host's subscriptions; ARGV: id, expires_ms. Moves a counted
+// subscription's expiry on a refresh (and the key's with it). 1 if it is counted there.
+pub static SOURCE_RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 1
+"#,
+    )
+});
+
 /// Every script of the store, for tests that check what the scripts do in Redis.
-pub fn all() -> [&'static Script; 15] {
+pub fn all() -> [&'static Script; 17] {
     [
         &INSERT,
         &REFRESH,
@@ -341,5 +377,7 @@ pub fn all() -> [&'static Script; 15] {
         &TAKE_DIRTY,
         &CLAIM,
         &UNCLAIM,
+        &SOURCE_ADMIT,
+        &SOURCE_RENEW,
     ]
 }
