@@ -53,7 +53,9 @@ pub fn sample(n: u64, device_id: &str) -> Subscription {
         instance: None,
         accept: None,
         event_id: None,
-        expires_at_ms: 1_000_000 + n,
+        // Live (2100-01-01): a shared store keeps a subscription's index hints until its
+        // expiry, and tests that want one expired say so.
+        expires_at_ms: 4_102_444_800_000 + n,
         local_cseq: 1,
         confirmed_etag: None,
         depends_on: vec![

@@ -11,7 +11,9 @@
 //! stay a compact listpack when Redis is tuned as the README says) and one small set per
 //! other dependency key (a class, a default user), whose integer ids Redis packs as an
 //! intset. A per-key hint set (`{prefix}:x:{key}`) lists the partitions holding explicit
-//! entries for that key, so a change looks only where its subscribers are.
+//! entries for that key, so a change looks only where its subscribers are; it expires an
+//! hour after the last subscription it was written for, so hints of keys nobody depends on
+//! any more do not pile up.
 //!
 //! # Replacement
 //! A subscription with a `+sip.instance` displaces the holder of the same (instance, profile
@@ -33,7 +35,7 @@
 mod codec;
 mod scripts;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,8 +127,8 @@ pub struct RedisStore {
     wait_replicas: u32,
     wait_timeout: Duration,
     owned: Mutex<Owned>,
-    /// (key, partition) hints already written by this node; hints only ever grow.
-    hinted: Mutex<HashSet<(Vec<u8>, u16)>>,
+    /// (key, partition) hints written by this node → until when Redis keeps them.
+    hinted: Mutex<HashMap<(Vec<u8>, u16), u64>>,
     /// The live nodes of the last membership tick: a dialog turn held by any other node
     /// belongs to one that died, and is taken over instead of waiting for it to lapse.
     live: Mutex<Vec<String>>,
@@ -136,6 +138,15 @@ pub struct RedisStore {
 
 /// Bound on the hint cache; cleared when full (it is only an optimisation).
 const HINT_CACHE: usize = 200_000;
+/// How long a hint outlives the expiry of the subscription it was written for: room for
+/// the clocks of the tier to differ and for the expiry sweep to come round. A hint is
+/// rewritten (its expiry moved) only when it would lapse within half of this after the
+/// expiry it must cover, so a key's hints are written about twice an hour, not per refresh.
+const HINT_GRACE_MS: u64 = 60 * 60 * 1000;
+/// How long a hint written before hints expired (it has no expiry) is kept once it is next
+/// touched: the subscriptions that wrote it are unknown and may live as long as the longest
+/// `notifier.expires_max` anyone sets (a week by default).
+const LEGACY_HINT_HOLD_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 
 impl RedisStore {
     /// Connects (failing if Redis cannot be reached within the timeout) and checks the
@@ -153,7 +164,7 @@ impl RedisStore {
             wait_replicas: config.wait_replicas,
             wait_timeout: config.wait_timeout,
             owned: Mutex::new(Owned::default()),
-            hinted: Mutex::new(HashSet::new()),
+            hinted: Mutex::new(HashMap::new()),
             live: Mutex::new(Vec::new()),
             clock: Arc::new(SystemClock),
         };
@@ -309,30 +320,48 @@ impl RedisStore {
     /// Records, before the index entries exist, that partition `p` of subscription `id`
     /// will hold explicit entries for each key (a superset is harmless; a missing hint is
     /// not). A key's own partition needs no hint: lookups always search it.
-    async fn hint(&self, id: SubId, keys: &[ProfileKey]) -> Result<(), StoreError> {
+    ///
+    /// A hint set lives until the grace after the latest expiry of any subscription it was
+    /// written for (each insert, refresh and change of dependencies writes it again), so
+    /// it outlives every subscription that needs it, and the sets of keys nobody depends on
+    /// any more (random vendor and model values) go away by themselves.
+    async fn hint(
+        &self,
+        id: SubId,
+        keys: &[ProfileKey],
+        expires_at_ms: u64,
+    ) -> Result<(), StoreError> {
         let (p, _) = split(bucket_of_id(id));
+        let until = expires_at_ms.saturating_add(HINT_GRACE_MS);
         for k in keys {
             let ks = codec::key_bytes(k);
-            if split(bucket_of_key(&ks)).0 == p || self.lock_hints().contains(&(ks.clone(), p)) {
+            if split(bucket_of_key(&ks)).0 == p {
+                continue;
+            }
+            let cached = self.lock_hints().get(&(ks.clone(), p)).copied();
+            if cached.is_some_and(|kept| kept >= until - HINT_GRACE_MS / 2) {
                 continue;
             }
             let mut c = self.conn.clone();
-            let _: i64 = redis::cmd("SADD")
-                .arg(self.hint_key(&ks))
+            let kept: u64 = scripts::HINT
+                .key(self.hint_key(&ks))
                 .arg(p)
-                .query_async(&mut c)
+                .arg(until)
+                .arg(SystemClock.now_ms())
+                .arg(LEGACY_HINT_HOLD_MS)
+                .invoke_async(&mut c)
                 .await
                 .map_err(map_err)?;
             let mut cache = self.lock_hints();
             if cache.len() >= HINT_CACHE {
                 cache.clear();
             }
-            cache.insert((ks, p));
+            cache.insert((ks, p), kept);
         }
         Ok(())
     }
 
-    fn lock_hints(&self) -> std::sync::MutexGuard<'_, HashSet<(Vec<u8>, u16)>> {
+    fn lock_hints(&self) -> std::sync::MutexGuard<'_, HashMap<(Vec<u8>, u16), u64>> {
         self.hinted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -628,7 +657,8 @@ impl RedisStore {
     async fn insert_admitted(&self, sub: Subscription) -> Result<Upserted, StoreError> {
         let colocated = Self::colocated(sub.id, &sub.subject);
         let rec = codec::encode(&sub, colocated)?;
-        self.hint(sub.id, &sub.depends_on).await?;
+        self.hint(sub.id, &sub.depends_on, sub.expires_at_ms)
+            .await?;
         let (part, b, hash) = self.locate(sub.id);
         let (_, until) = turn_times();
         let mut c = self.conn.clone();
@@ -684,7 +714,8 @@ impl RedisStore {
     async fn refresh_record(&self, sub: &Subscription) -> Result<Turn, StoreError> {
         let colocated = Self::colocated(sub.id, &sub.subject);
         let rec = codec::encode(sub, colocated)?;
-        self.hint(sub.id, &sub.depends_on).await?;
+        self.hint(sub.id, &sub.depends_on, sub.expires_at_ms)
+            .await?;
         let (part, b, hash) = self.locate(sub.id);
         let (now, until) = turn_times();
         let mut c = self.conn.clone();
@@ -852,7 +883,16 @@ impl SubscriptionStore for RedisStore {
             if keys.len() > usize::from(u8::MAX) {
                 return Err(StoreError::Other("more than 255 dependency keys".into()));
             }
-            self.hint(id, keys).await?;
+            // The hints must last as long as the subscription: read its expiry.
+            let (_, _, hash) = self.locate(id);
+            let Some(expires) = self
+                .raw(&hash, id)
+                .await?
+                .and_then(|r| codec::expires_of(&r))
+            else {
+                return Ok(Turn::Gone);
+            };
+            self.hint(id, keys, expires).await?;
         }
         let mut dead = String::new();
         let mut changed = 0;

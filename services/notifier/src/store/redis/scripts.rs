@@ -359,8 +359,28 @@ return 1
     )
 });
 
+// KEYS[1] a key's hint set (the partitions holding explicit index entries for it); ARGV:
+// partition, until_ms, now_ms, legacy_hold_ms. Adds the partition and keeps the set until at
+// least until_ms (a set without an expiry, written before hints expired, is kept for
+// legacy_hold_ms from now at least). Returns until when the set is kept.
+pub static HINT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local untl, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -1 then untl = math.max(untl, now + tonumber(ARGV[4])) end
+redis.call('SADD', KEYS[1], ARGV[1])
+if ttl < 0 or now + ttl < untl then
+  redis.call('PEXPIREAT', KEYS[1], untl)
+  return untl
+end
+return now + ttl
+"#,
+    )
+});
+
 /// Every script of the store, for tests that check what the scripts do in Redis.
-pub fn all() -> [&'static Script; 17] {
+pub fn all() -> [&'static Script; 18] {
     [
         &INSERT,
         &REFRESH,
@@ -379,5 +399,6 @@ pub fn all() -> [&'static Script; 17] {
         &UNCLAIM,
         &SOURCE_ADMIT,
         &SOURCE_RENEW,
+        &HINT,
     ]
 }
