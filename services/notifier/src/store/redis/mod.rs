@@ -879,20 +879,10 @@ impl SubscriptionStore for RedisStore {
         id: SubId,
         depends_on: Option<Vec<ProfileKey>>,
     ) -> Result<Turn, StoreError> {
-        if let Some(keys) = &depends_on {
-            if keys.len() > usize::from(u8::MAX) {
-                return Err(StoreError::Other("more than 255 dependency keys".into()));
-            }
-            // The hints must last as long as the subscription: read its expiry.
-            let (_, _, hash) = self.locate(id);
-            let Some(expires) = self
-                .raw(&hash, id)
-                .await?
-                .and_then(|r| codec::expires_of(&r))
-            else {
-                return Ok(Turn::Gone);
-            };
-            self.hint(id, keys, expires).await?;
+        if let Some(keys) = &depends_on
+            && keys.len() > usize::from(u8::MAX)
+        {
+            return Err(StoreError::Other("more than 255 dependency keys".into()));
         }
         let mut dead = String::new();
         let mut changed = 0;
@@ -1488,6 +1478,8 @@ impl RedisStore {
                 return Ok(Begun::Gone);
             };
             let stored = decode(id, &old)?;
+            // Before the index entries exist, for as long as the subscription lives.
+            self.hint(id, keys, stored.expires_at_ms).await?;
             let implicit = Self::colocated(id, &stored.subject);
             let mut sets = index_sets(&part, b, &[&old])?;
             sets.extend(
