@@ -40,6 +40,10 @@ pub enum JournalError {
     /// dirty pages, so the only safe continuation is to reopen (and replay) the journal.
     #[error("journal failed after an earlier write error; reopen to recover")]
     Poisoned,
+    /// The writer's queue is full (the disk is slower than the commits arriving): nothing of
+    /// this commit was queued; the caller sheds the work and may retry later.
+    #[error("journal busy: too many commits waiting for the disk")]
+    Busy,
     /// The writer thread is gone (the journal is shutting down).
     #[error("journal writer stopped")]
     Closed,

@@ -21,7 +21,7 @@ mod writer;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -52,6 +52,10 @@ pub struct JournalOptions {
     /// Write a snapshot and start a new log once the log passes this many bytes; bounds
     /// both replay time at start-up and disk use.
     pub snapshot_after_bytes: u64,
+    /// Commits that may wait for the writer thread. A commit from async code that finds the
+    /// queue full fails at once with [`JournalError::Busy`] (the caller sheds the request, a
+    /// SUBSCRIBE gets 503) instead of growing the queue or blocking a runtime thread.
+    pub queue_capacity: usize,
 }
 
 impl Default for JournalOptions {
@@ -60,6 +64,10 @@ impl Default for JournalOptions {
             fsync: true,
             // 64 MiB replays in well under a second and is small next to any disk.
             snapshot_after_bytes: 64 << 20,
+            // Four full groups (the writer takes up to 4096 commits per write): a disk that
+            // stalls for a few fsyncs is absorbed; one that stalls for longer sheds load
+            // while holding at most tens of MiB of queued ops.
+            queue_capacity: 16_384,
         }
     }
 }
@@ -103,7 +111,7 @@ struct Inner<S: Replay> {
     state: Arc<RwLock<S>>,
     stats: Arc<Stats>,
     // Option so Drop can close the channel before joining the writer.
-    tx: Option<Sender<Request<S>>>,
+    tx: Option<SyncSender<Request<S>>>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -233,6 +241,7 @@ impl<S: Replay> Journal<S> {
         stats.log_bytes.store(log_bytes, Ordering::Relaxed);
         stats.records.store(records, Ordering::Relaxed);
         stats.generation.store(generation, Ordering::Relaxed);
+        let capacity = opts.queue_capacity.max(1);
         let writer = Writer {
             dir: dir.to_owned(),
             file,
@@ -245,7 +254,7 @@ impl<S: Replay> Journal<S> {
             poisoned: false,
             _lock: lock,
         };
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(capacity);
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run(rx))
@@ -272,13 +281,26 @@ impl<S: Replay> Journal<S> {
     }
 
     /// Writes `ops` (batched with concurrent commits), then applies them in order and returns
-    /// their outcomes. Dropping the future does not cancel the commit.
+    /// their outcomes. Dropping the future does not cancel the commit. When
+    /// [`JournalOptions::queue_capacity`] commits are waiting already, fails at once with
+    /// [`JournalError::Busy`] and changes nothing: it never blocks the runtime's thread.
     pub async fn commit(&self, ops: Vec<S::Op>) -> Result<Vec<S::Outcome>, JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Request::Commit {
+        let req = Request::Commit {
             ops,
             reply: Reply::Async(tx),
-        })?;
+        };
+        match self
+            .inner
+            .tx
+            .as_ref()
+            .ok_or(JournalError::Closed)?
+            .try_send(req)
+        {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(JournalError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(JournalError::Closed),
+        }
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
@@ -312,11 +334,8 @@ impl<S: Replay> Journal<S> {
         }
     }
 
+    /// Queues a request from a thread that may block: waits while the queue is full.
     fn send(&self, req: Request<S>) -> Result<(), JournalError> {
-        // The queue is unbounded on purpose: every entry has a caller blocked on its reply,
-        // so its depth is bounded by the callers' own concurrency limits (connection
-        // semaphores, consumer batch sizes), and a bounded std channel would block an async
-        // worker thread when full.
         self.inner
             .tx
             .as_ref()

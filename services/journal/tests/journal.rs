@@ -227,6 +227,7 @@ fn automatic_snapshots_then_reopen() {
     let small = JournalOptions {
         fsync: false,
         snapshot_after_bytes: 256,
+        ..JournalOptions::default()
     };
     {
         let j = Journal::<Seq>::open(dir.path(), small.clone()).expect("open");
@@ -339,4 +340,66 @@ fn a_journal_written_by_the_old_crc_still_reads() {
         j.read(|s| s.values.clone()),
         vec![1, 2, 0xdead_beef_cafe, 3]
     );
+}
+
+/// A writer that cannot keep up (here: it waits for the state lock, held by this test) makes
+/// commits fail with `Busy` once `queue_capacity` of them wait; the queue does not grow, no
+/// commit blocks, and every commit that was queued completes once the writer moves again.
+#[tokio::test]
+async fn a_full_queue_is_reported_not_grown() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    type Commit<'a> = Pin<Box<dyn Future<Output = Result<Vec<usize>, JournalError>> + Send + 'a>>;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capacity = 8;
+    let j = Journal::<Seq>::open(
+        dir.path(),
+        JournalOptions {
+            fsync: false,
+            queue_capacity: capacity,
+            ..JournalOptions::default()
+        },
+    )
+    .expect("open");
+    // More than the writer could take into its groups while stalled, plus the queue.
+    let bound = 4096 + capacity + 1;
+    let (queued, refused) = j.read(|_| {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut queued: Vec<Commit<'_>> = Vec::new();
+        for v in 0..bound as u64 * 2 {
+            let mut c: Commit<'_> = Box::pin(j.commit(vec![Op::Push(v)]));
+            match c.as_mut().poll(&mut cx) {
+                Poll::Pending => queued.push(c),
+                Poll::Ready(Err(JournalError::Busy)) => return (queued, true),
+                Poll::Ready(other) => {
+                    panic!("a commit completed while the state was held: {other:?}")
+                }
+            }
+        }
+        (queued, false)
+    });
+    assert!(
+        refused,
+        "the queue took {} commits without refusing",
+        queued.len()
+    );
+    assert!(
+        queued.len() <= bound,
+        "{} commits queued with a capacity of {capacity}",
+        queued.len()
+    );
+    let n = queued.len();
+    for c in queued {
+        c.await.expect("a queued commit completes");
+    }
+    assert_eq!(
+        values(&j).len(),
+        n,
+        "exactly the queued commits were applied"
+    );
+    j.commit(vec![Op::Push(u64::MAX)])
+        .await
+        .expect("the queue has room again");
 }

@@ -83,9 +83,12 @@ pub struct NotifierConfig {
     pub source_rate: f64,
     /// Burst of new SUBSCRIBEs one source host may send at once.
     pub source_burst: f64,
-    /// Addresses or prefixes (`10.0.0.0/8`, `2001:db8::/32`) the per-source rate does not
-    /// apply to: the carrier's SBCs and NATs.
+    /// Addresses or prefixes (`10.0.0.0/8`, `2001:db8::/32`) the per-source rate and the
+    /// per-source subscription cap do not apply to: the carrier's SBCs and NATs.
     pub source_exempt: Vec<String>,
+    /// Live subscriptions one source host may hold across the tier (counted in the store);
+    /// a new SUBSCRIBE beyond it gets 403. `0`: no cap.
+    pub max_subscriptions_per_source: u32,
     /// Server transactions held at once (each lives Timer J, 32 s over UDP, after its
     /// answer); beyond this, new requests get 503 without state.
     pub max_server_transactions: usize,
@@ -139,6 +142,10 @@ impl Default for NotifierConfig {
             // Loopback sources are this host's own processes (a co-located SBC, tools): the
             // kernel drops loopback-sourced packets arriving from outside.
             source_exempt: vec!["127.0.0.0/8".into(), "::1".into()],
+            // Five times the building behind one NAT that `source_rate` is sized for (each
+            // phone holds a subscription per profile type): far above a real site, far below
+            // what a single host needs to fill the store.
+            max_subscriptions_per_source: 10_000,
             // 20k requests/s for Timer J's 32 s, with room.
             max_server_transactions: 1_000_000,
             t1: t.t1,

@@ -36,7 +36,7 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                 reason: TerminationReason::Timeout,
                 retry_after: None,
             };
-            let cseq = sub.local_cseq.saturating_add(1);
+            let cseq = crate::store::next_cseq(sub.local_cseq, ctx.clock.now_ms());
             let route = match crate::notify::route(&ctx, &sub).await {
                 Ok(r) => r,
                 Err(e) => {

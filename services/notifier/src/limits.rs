@@ -1,6 +1,8 @@
 //! Per-source admission: a token bucket per source host for new SUBSCRIBEs, so one host (or
 //! one forged source) cannot take the node's whole SUBSCRIBE budget. A refused SUBSCRIBE gets
-//! `503` with Retry-After and is counted (`sip_shed_total{reason="source_rate"}`).
+//! `503` with Retry-After and is counted (`sip_shed_total{reason="source_rate"}`). The cap on
+//! live subscriptions per source host (`notifier.max_subscriptions_per_source`) is kept in
+//! the store, so that it holds across the tier; it exempts the same sources.
 //!
 //! Carriers put many phones behind one address (an SBC, a NAT): set the rate for the largest
 //! such group, or exempt those addresses (`notifier.source_exempt`).
@@ -39,12 +41,7 @@ impl SourceBuckets {
 
     /// Takes a token for `ip`; false when its bucket is empty.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if self.rate <= 0.0
-            || self
-                .exempt
-                .iter()
-                .any(|&(net, len)| in_prefix(ip, net, len))
-        {
+        if self.rate <= 0.0 || is_exempt(ip, &self.exempt) {
             return true;
         }
         let ip = ip.to_canonical();
@@ -100,6 +97,11 @@ pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), String> {
         None => max,
     };
     Ok((ip, len))
+}
+
+/// Whether `ip` lies in one of the `exempt` prefixes.
+pub fn is_exempt(ip: IpAddr, exempt: &[(IpAddr, u8)]) -> bool {
+    exempt.iter().any(|&(net, len)| in_prefix(ip, net, len))
 }
 
 fn in_prefix(ip: IpAddr, net: IpAddr, len: u8) -> bool {

@@ -27,7 +27,7 @@ pub fn describe() {
     );
     describe_counter!(
         "sip_shed_total",
-        "Work refused because a queue was full or its delay stood above notifier.shed_delay, by reason"
+        "Work refused by reason: a full queue, a delay above notifier.shed_delay, a source over its rate or subscription cap"
     );
     describe_counter!(
         "sip_send_errors_total",

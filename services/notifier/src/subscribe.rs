@@ -23,7 +23,7 @@ use crate::Ctx;
 use crate::config::UnknownSubscriberPolicy;
 use crate::notify;
 use crate::pipeline::{Priority, Want, Why};
-use crate::store::{PackageName, StoreError, SubId, Subscription, Turn};
+use crate::store::{PackageName, StoreError, SubId, Subscription, Turn, cseq_floor, next_cseq};
 use crate::wire::{NotifyKind, OutNotify};
 
 /// A final non-2xx answer, with the headers it needs.
@@ -390,7 +390,8 @@ async fn create(
         accept: p.accept,
         event_id: p.event.id.clone(),
         expires_at_ms: now_ms + u64::from(p.expires) * 1000,
-        local_cseq: 1,
+        // At the floor from the start, like every later CSeq of the dialog.
+        local_cseq: cseq_floor(now_ms).max(1),
         confirmed_etag: None,
         depends_on: Vec::new(),
     };
@@ -448,9 +449,16 @@ async fn create(
     };
     // Local tags are 64 random bits; retry the (astronomically rare) collision.
     let mut attempts = 0;
+    let per_source = per_source_cap(ctx, peer);
     let upserted = loop {
-        match ctx.store.insert(sub.clone()).await {
+        match ctx.store.insert_capped(sub.clone(), per_source).await {
             Ok(u) => break u,
+            Err(StoreError::SourceLimit(host)) => {
+                // Policy, not overload: a retry soon would find the same count, so no 503.
+                counter!("sip_shed_total", "reason" => "source_subscriptions").increment(1);
+                tracing::info!(%host, "SUBSCRIBE refused: source holds its cap of subscriptions");
+                return Err(Reject::new(403, "Too many subscriptions from this source"));
+            }
             Err(StoreError::Conflict(_)) if attempts < 3 => {
                 attempts += 1;
                 id = ctx.store.allocate_id(&sub.subject, rand::rng().random());
@@ -482,12 +490,27 @@ async fn create(
         ctx,
         &sub,
         Some(&route),
-        1,
+        sub.local_cseq,
         p.expires,
         &shown,
         NotifyKind::Initial,
     )
     .await)
+}
+
+/// The cap on live subscriptions of the SUBSCRIBE's source host; 0 (none) when exempt.
+fn per_source_cap(ctx: &Ctx, peer: Peer) -> u32 {
+    let cap = ctx.config.max_subscriptions_per_source;
+    if cap == 0 {
+        return 0;
+    }
+    // Validated at start-up; parsing a handful of prefixes costs less than the store write.
+    let exempt = ctx.config.source_exempt_prefixes().unwrap_or_default();
+    if crate::limits::is_exempt(peer.addr.ip(), &exempt) {
+        0
+    } else {
+        cap
+    }
 }
 
 /// Whether a NOTIFY of `resolution` may point the phone at documents now: nothing to
@@ -558,7 +581,7 @@ async fn refresh(
             return Err(gone());
         };
         counter!("subscriptions_removed_total", "reason" => "unsubscribed").increment(1);
-        sub.local_cseq = gone_sub.local_cseq.max(sub.local_cseq) + 1;
+        sub.local_cseq = next_cseq(gone_sub.local_cseq.max(sub.local_cseq), now_ms);
         let cseq = sub.local_cseq;
         return Ok(accepted(
             ctx,

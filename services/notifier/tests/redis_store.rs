@@ -143,6 +143,186 @@ async fn survives_a_new_connection_and_keeps_cseq() {
     assert_eq!(again.count().await.expect("count"), 1);
 }
 
+/// A wall clock the test sets.
+struct Manual(AtomicU64);
+
+impl notifier::Clock for Manual {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A failover that loses an acknowledged write (the promoted replica holds the record as it
+/// was before the last NOTIFY's CSeq was taken): the next NOTIFY still gets a larger CSeq
+/// than the one the phone saw, so the phone does not reject it as out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_write_does_not_make_a_cseq_reused() {
+    let redis = RedisServer::start();
+    let c = config(vec![redis.url()], false);
+    // 2026-06-01: the floor is far above the sample's CSeq.
+    let t0 = 1_780_272_000_000;
+    let clock = Arc::new(Manual(AtomicU64::new(t0)));
+    let store = sole_node(&c)
+        .await
+        .expect("store")
+        .with_clock(clock.clone());
+    let sub = sample(12, "mac:000000000012");
+    store.insert(sub.clone()).await.expect("insert");
+    store.end_notify(sub.id, None).await.expect("end first");
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let hashes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*:h:*", c.prefix))
+        .query_async(&mut raw)
+        .await
+        .expect("KEYS");
+    assert_eq!(hashes.len(), 1, "{hashes:?}");
+    let field = sub.id.0.to_string();
+    let before: Vec<u8> = redis::cmd("HGET")
+        .arg(&hashes[0])
+        .arg(&field)
+        .query_async(&mut raw)
+        .await
+        .expect("HGET");
+    let Turn::Granted(sent) = store.begin_notify(sub.id, None).await.expect("begin") else {
+        panic!("the turn is free");
+    };
+    store.end_notify(sub.id, None).await.expect("end");
+    // The failover: the record goes back to what it was; the tier carries on seconds later.
+    let _: i64 = redis::cmd("HSET")
+        .arg(&hashes[0])
+        .arg(&field)
+        .arg(before)
+        .query_async(&mut raw)
+        .await
+        .expect("HSET");
+    assert_eq!(
+        store.get(sub.id).await.expect("get").map(|s| s.local_cseq),
+        Some(sub.local_cseq)
+    );
+    clock.0.store(t0 + 5_000, Ordering::Relaxed);
+    let Turn::Granted(next) = store.begin_notify(sub.id, None).await.expect("begin") else {
+        panic!("the turn is free");
+    };
+    assert!(next > sent, "CSeq {next} reused after {sent} was sent");
+    // A refresh after the same loss does not reuse one either.
+    store.end_notify(sub.id, None).await.expect("end");
+    clock.0.store(t0 + 10_000, Ordering::Relaxed);
+    let mut refreshed = sub.clone();
+    refreshed.expires_at_ms += 1000;
+    let Turn::Granted(r) = store.refresh(refreshed).await.expect("refresh") else {
+        panic!("the turn is free");
+    };
+    assert!(r > next, "refresh CSeq {r} after {next}");
+}
+
+/// Every key matching `pattern`, by SCAN, and its PTTL.
+async fn scan_keys(url: &str, pattern: &str) -> Vec<(String, i64)> {
+    let client = redis::Client::open(url).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let (mut cursor, mut keys) = (0u64, Vec::new());
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await
+            .expect("SCAN");
+        for k in batch {
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .expect("PTTL");
+            keys.push((String::from_utf8_lossy(&k).into_owned(), ttl));
+        }
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+/// Hint sets of made-up vendor/model values go away once no subscription needs them (an
+/// hour after the last one's expiry; here that hour is nearly over when they are written),
+/// while the hint a live subscription needs stays and the change still finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_nobody_needs_any_more_go_away() {
+    let redis = RedisServer::start();
+    let c = config(vec![redis.url()], false);
+    let store = sole_node(&c).await.expect("store");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let grace = 3_600_000;
+    let made_up = |n: u64, model: &str| {
+        let mut s = sample(n, &format!("mac:{:012x}", 0x9000 + n));
+        s.model = Some(model.into());
+        s.depends_on[1] = ProfileKey::Class {
+            vendor: "acme".into(),
+            model: model.into(),
+        };
+        s
+    };
+    for n in 0..60u64 {
+        let mut s = made_up(500 + n, &format!("rnd-{:08x}", n.wrapping_mul(0x2545_f491)));
+        s.expires_at_ms = now + 1_500 - grace;
+        store.insert(s.clone()).await.expect("insert");
+        store.remove(s.id).await.expect("remove");
+    }
+    // A live one whose class hashes elsewhere than the subscription (so it needs a hint).
+    // Placed by its subject, as a node places it: the device needs no hint.
+    let live = (600..700u64)
+        .map(|n| {
+            let mut s = made_up(n, &format!("kept-{n}"));
+            s.id = store.allocate_id(&s.subject, n);
+            s.dialog.local_tag = s.id.tag();
+            s
+        })
+        .find(|s| {
+            let class_home = RedisStore::allocate(&s.depends_on[1], 0);
+            (class_home.0 >> 49) / 64 != (s.id.0 >> 49) / 64
+        })
+        .expect("a subscription outside its class's partition");
+    let live = notifier::store::Subscription {
+        expires_at_ms: now + grace,
+        ..live
+    };
+    store.insert(live.clone()).await.expect("insert live");
+    let pattern = format!("{}:x:*", c.prefix);
+    let before = scan_keys(&redis.url(), &pattern).await;
+    assert!(before.len() > 40, "too few hints written: {before:?}");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let after = scan_keys(&redis.url(), &pattern).await;
+    assert_eq!(after.len(), 1, "hints left behind: {after:?}");
+    let (key, ttl) = &after[0];
+    assert!(key.contains("kept-"), "{after:?}");
+    assert!(
+        *ttl > grace as i64,
+        "the live hint lapses before its subscription: {ttl} ms"
+    );
+    // (The sleep outlasted the leases' local validity: renew them, as the tier would.)
+    store.membership_tick().await.expect("tick");
+    assert_eq!(
+        store
+            .by_key(&live.depends_on[1], None, 10)
+            .await
+            .expect("by_key")
+            .ids,
+        vec![live.id]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn colocated_subject_is_found_without_an_index_entry() {
     let redis = RedisServer::start();
@@ -387,6 +567,11 @@ const ONE_KEY_FIRST: &[&str] = &[
     "ZREM",
     "ZSCORE",
     "ZRANGEBYSCORE",
+    "ZREMRANGEBYSCORE",
+    "ZCARD",
+    "ZRANGE",
+    "PEXPIREAT",
+    "PTTL",
     "INCRBY",
     "GET",
     "SET",

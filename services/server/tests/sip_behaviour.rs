@@ -239,10 +239,9 @@ fn unsubscribe_fetch_and_conditional_refresh() {
         ..Sub::default()
     });
     assert_eq!(r.status(), Some(204), "{}", r.raw);
-    assert!(
-        phone.expect_silence(Duration::from_millis(700)).is_none(),
-        "NOTIFY after 204"
-    );
+    if let Some(m) = phone.expect_silence(Duration::from_millis(700)) {
+        panic!("NOTIFY after 204 (first CSeq {}): {}", first.cseq(), m.raw);
+    }
 
     // Refresh with a stale tag: 200 and a NOTIFY.
     let (r, _) = phone.subscribe(&Sub {
@@ -611,9 +610,11 @@ fn unanswered_notify_is_retransmitted_then_times_out_and_removes_the_subscriptio
     assert_eq!(r.status(), Some(200));
     // Never answer: count the copies of the first NOTIFY (Timer E retransmissions).
     let mut copies = early.iter().filter(|m| m.is_request("NOTIFY")).count();
+    let mut first = early.iter().find(|m| m.is_request("NOTIFY")).map(Msg::cseq);
     while let Some(m) = phone.recv(Duration::from_secs(5)) {
         if m.is_request("NOTIFY") {
-            assert_eq!(m.cseq(), 1, "a retransmission keeps its CSeq");
+            let cseq = *first.get_or_insert(m.cseq());
+            assert_eq!(m.cseq(), cseq, "a retransmission keeps its CSeq");
             copies += 1;
         }
     }
@@ -870,4 +871,54 @@ fn a_notify_too_large_for_udp_goes_over_tcp_to_the_phone() {
         phone.recv(Duration::from_millis(300)).is_none(),
         "nothing over UDP"
     );
+}
+
+#[test]
+fn a_source_over_its_subscription_cap_gets_403_until_one_ends() {
+    // The phones of this test all send from 127.0.0.1, which is not exempt here.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(
+        &dir,
+        "[notifier]\nmax_subscriptions_per_source = 2\nsource_exempt = []\n",
+    );
+    let srv = Server::start(&["--config", &cfg]);
+    let mut phones: Vec<Phone> = (0..2)
+        .map(|n| {
+            let mut p = Phone::new(srv.udp, &format!("MAC%3a0000000c0a0{n}"));
+            let (r, _) = p.subscribe(&Sub::default());
+            assert_eq!(r.status(), Some(200), "{}", r.raw);
+            p.expect_notify(T, 200);
+            p
+        })
+        .collect();
+    let mut third = Phone::new(srv.udp, "MAC%3a0000000c0a02");
+    let (r, _) = third.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(403), "{}", r.raw);
+    assert!(r.first.contains("Too many subscriptions"), "{}", r.first);
+    assert!(
+        third.expect_silence(Duration::from_millis(300)).is_none(),
+        "a refused SUBSCRIBE got a NOTIFY"
+    );
+    assert_eq!(
+        srv.metric("sip_shed_total{reason=\"source_subscriptions\"}"),
+        1.0
+    );
+    // A fetch (Expires: 0) creates no subscription: the cap does not apply to it.
+    let mut fetch = Phone::new(srv.udp, "MAC%3a0000000c0a03");
+    let (r, _) = fetch.subscribe(&Sub {
+        expires: Some(0),
+        ..Sub::default()
+    });
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    fetch.expect_notify(T, 200);
+    // An unsubscribe makes room.
+    let (r, _) = phones[0].subscribe(&Sub {
+        expires: Some(0),
+        ..Sub::default()
+    });
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    phones[0].expect_notify(T, 200);
+    let mut fourth = Phone::new(srv.udp, "MAC%3a0000000c0a04");
+    let (r, _) = fourth.subscribe(&Sub::default());
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
 }

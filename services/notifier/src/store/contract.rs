@@ -12,7 +12,10 @@ use sip_core::dialog::Dialog;
 use sip_core::transport::Transport;
 use uaprof_api::{ProfileKey, ProfileType};
 
-use super::{FanoutJob, PackageName, StoreError, SubId, Subscription, SubscriptionStore, Turn};
+use super::{
+    FanoutJob, PackageName, StoreError, SubId, Subscription, SubscriptionStore, Turn, cseq_floor,
+};
+use crate::{Clock, SystemClock};
 
 /// The id of [`sample`]`(n, ..)`: `n` times an odd constant (a bijection of `u64`), so the
 /// samples' ids spread over the whole id space and a shared store, which places a
@@ -50,7 +53,9 @@ pub fn sample(n: u64, device_id: &str) -> Subscription {
         instance: None,
         accept: None,
         event_id: None,
-        expires_at_ms: 1_000_000 + n,
+        // Live (2100-01-01): a shared store keeps a subscription's index hints until its
+        // expiry, and tests that want one expired say so.
+        expires_at_ms: 4_102_444_800_000 + n,
         local_cseq: 1,
         confirmed_etag: None,
         depends_on: vec![
@@ -88,6 +93,8 @@ where
     case!(instance_replacement_is_global);
     case!(index_pages_cover_every_member_once);
     case!(cseq_is_strictly_increasing_and_refresh_never_lowers_it);
+    case!(cseqs_are_at_least_the_clock_floor);
+    case!(subscriptions_per_source_are_capped);
     case!(one_notify_turn_per_dialog);
     case!(dependency_change_moves_index_entries);
     case!(take_due_is_exactly_once);
@@ -299,6 +306,101 @@ async fn cseq_is_strictly_increasing_and_refresh_never_lowers_it(store: &impl Su
         store.refresh(gone).await.expect("refresh of unknown"),
         Turn::Gone
     );
+}
+
+/// CSeqs that a failover's lost write cannot make the store hand out twice: each one is at
+/// least the seconds since 2025 ([`cseq_floor`]), whatever the stored CSeq is. (The stores
+/// here run on the system clock; each backend's own tests replay a lost write.)
+async fn cseqs_are_at_least_the_clock_floor(store: &impl SubscriptionStore) {
+    let sub = sample(10, "mac:000000000010");
+    store.insert(sub.clone()).await.expect("insert");
+    assert_eq!(
+        store.get(sub.id).await.expect("get").map(|s| s.local_cseq),
+        Some(1),
+        "insert keeps the CSeq its caller chose"
+    );
+    store.end_notify(sub.id, None).await.expect("end first");
+    let floor = cseq_floor(SystemClock.now_ms());
+    let c = granted(store, sub.id).await;
+    assert!(c >= floor, "begin_notify gave {c}, below the floor {floor}");
+    let again = granted(store, sub.id).await;
+    assert!(again > c, "{again} after {c}");
+    let mut refreshed = sub.clone();
+    refreshed.expires_at_ms += 1000;
+    let Turn::Granted(r) = store.refresh(refreshed).await.expect("refresh") else {
+        panic!("the turn was free");
+    };
+    assert!(r > again && r >= floor, "refresh gave {r} after {again}");
+}
+
+/// The per-source cap counts the live subscriptions of a source host across the store: an
+/// insert over it stores nothing; removal, expiry and replacement of the host's own
+/// subscription make room; other hosts and uncapped inserts are not affected.
+async fn subscriptions_per_source_are_capped(store: &impl SubscriptionStore) {
+    let now = SystemClock.now_ms();
+    let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
+    let from = |n: u64, host: [u8; 4]| {
+        let mut s = sample(n, &format!("mac:{:012x}", 0x500 + n));
+        s.source = (host, 5060).into();
+        s.expires_at_ms = now + 3_600_000;
+        s
+    };
+    let mut own = from(401, a);
+    own.instance = Some("urn:uuid:cap".into());
+    for s in [from(400, a), own.clone(), from(402, a)] {
+        store.insert_capped(s, 3).await.expect("under the cap");
+    }
+    let over = |n: u64| async move {
+        let err = store
+            .insert_capped(from(n, a), 3)
+            .await
+            .expect_err("over the cap");
+        assert!(
+            matches!(err, StoreError::SourceLimit(h) if h == std::net::IpAddr::from(a)),
+            "{err:?}"
+        );
+        assert!(
+            store.get(sample_id(n)).await.expect("get").is_none(),
+            "a refused insert stored something"
+        );
+    };
+    over(403).await;
+    store
+        .insert_capped(from(404, b), 3)
+        .await
+        .expect("another host has its own count");
+    // A rebooted phone replacing its own subscription adds none.
+    let mut again = from(405, a);
+    again.instance = own.instance.clone();
+    let up = store.insert_capped(again, 3).await.expect("a replacement");
+    assert_eq!(
+        up.replaced.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![own.id]
+    );
+    over(403).await;
+    // A removal makes room.
+    store.remove(sample_id(400)).await.expect("remove");
+    store
+        .insert_capped(from(406, a), 3)
+        .await
+        .expect("room after a removal");
+    over(403).await;
+    // So does an expiry, once the subscription is taken.
+    let mut ending = from(402, a);
+    ending.expires_at_ms = now - 1;
+    store.refresh(ending).await.expect("refresh");
+    let taken = store.take_due(now, 100).await.expect("take_due");
+    assert_eq!(
+        taken.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![sample_id(402)]
+    );
+    store
+        .insert_capped(from(407, a), 3)
+        .await
+        .expect("room after an expiry");
+    over(403).await;
+    // Uncapped inserts are not refused.
+    store.insert(from(408, a)).await.expect("no cap");
 }
 
 async fn one_notify_turn_per_dialog(store: &impl SubscriptionStore) {

@@ -6,6 +6,7 @@
 //! subscriptions and are re-indexed on load.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +17,10 @@ use serde::{Deserialize, Serialize};
 use uaprof_api::{ProfileKey, ProfileType};
 
 use super::{
-    FanoutJob, Page, StoreError, SubId, Subscription, SubscriptionStore, TURN_HOLD, Turn, Upserted,
+    FanoutJob, MAX_CSEQ, Page, StoreError, SubId, Subscription, SubscriptionStore, TURN_HOLD, Turn,
+    Upserted, cseq_floor,
 };
-use crate::Clock;
-
-/// Largest CSeq we hand out: RFC 3261 §8.1.1.5 requires CSeq < 2**31.
-const MAX_CSEQ: u32 = (1 << 31) - 1;
+use crate::{Clock, SystemClock};
 
 /// A subscription as held in memory: its postcard encoding, one allocation instead of the
 /// two dozen small strings of a decoded [`Subscription`]. Held subscriptions are read rarely
@@ -105,6 +104,8 @@ pub struct State {
     index: HashMap<ProfileKey, Members>,
     expiry: BTreeSet<(u64, SubId)>,
     instances: HashMap<(String, ProfileType), SubId>,
+    /// Live subscriptions by source host (the per-source cap).
+    sources: HashMap<IpAddr, u32>,
 }
 
 /// Snapshot layout: each subscription in its packed (postcard) form.
@@ -184,6 +185,7 @@ impl State {
             self.instances
                 .insert((instance.clone(), sub.profile_type), sub.id);
         }
+        *self.sources.entry(source_host(&sub)).or_default() += 1;
         self.subs.insert(sub.id, Packed::pack(&sub));
     }
 
@@ -195,6 +197,13 @@ impl State {
             let k = (instance.clone(), sub.profile_type);
             if self.instances.get(&k) == Some(&id) {
                 self.instances.remove(&k);
+            }
+        }
+        let host = source_host(&sub);
+        if let Some(n) = self.sources.get_mut(&host) {
+            *n -= 1;
+            if *n == 0 {
+                self.sources.remove(&host);
             }
         }
         Some(sub)
@@ -217,6 +226,65 @@ impl State {
                 self.index.remove(key);
             }
         }
+    }
+
+    fn insert(&mut self, sub: Box<Subscription>, per_source: u32) -> Outcome {
+        if self.subs.contains_key(&sub.id) {
+            return Outcome::Inserted(Err(Refused::Conflict(sub.id)));
+        }
+        let holder = sub.instance.as_ref().and_then(|instance| {
+            self.instances
+                .get(&(instance.clone(), sub.profile_type))
+                .copied()
+        });
+        if per_source > 0 {
+            let host = source_host(&sub);
+            let held = self.sources.get(&host).copied().unwrap_or(0);
+            // The subscription this one replaces leaves room for it.
+            let leaving = holder
+                .and_then(|id| self.subs.get(&id).and_then(Packed::unpack))
+                .is_some_and(|old| source_host(&old) == host);
+            if held - u32::from(leaving) >= per_source {
+                return Outcome::Inserted(Err(Refused::SourceLimit(host)));
+            }
+        }
+        let replaced = holder
+            .and_then(|old| self.unlink(old))
+            .into_iter()
+            .collect();
+        self.link(*sub);
+        Outcome::Inserted(Ok(replaced))
+    }
+
+    fn refresh(&mut self, mut sub: Box<Subscription>, floor: u32) -> Outcome {
+        match self.unlink(sub.id) {
+            Some(old) => {
+                sub.local_cseq = after(sub.local_cseq.max(old.local_cseq), floor);
+                let cseq = sub.local_cseq;
+                self.link(*sub);
+                Outcome::Cseq(Some(cseq))
+            }
+            None => Outcome::Cseq(None),
+        }
+    }
+
+    fn next_cseq(&mut self, id: SubId, depends_on: Option<Vec<ProfileKey>>, floor: u32) -> Outcome {
+        let Some(mut sub) = self.subs.get(&id).and_then(Packed::unpack) else {
+            return Outcome::Cseq(None);
+        };
+        sub.local_cseq = after(sub.local_cseq, floor);
+        let cseq = sub.local_cseq;
+        if let Some(new_keys) = depends_on
+            && new_keys != sub.depends_on
+        {
+            let old = std::mem::replace(&mut sub.depends_on, new_keys.clone());
+            self.unindex_keys(id, &old);
+            for key in new_keys {
+                self.index_key(key, id);
+            }
+        }
+        self.subs.insert(id, Packed::pack(&sub));
+        Outcome::Cseq(Some(cseq))
     }
 
     fn page(iter: impl Iterator<Item = SubId>, limit: usize) -> Page {
@@ -251,10 +319,38 @@ pub enum Op {
     SetOffset(u64),
     Enqueue(Vec<FanoutJob>),
     Finish(FanoutJob),
+    // Appended, so that journals written before them still decode (postcard numbers the
+    // variants): `Refresh` and `NextCseq` with the CSeq floor of the writer's clock (the
+    // older two replay with floor 0, as they were applied).
+    RefreshAt {
+        sub: Box<Subscription>,
+        floor: u32,
+    },
+    NextCseqAt {
+        id: SubId,
+        depends_on: Option<Vec<ProfileKey>>,
+        floor: u32,
+    },
+    /// `Insert` refused when the source host holds `per_source` subscriptions (0: no cap).
+    InsertCapped {
+        sub: Box<Subscription>,
+        per_source: u32,
+    },
+}
+
+/// Why an insert stored nothing.
+pub enum Refused {
+    Conflict(SubId),
+    SourceLimit(IpAddr),
+}
+
+/// The host a subscription is counted against for the per-source cap.
+fn source_host(sub: &Subscription) -> IpAddr {
+    sub.source.ip().to_canonical()
 }
 
 pub enum Outcome {
-    Inserted(Result<Vec<Subscription>, SubId>),
+    Inserted(Result<Vec<Subscription>, Refused>),
     Removed(Option<Box<Subscription>>),
     Cseq(Option<u32>),
     Due(Vec<Subscription>),
@@ -268,48 +364,17 @@ impl Replay for State {
 
     fn apply(&mut self, op: Op) -> Outcome {
         match op {
-            Op::Insert(sub) => {
-                if self.subs.contains_key(&sub.id) {
-                    return Outcome::Inserted(Err(sub.id));
-                }
-                let mut replaced = Vec::new();
-                if let Some(instance) = &sub.instance {
-                    let k = (instance.clone(), sub.profile_type);
-                    if let Some(old) = self.instances.get(&k).copied() {
-                        replaced.extend(self.unlink(old));
-                    }
-                }
-                self.link(*sub);
-                Outcome::Inserted(Ok(replaced))
-            }
-            Op::Refresh(mut sub) => match self.unlink(sub.id) {
-                Some(old) => {
-                    sub.local_cseq = (sub.local_cseq.max(old.local_cseq) + 1).min(MAX_CSEQ);
-                    let cseq = sub.local_cseq;
-                    self.link(*sub);
-                    Outcome::Cseq(Some(cseq))
-                }
-                None => Outcome::Cseq(None),
-            },
+            Op::Insert(sub) => self.insert(sub, 0),
+            Op::InsertCapped { sub, per_source } => self.insert(sub, per_source),
+            Op::Refresh(sub) => self.refresh(sub, 0),
+            Op::RefreshAt { sub, floor } => self.refresh(sub, floor),
             Op::Remove(id) => Outcome::Removed(self.unlink(id).map(Box::new)),
-            Op::NextCseq { id, depends_on } => {
-                let Some(mut sub) = self.subs.get(&id).and_then(Packed::unpack) else {
-                    return Outcome::Cseq(None);
-                };
-                sub.local_cseq = (sub.local_cseq + 1).min(MAX_CSEQ);
-                let cseq = sub.local_cseq;
-                if let Some(new_keys) = depends_on
-                    && new_keys != sub.depends_on
-                {
-                    let old = std::mem::replace(&mut sub.depends_on, new_keys.clone());
-                    self.unindex_keys(id, &old);
-                    for key in new_keys {
-                        self.index_key(key, id);
-                    }
-                }
-                self.subs.insert(id, Packed::pack(&sub));
-                Outcome::Cseq(Some(cseq))
-            }
+            Op::NextCseq { id, depends_on } => self.next_cseq(id, depends_on, 0),
+            Op::NextCseqAt {
+                id,
+                depends_on,
+                floor,
+            } => self.next_cseq(id, depends_on, floor),
             Op::Confirm { id, etag } => {
                 if let Some(mut sub) = self.subs.get(&id).and_then(Packed::unpack) {
                     sub.confirmed_etag = Some(etag);
@@ -349,6 +414,12 @@ impl Replay for State {
     }
 }
 
+/// The CSeq after `last`, at least `floor` (see [`super::next_cseq`]; the floor is in the op
+/// so that replay gives the same CSeq).
+fn after(last: u32, floor: u32) -> u32 {
+    last.saturating_add(1).max(floor).min(MAX_CSEQ)
+}
+
 /// A dialog's NOTIFY turn: until when it is held, and whether a NOTIFY is wanted after it.
 #[derive(Clone, Copy)]
 struct TurnState {
@@ -366,6 +437,8 @@ pub struct EmbeddedStore {
     /// NOTIFY turns of dialogs with a NOTIFY in flight. Not journaled: after a restart no
     /// NOTIFY is in flight.
     turns: Arc<std::sync::Mutex<HashMap<SubId, TurnState>>>,
+    /// The wall clock of the CSeq floor.
+    clock: Arc<dyn Clock>,
 }
 
 impl EmbeddedStore {
@@ -376,7 +449,18 @@ impl EmbeddedStore {
             journal,
             fanout: Arc::new(tokio::sync::Notify::new()),
             turns: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Takes the CSeq floor from `clock` instead of the system clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn floor(&self) -> u32 {
+        cseq_floor(self.clock.now_ms())
     }
 
     fn lock_turns(&self) -> std::sync::MutexGuard<'_, HashMap<SubId, TurnState>> {
@@ -386,7 +470,7 @@ impl EmbeddedStore {
     /// Takes the turn of `id` unless one is held; with `mark`, records that a NOTIFY is
     /// wanted after the one in flight.
     fn take_turn(&self, id: SubId, mark: bool) -> bool {
-        let now = crate::SystemClock.now_ms();
+        let now = SystemClock.now_ms();
         let mut turns = self.lock_turns();
         match turns.get_mut(&id) {
             Some(t) if t.until_ms > now => {
@@ -431,9 +515,21 @@ fn unexpected() -> StoreError {
 
 #[async_trait]
 impl SubscriptionStore for EmbeddedStore {
-    async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError> {
+    async fn insert_capped(
+        &self,
+        sub: Subscription,
+        per_source: u32,
+    ) -> Result<Upserted, StoreError> {
         let id = sub.id;
-        match self.one(Op::Insert(Box::new(sub))).await? {
+        // The plain op when uncapped: journals stay readable by builds without the cap.
+        let op = match per_source {
+            0 => Op::Insert(Box::new(sub)),
+            _ => Op::InsertCapped {
+                sub: Box::new(sub),
+                per_source,
+            },
+        };
+        match self.one(op).await? {
             Outcome::Inserted(Ok(replaced)) => {
                 let mut turns = self.lock_turns();
                 for old in &replaced {
@@ -443,14 +539,21 @@ impl SubscriptionStore for EmbeddedStore {
                 self.take_turn(id, false);
                 Ok(Upserted { replaced })
             }
-            Outcome::Inserted(Err(id)) => Err(StoreError::Conflict(id)),
+            Outcome::Inserted(Err(Refused::Conflict(id))) => Err(StoreError::Conflict(id)),
+            Outcome::Inserted(Err(Refused::SourceLimit(host))) => {
+                Err(StoreError::SourceLimit(host))
+            }
             _ => Err(unexpected()),
         }
     }
 
     async fn refresh(&self, sub: Subscription) -> Result<Turn, StoreError> {
         let id = sub.id;
-        match self.one(Op::Refresh(Box::new(sub))).await? {
+        let op = Op::RefreshAt {
+            sub: Box::new(sub),
+            floor: self.floor(),
+        };
+        match self.one(op).await? {
             Outcome::Cseq(Some(c)) if self.take_turn(id, true) => Ok(Turn::Granted(c)),
             Outcome::Cseq(Some(_)) => Ok(Turn::Busy),
             Outcome::Cseq(None) => Ok(Turn::Gone),
@@ -487,7 +590,12 @@ impl SubscriptionStore for EmbeddedStore {
         if !self.take_turn(id, false) {
             return Ok(Turn::Busy);
         }
-        match self.one(Op::NextCseq { id, depends_on }).await {
+        let op = Op::NextCseqAt {
+            id,
+            depends_on,
+            floor: self.floor(),
+        };
+        match self.one(op).await {
             Ok(Outcome::Cseq(Some(c))) => Ok(Turn::Granted(c)),
             Ok(Outcome::Cseq(None)) => {
                 self.lock_turns().remove(&id);
@@ -642,24 +750,78 @@ mod tests {
         .await;
     }
 
+    /// A wall clock the test sets.
+    struct Manual(std::sync::atomic::AtomicU64);
+
+    impl Clock for Manual {
+        fn now_ms(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    /// A lost write (the state of an older copy of the journal, as a restore from a backup
+    /// or a replica that missed the last write would have): the NOTIFY after it still gets a
+    /// CSeq above the one the phone saw.
+    #[tokio::test]
+    async fn a_lost_write_does_not_make_a_cseq_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (live, older) = (dir.path().join("live"), dir.path().join("older"));
+        // 2026-06-01: the floor is far above the sample's CSeq.
+        let t0 = 1_780_272_000_000;
+        let clock = Arc::new(Manual(t0.into()));
+        let sub = super::super::contract::sample(11, "mac:000000000011");
+        {
+            let store = open(&live).with_clock(clock.clone());
+            store.insert(sub.clone()).await.expect("insert");
+            store.end_notify(sub.id, None).await.expect("end first");
+        }
+        std::fs::create_dir(&older).expect("mkdir");
+        for f in std::fs::read_dir(&live).expect("read dir") {
+            let f = f.expect("entry");
+            std::fs::copy(f.path(), older.join(f.file_name())).expect("copy");
+        }
+        let sent = {
+            let store = open(&live).with_clock(clock.clone());
+            let Turn::Granted(c) = store.begin_notify(sub.id, None).await.expect("begin") else {
+                panic!("the turn is free");
+            };
+            c
+        };
+        // The write of `sent` is lost; the store comes back a few seconds later.
+        clock
+            .0
+            .store(t0 + 5_000, std::sync::atomic::Ordering::Relaxed);
+        let store = open(&older).with_clock(clock.clone());
+        assert_eq!(
+            store.get(sub.id).await.expect("get").map(|s| s.local_cseq),
+            Some(sub.local_cseq),
+            "the copy lacks the last write"
+        );
+        let Turn::Granted(next) = store.begin_notify(sub.id, None).await.expect("begin") else {
+            panic!("the turn is free");
+        };
+        assert!(next > sent, "CSeq {next} reused after {sent} was sent");
+    }
+
     #[tokio::test]
     async fn state_survives_reopen_and_snapshot() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("s");
         let sub = super::super::contract::sample(7, "mac:000000000007");
+        let last;
         {
             let store = open(&p);
             store.insert(sub.clone()).await.expect("insert");
             store.end_notify(sub.id, None).await.expect("end first");
-            assert_eq!(
-                store.begin_notify(sub.id, None).await.expect("cseq"),
-                Turn::Granted(2)
-            );
+            let Turn::Granted(c) = store.begin_notify(sub.id, None).await.expect("cseq") else {
+                panic!("the turn is free");
+            };
             store.end_notify(sub.id, None).await.expect("end");
             store.snapshot().expect("snapshot");
-            assert_eq!(
-                store.begin_notify(sub.id, None).await.expect("cseq"),
-                Turn::Granted(3)
+            last = store.begin_notify(sub.id, None).await.expect("cseq");
+            assert!(
+                matches!(last, Turn::Granted(n) if n > c),
+                "{last:?} after {c}"
             );
             store.set_feed_offset(42).await.expect("offset");
             let job = |v| FanoutJob {
@@ -677,7 +839,7 @@ mod tests {
         assert_eq!(pending.len(), 1, "pending fan-out work survives a restart");
         assert_eq!(pending[0].1.version, 2);
         let got = store.get(sub.id).await.expect("get").expect("present");
-        assert_eq!(got.local_cseq, 3);
+        assert_eq!(Turn::Granted(got.local_cseq), last);
         assert_eq!(store.feed_offset().await.expect("offset"), 42);
         let page = store
             .by_key(&sub.depends_on[0], None, 10)

@@ -106,6 +106,10 @@ pub enum StoreError {
     /// A local tag collision; the caller picks a new id.
     #[error("subscription id {0} already exists")]
     Conflict(SubId),
+    /// The subscription's source host holds as many subscriptions as it may (policy: the
+    /// caller refuses the SUBSCRIBE, nothing was stored).
+    #[error("source {0} holds the most subscriptions it may")]
+    SourceLimit(std::net::IpAddr),
     #[error("store error: {0}")]
     Other(String),
 }
@@ -134,6 +138,31 @@ pub struct FanoutJob {
     pub effective_by: Option<u32>,
     /// Seconds to spread the NOTIFYs over, from the same change.
     pub rollout_window: Option<u32>,
+}
+
+/// Largest CSeq we hand out: RFC 3261 §8.1.1.5 requires CSeq < 2**31.
+pub const MAX_CSEQ: u32 = (1 << 31) - 1;
+
+/// 2025-01-01T00:00:00Z in Unix seconds: where the CSeq floor starts counting.
+const CSEQ_EPOCH_UNIX_S: u64 = 1_735_689_600;
+
+/// The lowest CSeq a NOTIFY may carry at wall-clock `now_ms`: the seconds since 2025-01-01
+/// (below 2**31 until 2093).
+///
+/// A Redis failover can lose an acknowledged but unreplicated write, so the stored last CSeq
+/// of a dialog may be older than the last one the phone saw; counting on from it would make
+/// the phone reject the next NOTIFY as out of order (RFC 3261 §12.2.2). Every CSeq is at
+/// least this floor, so after a loss the next one is still larger than any sent before, as
+/// long as the clocks of the tier are roughly right and a dialog did not average more than
+/// one NOTIFY a second (at most one is in flight per dialog, and a failover takes seconds).
+pub fn cseq_floor(now_ms: u64) -> u32 {
+    let secs = (now_ms / 1000).saturating_sub(CSEQ_EPOCH_UNIX_S);
+    u32::try_from(secs).unwrap_or(MAX_CSEQ).min(MAX_CSEQ)
+}
+
+/// The CSeq after `last` at `now_ms`: larger than `last` and at least [`cseq_floor`].
+pub fn next_cseq(last: u32, now_ms: u64) -> u32 {
+    last.saturating_add(1).max(cseq_floor(now_ms)).min(MAX_CSEQ)
 }
 
 /// How long a node may hold a dialog's NOTIFY turn without ending it: longer than a NOTIFY
@@ -175,11 +204,12 @@ pub struct Page {
 /// The contract (exercised by [`contract::run_all`]):
 ///
 /// * every method's effect is durable when it returns `Ok`;
-/// * `insert` rejects an existing id, and displaces any other subscription with the same
+/// * `insert` rejects an existing id (and, capped, a source holding its cap), and displaces any other subscription with the same
 ///   (`instance`, `profile_type`), removing it from every index;
 /// * the key index holds exactly the live subscriptions' `depends_on` keys;
 /// * CSeqs handed out (by `insert`, `refresh` and `begin_notify`) are strictly increasing per
-///   subscription, across restarts;
+///   subscription, across restarts, and those of `refresh` and `begin_notify` are at least
+///   [`cseq_floor`] of the store's clock (so a write lost in a failover is not reused);
 /// * a dialog has at most one NOTIFY turn at a time across every node sharing the store
 ///   (`insert` gives the inserting node the first one; a turn ends with `end_notify`,
 ///   the subscription's removal, or after [`TURN_HOLD`]);
@@ -195,11 +225,22 @@ pub trait SubscriptionStore: Send + Sync + 'static {
 
     /// Stores a new subscription (its `local_cseq` is the CSeq of the first NOTIFY) and
     /// gives this node the turn for that NOTIFY.
-    async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError>;
+    async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError> {
+        self.insert_capped(sub, 0).await
+    }
+
+    /// [`Self::insert`], refused with [`StoreError::SourceLimit`] (storing nothing) when the
+    /// host of `sub.source` holds `per_source` live subscriptions already across the whole
+    /// store, not counting the one this insert replaces; `0`: no cap.
+    async fn insert_capped(
+        &self,
+        sub: Subscription,
+        per_source: u32,
+    ) -> Result<Upserted, StoreError>;
 
     /// Replaces an existing subscription's record (a refresh). If the dialog's turn is free,
-    /// takes it and allocates the CSeq of the NOTIFY that answers the refresh (the larger of
-    /// the stored and the given `local_cseq`, plus one); if not, records that the dialog
+    /// takes it and allocates the CSeq of the NOTIFY that answers the refresh ([`next_cseq`]
+    /// of the larger of the stored and the given `local_cseq`); if not, records that the dialog
     /// wants a NOTIFY ([`Turn::Busy`]).
     async fn refresh(&self, sub: Subscription) -> Result<Turn, StoreError>;
 

@@ -11,7 +11,9 @@
 //! stay a compact listpack when Redis is tuned as the README says) and one small set per
 //! other dependency key (a class, a default user), whose integer ids Redis packs as an
 //! intset. A per-key hint set (`{prefix}:x:{key}`) lists the partitions holding explicit
-//! entries for that key, so a change looks only where its subscribers are.
+//! entries for that key, so a change looks only where its subscribers are; it expires an
+//! hour after the last subscription it was written for, so hints of keys nobody depends on
+//! any more do not pile up.
 //!
 //! # Replacement
 //! A subscription with a `+sip.instance` displaces the holder of the same (instance, profile
@@ -33,7 +35,7 @@
 mod codec;
 mod scripts;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,9 +50,9 @@ use uaprof_api::ProfileKey;
 
 use super::{
     FanoutJob, Held, Page, StoreError, SubId, Subscription, SubscriptionStore, TURN_HOLD, Turn,
-    Upserted,
+    Upserted, cseq_floor,
 };
-use crate::Clock;
+use crate::{Clock, SystemClock};
 
 /// Partitions: the unit of ownership and of atomicity (one hash slot each).
 pub const PARTITIONS: u16 = 256;
@@ -125,15 +127,26 @@ pub struct RedisStore {
     wait_replicas: u32,
     wait_timeout: Duration,
     owned: Mutex<Owned>,
-    /// (key, partition) hints already written by this node; hints only ever grow.
-    hinted: Mutex<HashSet<(Vec<u8>, u16)>>,
+    /// (key, partition) hints written by this node → until when Redis keeps them.
+    hinted: Mutex<HashMap<(Vec<u8>, u16), u64>>,
     /// The live nodes of the last membership tick: a dialog turn held by any other node
     /// belongs to one that died, and is taken over instead of waiting for it to lapse.
     live: Mutex<Vec<String>>,
+    /// The wall clock of the CSeq floor.
+    clock: Arc<dyn Clock>,
 }
 
 /// Bound on the hint cache; cleared when full (it is only an optimisation).
 const HINT_CACHE: usize = 200_000;
+/// How long a hint outlives the expiry of the subscription it was written for: room for
+/// the clocks of the tier to differ and for the expiry sweep to come round. A hint is
+/// rewritten (its expiry moved) only when it would lapse within half of this after the
+/// expiry it must cover, so a key's hints are written about twice an hour, not per refresh.
+const HINT_GRACE_MS: u64 = 60 * 60 * 1000;
+/// How long a hint written before hints expired (it has no expiry) is kept once it is next
+/// touched: the subscriptions that wrote it are unknown and may live as long as the longest
+/// `notifier.expires_max` anyone sets (a week by default).
+const LEGACY_HINT_HOLD_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 
 impl RedisStore {
     /// Connects (failing if Redis cannot be reached within the timeout) and checks the
@@ -151,8 +164,9 @@ impl RedisStore {
             wait_replicas: config.wait_replicas,
             wait_timeout: config.wait_timeout,
             owned: Mutex::new(Owned::default()),
-            hinted: Mutex::new(HashSet::new()),
+            hinted: Mutex::new(HashMap::new()),
             live: Mutex::new(Vec::new()),
+            clock: Arc::new(SystemClock),
         };
         store.check_layout().await?;
         Ok(store)
@@ -192,6 +206,16 @@ impl RedisStore {
             .iter()
             .map(|s| s.get_hash().to_string())
             .collect()
+    }
+
+    /// Takes the CSeq floor from `clock` instead of the system clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn floor(&self) -> u32 {
+        cseq_floor(self.clock.now_ms())
     }
 
     pub fn node(&self) -> &str {
@@ -296,30 +320,48 @@ impl RedisStore {
     /// Records, before the index entries exist, that partition `p` of subscription `id`
     /// will hold explicit entries for each key (a superset is harmless; a missing hint is
     /// not). A key's own partition needs no hint: lookups always search it.
-    async fn hint(&self, id: SubId, keys: &[ProfileKey]) -> Result<(), StoreError> {
+    ///
+    /// A hint set lives until the grace after the latest expiry of any subscription it was
+    /// written for (each insert, refresh and change of dependencies writes it again), so
+    /// it outlives every subscription that needs it, and the sets of keys nobody depends on
+    /// any more (random vendor and model values) go away by themselves.
+    async fn hint(
+        &self,
+        id: SubId,
+        keys: &[ProfileKey],
+        expires_at_ms: u64,
+    ) -> Result<(), StoreError> {
         let (p, _) = split(bucket_of_id(id));
+        let until = expires_at_ms.saturating_add(HINT_GRACE_MS);
         for k in keys {
             let ks = codec::key_bytes(k);
-            if split(bucket_of_key(&ks)).0 == p || self.lock_hints().contains(&(ks.clone(), p)) {
+            if split(bucket_of_key(&ks)).0 == p {
+                continue;
+            }
+            let cached = self.lock_hints().get(&(ks.clone(), p)).copied();
+            if cached.is_some_and(|kept| kept >= until - HINT_GRACE_MS / 2) {
                 continue;
             }
             let mut c = self.conn.clone();
-            let _: i64 = redis::cmd("SADD")
-                .arg(self.hint_key(&ks))
+            let kept: u64 = scripts::HINT
+                .key(self.hint_key(&ks))
                 .arg(p)
-                .query_async(&mut c)
+                .arg(until)
+                .arg(SystemClock.now_ms())
+                .arg(LEGACY_HINT_HOLD_MS)
+                .invoke_async(&mut c)
                 .await
                 .map_err(map_err)?;
             let mut cache = self.lock_hints();
             if cache.len() >= HINT_CACHE {
                 cache.clear();
             }
-            cache.insert((ks, p));
+            cache.insert((ks, p), kept);
         }
         Ok(())
     }
 
-    fn lock_hints(&self) -> std::sync::MutexGuard<'_, HashSet<(Vec<u8>, u16)>> {
+    fn lock_hints(&self) -> std::sync::MutexGuard<'_, HashMap<(Vec<u8>, u16), u64>> {
         self.hinted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -350,7 +392,7 @@ impl RedisStore {
     pub async fn membership_tick(&self) -> Result<usize, StoreError> {
         let mut c = self.conn.clone();
         let registry = format!("{}:{{m}}:nodes", self.prefix);
-        let now_ms = crate::SystemClock.now_ms();
+        let now_ms = SystemClock.now_ms();
         let ttl_ms = u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         let (_, live): (i64, Vec<String>) = redis::pipe()
             .atomic()
@@ -634,16 +676,13 @@ fn decode(id: SubId, rec: &[u8]) -> Result<Subscription, StoreError> {
         .ok_or_else(|| StoreError::Other(format!("undecodable subscription record {id}")))
 }
 
-#[async_trait]
-impl SubscriptionStore for RedisStore {
-    fn allocate_id(&self, subject: &ProfileKey, random: u64) -> SubId {
-        Self::allocate(subject, random)
-    }
-
-    async fn insert(&self, sub: Subscription) -> Result<Upserted, StoreError> {
+impl RedisStore {
+    /// [`SubscriptionStore::insert`] once the source cap, if any, admitted it.
+    async fn insert_admitted(&self, sub: Subscription) -> Result<Upserted, StoreError> {
         let colocated = Self::colocated(sub.id, &sub.subject);
         let rec = codec::encode(&sub, colocated)?;
-        self.hint(sub.id, &sub.depends_on).await?;
+        self.hint(sub.id, &sub.depends_on, sub.expires_at_ms)
+            .await?;
         let (part, b, hash) = self.locate(sub.id);
         let (_, until) = turn_times();
         let mut c = self.conn.clone();
@@ -695,10 +734,12 @@ impl SubscriptionStore for RedisStore {
         }
     }
 
-    async fn refresh(&self, sub: Subscription) -> Result<Turn, StoreError> {
+    /// [`SubscriptionStore::refresh`] of the record and its indexes.
+    async fn refresh_record(&self, sub: &Subscription) -> Result<Turn, StoreError> {
         let colocated = Self::colocated(sub.id, &sub.subject);
-        let rec = codec::encode(&sub, colocated)?;
-        self.hint(sub.id, &sub.depends_on).await?;
+        let rec = codec::encode(sub, colocated)?;
+        self.hint(sub.id, &sub.depends_on, sub.expires_at_ms)
+            .await?;
         let (part, b, hash) = self.locate(sub.id);
         let (now, until) = turn_times();
         let mut c = self.conn.clone();
@@ -719,6 +760,7 @@ impl SubscriptionStore for RedisStore {
                 .arg(&self.node)
                 .arg(now)
                 .arg(until)
+                .arg(self.floor())
                 .invoke_async(&mut c)
                 .await;
             match r {
@@ -739,6 +781,106 @@ impl SubscriptionStore for RedisStore {
         Err(contended(sub.id))
     }
 
+    /// A source host's counted subscriptions (the per-source cap): a key of its own slot.
+    fn source_key(&self, host: std::net::IpAddr) -> String {
+        format!("{}:s:{{{host}}}", self.prefix)
+    }
+
+    /// Counts `sub` against its source host unless the host holds `cap` live subscriptions
+    /// besides the one `sub` replaces (read from the instance registry: the claim comes
+    /// after the insert). False when refused.
+    async fn admit_source(&self, sub: &Subscription, cap: u32) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let leaving: Option<String> = match &sub.instance {
+            Some(instance) => {
+                let (key, field) = self.instance_slot(sub, instance);
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg(field)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(map_err)?
+            }
+            None => None,
+        };
+        let added: i64 = scripts::SOURCE_ADMIT
+            .key(self.source_key(source_host(sub)))
+            .arg(sub.id.0)
+            .arg(sub.expires_at_ms)
+            .arg(SystemClock.now_ms())
+            .arg(cap)
+            .arg(leaving.unwrap_or_default())
+            .invoke_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        Ok(added == 1)
+    }
+
+    /// Moves the counted expiry of a refreshed subscription. Best effort: a count that
+    /// lapses early only lets its host hold one more. (A subscription whose source moved
+    /// stays counted at the old host until the expiry it had there.)
+    async fn renew_source(&self, sub: &Subscription) {
+        let mut c = self.conn.clone();
+        let r: Result<i64, _> = scripts::SOURCE_RENEW
+            .key(self.source_key(source_host(sub)))
+            .arg(sub.id.0)
+            .arg(sub.expires_at_ms)
+            .invoke_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            warn!(%e, id = %sub.id, "cannot renew a per-source count");
+        }
+    }
+
+    /// Stops counting a removed subscription against its source host. Best effort: an entry
+    /// left behind lapses at the subscription's expiry. (Expired ones are not forgotten one
+    /// by one: their entries lapse.)
+    async fn forget_source(&self, sub: &Subscription) {
+        let mut c = self.conn.clone();
+        let r: Result<i64, _> = redis::cmd("ZREM")
+            .arg(self.source_key(source_host(sub)))
+            .arg(sub.id.0)
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            warn!(%e, id = %sub.id, "cannot forget a per-source count; it lapses by itself");
+        }
+    }
+}
+
+/// The host a subscription is counted against for the per-source cap.
+fn source_host(sub: &Subscription) -> std::net::IpAddr {
+    sub.source.ip().to_canonical()
+}
+
+#[async_trait]
+impl SubscriptionStore for RedisStore {
+    fn allocate_id(&self, subject: &ProfileKey, random: u64) -> SubId {
+        Self::allocate(subject, random)
+    }
+
+    async fn insert_capped(
+        &self,
+        sub: Subscription,
+        per_source: u32,
+    ) -> Result<Upserted, StoreError> {
+        if per_source > 0 && !self.admit_source(&sub, per_source).await? {
+            return Err(StoreError::SourceLimit(source_host(&sub)));
+        }
+        let r = self.insert_admitted(sub.clone()).await;
+        if per_source > 0 && matches!(r, Err(StoreError::Unavailable(_) | StoreError::Other(_))) {
+            // Not stored (an undone insert is removed, which forgets it too).
+            self.forget_source(&sub).await;
+        }
+        r
+    }
+
+    async fn refresh(&self, sub: Subscription) -> Result<Turn, StoreError> {
+        let turn = self.refresh_record(&sub).await?;
+        self.renew_source(&sub).await;
+        Ok(turn)
+    }
+
     async fn get(&self, id: SubId) -> Result<Option<Subscription>, StoreError> {
         let (_, _, hash) = self.locate(id);
         self.raw(&hash, id)
@@ -751,6 +893,7 @@ impl SubscriptionStore for RedisStore {
         let removed = self.remove_record(id).await?;
         if let Some(sub) = &removed {
             self.unclaim(sub).await;
+            self.forget_source(sub).await;
         }
         Ok(removed)
     }
@@ -760,11 +903,10 @@ impl SubscriptionStore for RedisStore {
         id: SubId,
         depends_on: Option<Vec<ProfileKey>>,
     ) -> Result<Turn, StoreError> {
-        if let Some(keys) = &depends_on {
-            if keys.len() > usize::from(u8::MAX) {
-                return Err(StoreError::Other("more than 255 dependency keys".into()));
-            }
-            self.hint(id, keys).await?;
+        if let Some(keys) = &depends_on
+            && keys.len() > usize::from(u8::MAX)
+        {
+            return Err(StoreError::Other("more than 255 dependency keys".into()));
         }
         let mut dead = String::new();
         let mut changed = 0;
@@ -1151,7 +1293,11 @@ impl RedisStore {
                 if old.instance.as_deref() == Some(instance)
                     && old.profile_type == sub.profile_type =>
             {
-                Ok(self.remove_record(prev).await?.into_iter().collect())
+                let old = self.remove_record(prev).await?;
+                if let Some(old) = &old {
+                    self.forget_source(old).await;
+                }
+                Ok(old.into_iter().collect())
             }
             _ => Ok(Vec::new()),
         }
@@ -1347,6 +1493,8 @@ impl RedisStore {
                 return Ok(Begun::Gone);
             };
             let stored = decode(id, &old)?;
+            // Before the index entries exist, for as long as the subscription lives.
+            self.hint(id, keys, stored.expires_at_ms).await?;
             let implicit = Self::colocated(id, &stored.subject);
             let mut sets = index_sets(&part, b, &[&old])?;
             sets.extend(
@@ -1365,7 +1513,8 @@ impl RedisStore {
             .arg(&self.node)
             .arg(now)
             .arg(until)
-            .arg(dead);
+            .arg(dead)
+            .arg(self.floor());
         match depends_on {
             Some(keys) => {
                 script.arg("1");
@@ -1398,7 +1547,7 @@ impl RedisStore {
 
 /// Now and when a turn taken now lapses, wall-clock milliseconds (shared by the tier).
 fn turn_times() -> (u64, u64) {
-    let now = crate::SystemClock.now_ms();
+    let now = SystemClock.now_ms();
     (now, now + TURN_HOLD.as_millis() as u64)
 }
 

@@ -39,6 +39,12 @@ end
 local function expires(rec) return be(rec, 2, 9) end
 local function cseq(rec) return be(rec, 10, 13) end
 
+-- The CSeq after `last`, at least `floor` (the caller's cseq_floor: a CSeq a failover's lost
+-- write cannot make us reuse), below 2**31.
+local function next_cseq(last, floor)
+  return math.min(math.max(last + 1, tonumber(floor)), MAX_CSEQ)
+end
+
 local function with_cseq(rec, c)
   local b = {}
   for i = 4, 1, -1 do

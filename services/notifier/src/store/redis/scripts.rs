@@ -35,8 +35,8 @@ return 1
 );
 
 // KEYS: bucket hash, P:t, P:due, the index sets of the stored and the new record.
-// ARGV: P, b, id, record, node, now_ms, until_ms. Returns the CSeq of the NOTIFY answering
-// the refresh, 0 when another NOTIFY of the dialog is in flight (one is then wanted after
+// ARGV: P, b, id, record, node, now_ms, until_ms, CSeq floor. Returns the CSeq of the NOTIFY
+// answering the refresh (past the stored and the given one, at least the floor), 0 when another NOTIFY of the dialog is in flight (one is then wanted after
 // it), nil if gone, RETRY if the stored record's index sets are not declared.
 script!(
     REFRESH,
@@ -46,7 +46,7 @@ local old = redis.call('HGET', KEYS[1], id)
 if not old then return false end
 local o, n = parse(old), parse(rec)
 if not (covered(P, b, o) and covered(P, b, n)) then return redis.error_reply('RETRY') end
-local c = math.min(math.max(cseq(old), cseq(rec)) + 1, MAX_CSEQ)
+local c = next_cseq(math.max(cseq(old), cseq(rec)), ARGV[8])
 rec = with_cseq(rec, c)
 relink(P, b, id, o, n)
 redis.call('HSET', KEYS[1], id, rec)
@@ -60,8 +60,9 @@ return c
 
 // KEYS: bucket hash, P:t, and when replacing the dependencies the index sets of the stored
 // and the new ones. ARGV: P, b, id, node, now_ms, until_ms, dead (a holder known to have
-// left the tier, whose turn may be taken over; '' for none), replace ('0'/'1'), then the new
-// dependency keys. Takes the dialog's NOTIFY turn and returns the new CSeq; the holder's
+// left the tier, whose turn may be taken over; '' for none), CSeq floor, replace ('0'/'1'),
+// then the new dependency keys. Takes the dialog's NOTIFY turn and returns the new CSeq (past
+// the stored one, at least the floor); the holder's
 // name when another NOTIFY of the dialog is in flight (the caller tries again); nil if gone;
 // RETRY if index sets it would touch are not declared. The dependency section is rebuilt
 // here (the subject is written as an implicit entry when the record is in the subject's
@@ -74,12 +75,12 @@ local old = redis.call('HGET', KEYS[1], id)
 if not old then return false end
 local o = parse(old)
 local section, implicit
-if ARGV[8] == '1' then
+if ARGV[9] == '1' then
   local colocated = bit.band(o.flags, 4) == 4
   implicit = 0
-  local parts = { string.char(#ARGV - 8) }
+  local parts = { string.char(#ARGV - 9) }
   local explicit = {}
-  for i = 9, #ARGV do
+  for i = 10, #ARGV do
     local k = ARGV[i]
     if colocated and k == o.subject then
       implicit = 1
@@ -96,7 +97,7 @@ if ARGV[8] == '1' then
 end
 local holder = take_turn(P, id, ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], false)
 if holder ~= true then return holder end
-local c = math.min(cseq(old) + 1, MAX_CSEQ)
+local c = next_cseq(cseq(old), ARGV[8])
 local rec = with_cseq(old, c)
 if section and section ~= string.sub(old, o.deps_at, o.deps_end - 1) then
   local flags = bit.band(o.flags, 254) + implicit
@@ -322,8 +323,64 @@ return 0
     )
 });
 
+// KEYS[1] a source host's subscriptions (ZSET id -> expiry, ms: each lapses with its
+// subscription, so a count a crashed node failed to lower heals by itself, and so does the
+// key). ARGV: id, expires_ms, now_ms, cap, id of the subscription this one replaces ('' for
+// none). Adds `id` unless the host holds `cap` live subscriptions besides the replaced one.
+// 1 if added, 0 if refused.
+pub static SOURCE_ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local n = redis.call('ZCARD', KEYS[1])
+  if ARGV[5] ~= '' and redis.call('ZSCORE', KEYS[1], ARGV[5]) then n = n - 1 end
+  if n >= tonumber(ARGV[4]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 1
+"#,
+    )
+});
+
+// KEYS[1] a source host's subscriptions; ARGV: id, expires_ms. Moves a counted
+// subscription's expiry on a refresh (and the key's with it). 1 if it is counted there.
+pub static SOURCE_RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 1
+"#,
+    )
+});
+
+// KEYS[1] a key's hint set (the partitions holding explicit index entries for it); ARGV:
+// partition, until_ms, now_ms, legacy_hold_ms. Adds the partition and keeps the set until at
+// least until_ms (a set without an expiry, written before hints expired, is kept for
+// legacy_hold_ms from now at least). Returns until when the set is kept.
+pub static HINT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local untl, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -1 then untl = math.max(untl, now + tonumber(ARGV[4])) end
+redis.call('SADD', KEYS[1], ARGV[1])
+if ttl < 0 or now + ttl < untl then
+  redis.call('PEXPIREAT', KEYS[1], untl)
+  return untl
+end
+return now + ttl
+"#,
+    )
+});
+
 /// Every script of the store, for tests that check what the scripts do in Redis.
-pub fn all() -> [&'static Script; 15] {
+pub fn all() -> [&'static Script; 18] {
     [
         &INSERT,
         &REFRESH,
@@ -340,5 +397,8 @@ pub fn all() -> [&'static Script; 15] {
         &TAKE_DIRTY,
         &CLAIM,
         &UNCLAIM,
+        &SOURCE_ADMIT,
+        &SOURCE_RENEW,
+        &HINT,
     ]
 }
