@@ -158,26 +158,38 @@ impl Canvas {
         }
     }
 
-    /// Bresenham, `thick` pixels wide vertically.
-    pub fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb, thick: i64) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        loop {
-            for t in 0..thick {
-                self.set(x, y + t, c);
-            }
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
+    /// A straight line drawn with a `thick`×`thick` square brush.
+    pub fn line(&mut self, a: (i64, i64), b: (i64, i64), c: Rgb, thick: i64) {
+        self.polyline(&[a, b], c, thick, None);
+    }
+
+    /// Bresenham through `pts` with a `thick`×`thick` square brush; `dash = Some((on, off))`
+    /// draws `on` steps and skips `off`, the pattern running on across the corners.
+    pub fn polyline(&mut self, pts: &[(i64, i64)], c: Rgb, thick: i64, dash: Option<(u32, u32)>) {
+        let mut step = 0u32;
+        for w in pts.windows(2) {
+            let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+            let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
+            let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
+            let (mut x, mut y, mut err) = (x0, y0, dx + dy);
+            loop {
+                let ink = dash.is_none_or(|(on, off)| step % (on + off) < on);
+                if ink {
+                    self.rect(x - thick / 2, y - thick / 2, thick, thick, c);
+                }
+                if x == x1 && y == y1 {
+                    break;
+                }
+                step += 1;
+                let e2 = 2 * err;
+                if e2 >= dy {
+                    err += dy;
+                    x += sx;
+                }
+                if e2 <= dx {
+                    err += dx;
+                    y += sy;
+                }
             }
         }
     }
