@@ -169,8 +169,16 @@ pub fn write_all(r: &RunResult, dir: &Path) -> anyhow::Result<()> {
 struct Series {
     label: &'static str,
     color: Rgb,
+    /// Dashed, so a line drawn earlier shows through where both have the same values
+    /// (provisioned/s equals fetches/s when each phone fetches one document).
+    dashed: bool,
     values: Vec<f64>,
 }
+
+/// Dash pattern of a dashed series in the PNG: pixels drawn, pixels skipped.
+const PNG_DASH: (u32, u32) = (8, 6);
+/// The same in the SVG.
+const SVG_DASH: &str = "6 4";
 
 const RATES_Y_TITLE: &str = "rate (per second)";
 const LATENCY_Y_TITLE: &str = "latency (ms)";
@@ -185,26 +193,31 @@ fn rate_series(r: &RunResult) -> Vec<Series> {
         Series {
             label: "SUBSCRIBE/s",
             color: (31, 119, 180),
+            dashed: false,
             values: col(|s| s.subscribes),
         },
         Series {
             label: "NOTIFY/s",
             color: (255, 127, 14),
+            dashed: false,
             values: col(|s| s.notifies),
         },
         Series {
             label: "fetches/s",
             color: (44, 160, 44),
+            dashed: false,
             values: col(|s| s.fetches),
         },
         Series {
             label: "provisioned/s",
             color: (148, 103, 189),
+            dashed: true,
             values: col(|s| s.provisioned),
         },
         Series {
             label: "failed + retransmitted/s",
             color: (214, 39, 40),
+            dashed: false,
             values: col(|s| s.failures + s.retransmissions),
         },
     ]
@@ -230,6 +243,7 @@ fn latency_series(r: &RunResult) -> Vec<Series> {
         Series {
             label: "SUBSCRIBE→200 mean ms",
             color: (31, 119, 180),
+            dashed: false,
             values: r
                 .timeline
                 .iter()
@@ -239,6 +253,7 @@ fn latency_series(r: &RunResult) -> Vec<Series> {
         Series {
             label: "SUBSCRIBE→200 max ms",
             color: (174, 199, 232),
+            dashed: false,
             values: r
                 .timeline
                 .iter()
@@ -248,6 +263,7 @@ fn latency_series(r: &RunResult) -> Vec<Series> {
         Series {
             label: "NOTIFY→fetched mean ms",
             color: (44, 160, 44),
+            dashed: false,
             values: r
                 .timeline
                 .iter()
@@ -257,6 +273,7 @@ fn latency_series(r: &RunResult) -> Vec<Series> {
         Series {
             label: "NOTIFY→fetched max ms",
             color: (152, 223, 138),
+            dashed: false,
             values: r
                 .timeline
                 .iter()
@@ -358,7 +375,7 @@ fn svg(title: &str, y_title: &str, series: &[Series], slot_s: f64) -> String {
     let mut legend = Vec::new();
     let (mut lx, mut row) = (l, 0.0);
     for se in series {
-        let ew = 14.0 + CHAR_W * se.label.chars().count() as f64;
+        let ew = 20.0 + CHAR_W * se.label.chars().count() as f64;
         if lx > l && lx + ew > w - rm {
             lx = l;
             row += 1.0;
@@ -421,19 +438,49 @@ fn svg(title: &str, y_title: &str, series: &[Series], slot_s: f64) -> String {
             let _ = write!(pts, "{x:.1},{y:.1} ");
         }
         let (r, g, bl) = se.color;
+        // Dashed and a little wider, so it shows over the line it may cover.
+        let stroke = if se.dashed {
+            format!("stroke-width='2.5' stroke-dasharray='{SVG_DASH}'")
+        } else {
+            "stroke-width='1.5'".to_owned()
+        };
         for run in pts.split('|').filter(|p| !p.is_empty()) {
-            let _ = write!(
-                s,
-                "<polyline fill='none' stroke='rgb({r},{g},{bl})' stroke-width='1.5' points='{run}'/>"
-            );
+            match run.trim().split_once(',') {
+                // A lone value between gaps: a dot, or it would not show at all.
+                Some((x, y)) if !run.trim().contains(' ') => {
+                    let _ = write!(
+                        s,
+                        "<circle cx='{x}' cy='{y}' r='2' fill='rgb({r},{g},{bl})'/>"
+                    );
+                }
+                _ => {
+                    let _ = write!(
+                        s,
+                        "<polyline fill='none' stroke='rgb({r},{g},{bl})' {stroke} points='{run}'/>"
+                    );
+                }
+            }
         }
         let y = legend_top + row * LEGEND_ROW;
+        if se.dashed {
+            let _ = write!(
+                s,
+                "<line x1='{lx}' x2='{}' y1='{}' y2='{}' stroke='rgb({r},{g},{bl})' stroke-width='10' stroke-dasharray='4 2'/>",
+                lx + 16.0,
+                y - 5.0,
+                y - 5.0
+            );
+        } else {
+            let _ = write!(
+                s,
+                "<rect x='{lx}' y='{}' width='16' height='10' fill='rgb({r},{g},{bl})'/>",
+                y - 10.0
+            );
+        }
         let _ = write!(
             s,
-            "<rect x='{lx}' y='{}' width='10' height='10' fill='rgb({r},{g},{bl})'/>\
-             <text x='{}' y='{y}'>{}</text>",
-            y - 10.0,
-            lx + 14.0,
+            "<text x='{}' y='{y}'>{}</text>",
+            lx + 20.0,
             esc(se.label)
         );
     }
@@ -501,6 +548,20 @@ const PAD: i64 = 12;
 /// since the start, a legend naming each line; colours as in the HTML.
 pub fn png_rates(r: &RunResult, w: usize, h: usize) -> anyhow::Result<Vec<u8>> {
     draw_rates(r, w, h).0.png()
+}
+
+/// The legend's sample of a series: a bar in its colour, broken like the line if dashed.
+fn draw_swatch(c: &mut Canvas, at: Rect, se: &Series) {
+    if se.dashed {
+        let (on, off) = (6, 3);
+        let mut x = at.x;
+        while x < at.x + at.w {
+            c.rect(x, at.y, on.min(at.x + at.w - x), at.h, se.color);
+            x += on + off;
+        }
+    } else {
+        c.rect(at.x, at.y, at.w, at.h, se.color);
+    }
 }
 
 fn draw_rates(r: &RunResult, w: usize, h: usize) -> (Canvas, Layout) {
@@ -599,15 +660,20 @@ fn draw_rates(r: &RunResult, w: usize, h: usize) -> (Canvas, Layout) {
                 y_at(se.values[i]),
             )
         };
-        let shown = |i: usize| !se.values[i].is_nan();
-        for i in (0..se.values.len()).filter(|i| shown(*i)) {
-            if i > 0 && shown(i - 1) {
-                c.line(pt(i - 1), pt(i), se.color, 2);
-            } else if i + 1 == se.values.len() || !shown(i + 1) {
-                // A lone value between gaps: a dot, or it would not show at all.
-                let (x, y) = pt(i);
-                c.rect(x - 1, y - 1, 3, 3, se.color);
+        let dash = se.dashed.then_some(PNG_DASH);
+        let mut run = Vec::new();
+        for i in 0..=se.values.len() {
+            if i < se.values.len() && !se.values[i].is_nan() {
+                run.push(pt(i));
+                continue;
             }
+            match run.len() {
+                0 => {}
+                // A lone value between gaps: a dot, or it would not show at all.
+                1 => c.rect(run[0].0 - 1, run[0].1 - 1, 3, 3, se.color),
+                _ => c.polyline(&run, se.color, 2, dash),
+            }
+            run.clear();
         }
     }
     c.line((plot.x, plot.y), (plot.x, plot.y + plot.h), AXIS_INK, 1);
@@ -627,7 +693,7 @@ fn draw_rates(r: &RunResult, w: usize, h: usize) -> (Canvas, Layout) {
             w: swatch_w,
             h: 10,
         };
-        c.rect(swatch.x, swatch.y, swatch.w, swatch.h, se.color);
+        draw_swatch(&mut c, swatch, se);
         let label = Rect {
             x: lx + swatch_w + swatch_gap,
             y,
@@ -741,7 +807,15 @@ mod tests {
         assert_eq!(lay.legend.len(), series.len());
         for (se, (swatch, label)) in series.iter().zip(&lay.legend) {
             assert_shows(&c, *swatch, "swatch", |c| {
-                c.rect(0, 0, swatch.w, swatch.h, se.color)
+                draw_swatch(
+                    c,
+                    Rect {
+                        x: 0,
+                        y: 0,
+                        ..*swatch
+                    },
+                    se,
+                )
             });
             assert_shows(&c, *label, se.label, |c| {
                 c.text(0, 0, se.label, FONT_SCALE, INK)
@@ -801,6 +875,22 @@ mod tests {
         for (_, l) in &lay.legend {
             assert!(l.x + l.w <= 600, "{l:?}");
         }
+    }
+
+    #[test]
+    fn latency_gaps_are_gaps_and_a_lone_value_is_a_dot() {
+        let mut r = fixture();
+        for (i, s) in r.timeline.iter_mut().enumerate() {
+            if i != 10 {
+                (s.sub_lat_n, s.sub_lat_sum_us, s.sub_lat_max_us) = (0, 0, 0);
+            }
+        }
+        let lat = latency_series(&r);
+        assert!(lat[0].values[9].is_nan() && lat[1].values[11].is_nan());
+        assert_eq!((lat[0].values[10], lat[1].values[10]), (2.0, 9.0));
+        let svg = svg("t", LATENCY_Y_TITLE, &lat, r.timeline_slot_s);
+        // SUBSCRIBE→200 mean and max: one dot each.
+        assert_eq!(svg.matches("<circle").count(), 2, "{svg}");
     }
 
     #[test]
