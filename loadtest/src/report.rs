@@ -183,6 +183,8 @@ const SVG_DASH: &str = "6 4";
 const RATES_Y_TITLE: &str = "rate (per second)";
 const LATENCY_Y_TITLE: &str = "latency (ms)";
 const TIME_X_TITLE: &str = "time since start (s)";
+/// Marks the moment change-storm published its change.
+const CHANGE_LABEL: &str = "change published";
 
 fn rate_series(r: &RunResult) -> Vec<Series> {
     let per_s = 1.0 / r.timeline_slot_s.max(1e-9);
@@ -365,7 +367,13 @@ fn esc(t: &str) -> String {
 
 /// A line plot over the run's timeline: title, y ticks and title, time ticks and title, and
 /// a legend that names every line next to its colour (wrapping onto more rows as needed).
-fn svg(title: &str, y_title: &str, series: &[Series], slot_s: f64) -> String {
+fn svg(
+    title: &str,
+    y_title: &str,
+    series: &[Series],
+    slot_s: f64,
+    change_at: Option<f64>,
+) -> String {
     // Sans-serif at 12 px averages under 7.5 px a character; the legend is laid out with that.
     const CHAR_W: f64 = 7.5;
     const LEGEND_ROW: f64 = 20.0;
@@ -386,7 +394,7 @@ fn svg(title: &str, y_title: &str, series: &[Series], slot_s: f64) -> String {
     let legend_top = t + ph + 62.0;
     let h = legend_top + (row + 1.0) * LEGEND_ROW + 4.0;
     let n = series.first().map_or(0, |s| s.values.len());
-    let xaxis = Axis::new(n as f64 * slot_s, 10);
+    let xaxis = Axis::new((n as f64 * slot_s).max(change_at.unwrap_or(0.0)), 10);
     let yaxis = Axis::new(max_of(series) * HEADROOM, 5);
     let mut s = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\
@@ -484,6 +492,22 @@ fn svg(title: &str, y_title: &str, series: &[Series], slot_s: f64) -> String {
             esc(se.label)
         );
     }
+    if let Some(at) = change_at {
+        let x = l + pw * at / xaxis.top;
+        // Right of the line, or left of it near the right edge.
+        let (tx, anchor) = if x + 130.0 < l + pw {
+            (x + 4.0, "start")
+        } else {
+            (x - 4.0, "end")
+        };
+        let _ = write!(
+            s,
+            "<line x1='{x:.1}' x2='{x:.1}' y1='{t}' y2='{}' stroke='#555' stroke-dasharray='4 3'/>\
+             <text x='{tx:.1}' y='{}' text-anchor='{anchor}' fill='#333'>{CHANGE_LABEL}</text>",
+            t + ph,
+            t + 14.0
+        );
+    }
     s.push_str("</svg>");
     s
 }
@@ -504,13 +528,15 @@ fn html(r: &RunResult) -> String {
             &format!("Rates over time — {title}"),
             RATES_Y_TITLE,
             &rate_series(r),
-            r.timeline_slot_s
+            r.timeline_slot_s,
+            r.change_published_at_s
         ),
         lat = svg(
             &format!("Latencies over time — {title}"),
             LATENCY_Y_TITLE,
             &latency_series(r),
-            r.timeline_slot_s
+            r.timeline_slot_s,
+            r.change_published_at_s
         ),
         sum = esc(&summary(r)),
     )
@@ -535,6 +561,8 @@ struct Layout {
     y_title: Rect,
     /// Per series: its colour swatch and its name.
     legend: Vec<(Rect, Rect)>,
+    /// The "change published" label, in change-storm.
+    change: Option<Rect>,
 }
 
 const FONT_SCALE: i64 = 2;
@@ -600,7 +628,11 @@ fn draw_rates(r: &RunResult, w: usize, h: usize) -> (Canvas, Layout) {
     let tick_y = x_title_y - 8 - th;
 
     let n = series.first().map_or(0, |s| s.values.len());
-    let xaxis = Axis::new(n as f64 * r.timeline_slot_s, 10);
+    let change_at = r.change_published_at_s;
+    let xaxis = Axis::new(
+        (n as f64 * r.timeline_slot_s).max(change_at.unwrap_or(0.0)),
+        10,
+    );
     let yaxis = Axis::new(max_of(&series) * HEADROOM, 5);
     let y_ticks: Vec<_> = yaxis.ticks().collect();
     let label_w = y_ticks
@@ -684,6 +716,38 @@ fn draw_rates(r: &RunResult, w: usize, h: usize) -> (Canvas, Layout) {
         1,
     );
 
+    let change = change_at.map(|at| {
+        let x = x_at(at);
+        c.polyline(
+            &[(x, plot.y), (x, plot.y + plot.h)],
+            AXIS_INK,
+            1,
+            Some((4, 4)),
+        );
+        let tw = Canvas::text_width(CHANGE_LABEL, s);
+        // Right of the line, or left of it near the right edge; on white, above the lines.
+        let lx = if x + 6 + tw < plot.x + plot.w {
+            x + 6
+        } else {
+            x - 6 - tw
+        };
+        let label = Rect {
+            x: lx,
+            y: plot.y + 6,
+            w: tw,
+            h: th,
+        };
+        c.rect(
+            label.x - 2,
+            label.y - 2,
+            label.w + 4,
+            label.h + 4,
+            (255, 255, 255),
+        );
+        c.text(label.x, label.y, CHANGE_LABEL, s, INK);
+        label
+    });
+
     let mut legend = Vec::new();
     for (se, (lx, row, tw)) in series.iter().zip(entries) {
         let y = legend_top + row * row_h;
@@ -709,6 +773,7 @@ fn draw_rates(r: &RunResult, w: usize, h: usize) -> (Canvas, Layout) {
         x_title,
         y_title,
         legend,
+        change,
     };
     (c, layout)
 }
@@ -867,6 +932,20 @@ mod tests {
     }
 
     #[test]
+    fn change_storm_plots_mark_when_the_change_was_published() {
+        let mut r = fixture();
+        assert_eq!(draw_rates(&r, 960, 480).1.change, None);
+        r.change_published_at_s = Some(2.5);
+        let (c, lay) = draw_rates(&r, 960, 480);
+        let at = lay.change.expect("a change label");
+        assert_shows(&c, at, CHANGE_LABEL, |c| {
+            c.text(0, 0, CHANGE_LABEL, FONT_SCALE, INK)
+        });
+        let page = html(&r);
+        assert_eq!(page.matches(&format!(">{CHANGE_LABEL}</text>")).count(), 2);
+    }
+
+    #[test]
     fn a_long_legend_wraps_onto_another_row() {
         let r = fixture();
         let (_, lay) = draw_rates(&r, 600, 400);
@@ -888,7 +967,7 @@ mod tests {
         let lat = latency_series(&r);
         assert!(lat[0].values[9].is_nan() && lat[1].values[11].is_nan());
         assert_eq!((lat[0].values[10], lat[1].values[10]), (2.0, 9.0));
-        let svg = svg("t", LATENCY_Y_TITLE, &lat, r.timeline_slot_s);
+        let svg = svg("t", LATENCY_Y_TITLE, &lat, r.timeline_slot_s, None);
         // SUBSCRIBE→200 mean and max: one dot each.
         assert_eq!(svg.matches("<circle").count(), 2, "{svg}");
     }
