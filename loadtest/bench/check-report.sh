@@ -4,9 +4,11 @@
 #   bash loadtest/bench/check-report.sh [phones=300]
 #
 # Builds `uaprof` and `uaprof-storm` (debug; honours CARGO_TARGET_DIR), starts one
-# `uaprof --role all` on 127.0.0.1 port 0, runs a small power-up storm with `--out`, then takes
-# a headless Chromium screenshot of report.html (installs the Debian package `chromium` when
-# it is missing and we are root). It fails unless
+# `uaprof --role all` on 127.0.0.1 port 0, runs a small change-storm with `--out` (the phones
+# boot over 1 s, then a change spread over 1 s by effective-by, so the plots show both phases
+# and the "change published" marker), then takes a headless Chromium screenshot of
+# report.html (installs the Debian package `chromium` when it is missing and we are root).
+# It fails unless
 #   * plot.png is 960×480 (report::PNG_SIZE), not blank, draws every rate series in its colour
 #     and has dark text pixels in the title band (top) and the legend band (bottom);
 #   * the screenshot has the requested size, is not blank, shows every rate series' legend
@@ -48,8 +50,9 @@ pids+=($!)
 for _ in $(seq 300); do grep -q "uaprof ready" "$work/all.out" 2>/dev/null && break; sleep 0.1; done
 line=$(grep "uaprof ready" "$work/all.out") || { cat "$work/all.out" "$work/all.err"; exit 1; }
 
-"$target/uaprof-storm" power-up --phones "$phones" --over 1 --server "udp://$(field "$line" sip-udp)" \
-    --http "http://$(field "$line" http)" --max-time 60 --no-progress --out "$out" > "$work/storm"
+"$target/uaprof-storm" change-storm --phones "$phones" --over 1 --effective-by 1 \
+    --server "udp://$(field "$line" sip-udp)" --http "http://$(field "$line" http)" \
+    --max-time 60 --no-progress --out "$out" > "$work/storm"
 
 # Chromium as root needs --no-sandbox; the profile directory keeps it off $HOME.
 timeout 120 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
