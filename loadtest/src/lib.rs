@@ -12,11 +12,13 @@
 //! * [`timers`] — RFC 3261 transaction timers, RFC 6080 back-off, the timer queue, RNG.
 //! * [`stats`] — counters, HDR-style histograms, the timeline.
 //! * [`report`] — summary table, JSON, HTML with SVG plots, PNG.
+//! * [`raster`] — the PNG's canvas and its built-in 5×8 bitmap font.
 
 pub mod body;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod raster;
 pub mod report;
 pub mod run;
 pub mod sip;
