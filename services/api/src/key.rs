@@ -269,17 +269,29 @@ fn decode_escapes(s: &str) -> Option<Vec<u8>> {
     well_formed.then(|| percent_encoding::percent_decode(bytes).collect())
 }
 
-/// Normalises a domain name (or IP literal) to lowercase and checks its characters.
+/// Normalises a domain name (or IP literal) to lowercase and checks its characters. An IPv6
+/// address, bracketed or not, comes back bracketed in its RFC 5952 form (`[2001:db8::1]`);
+/// brackets around anything else, or a colon outside them, are refused, so the result always
+/// normalises to itself.
 pub fn normalize_domain(raw: &str) -> Result<String, KeyError> {
-    let s = raw.trim().trim_end_matches('.');
+    let bad = || KeyError::BadDomain(raw.to_owned());
+    let s = raw.trim_matches([' ', '\t']);
+    let literal = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    if let Ok(v6) = literal.parse::<std::net::Ipv6Addr>() {
+        return Ok(format!("[{v6}]"));
+    }
+    let s = s.trim_end_matches('.');
     let valid = !s.is_empty()
         && s.len() <= 253
         && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c));
     if valid {
         Ok(s.to_ascii_lowercase())
     } else {
-        Err(KeyError::BadDomain(raw.to_owned()))
+        Err(bad())
     }
 }
 
@@ -402,6 +414,20 @@ mod tests {
             Ok("alice@h")
         );
         assert!(normalize_aor("a@b@example.com").is_err());
+        // Found by the key_normalize fuzz target: a lone `[` passed as a domain once and
+        // was refused the second time.
+        assert!(normalize_aor("\t)  @  [ ").is_err());
+        for raw in ["[", "]", "[example.com]", "a:b", "[::1", "[::1]:5060"] {
+            assert!(normalize_domain(raw).is_err(), "{raw:?}");
+        }
+        assert_eq!(
+            normalize_domain("2001:DB8:0::1").as_deref(),
+            Ok("[2001:db8::1]")
+        );
+        assert_eq!(
+            normalize_domain("[2001:db8::1]").as_deref(),
+            Ok("[2001:db8::1]")
+        );
         assert_eq!(
             normalize_aor("bob@[2001:DB8::1]:5061").as_deref(),
             Ok("bob@[2001:db8::1]")
