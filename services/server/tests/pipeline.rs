@@ -210,7 +210,7 @@ fn slow_phone(mut phone: Phone, until: Instant, delay: Duration, refresh: Durati
         if let Some((at, reply, to, _)) = &pending
             && Instant::now() >= *at
         {
-            phone.reply(&reply, *to);
+            phone.reply(reply, *to);
             pending = None;
         }
         if Instant::now() >= next_refresh {
