@@ -143,6 +143,18 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "UAPROF_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format on stderr: `text` for people, `json` (one object a line) for log
+    /// shippers.
+    #[arg(long, env = "UAPROF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, with the current span and its trace id.
+    Json,
 }
 
 fn parse_listen(v: &str, what: &str) -> Result<Option<SocketAddr>, String> {

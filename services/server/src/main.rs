@@ -2,12 +2,12 @@
 
 mod admin;
 mod config;
+mod logging;
 mod run;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 /// Exit status for a bad configuration (sysexits EX_USAGE), so orchestration can tell it
 /// apart from a crash.
@@ -21,11 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = config::Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(&cli.log, cli.log_format);
     let cfg = match cli.load() {
         Ok(c) => c,
         Err(e) => {
