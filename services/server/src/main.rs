@@ -21,7 +21,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = config::Cli::parse();
-    logging::init(&cli.log, cli.log_format);
     let cfg = match cli.load() {
         Ok(c) => c,
         Err(e) => {
@@ -53,7 +52,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run::run(cfg)) {
+    let tracer = {
+        let _in_runtime = runtime.enter();
+        match logging::init(&cli.log, cli.log_format, &cfg.telemetry) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("uaprof: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    let result = runtime.block_on(run::run(cfg));
+    // Flush the spans still batched while the runtime that carries the exporter is alive.
+    if let Some(t) = tracer
+        && let Err(e) = t.shutdown()
+    {
+        eprintln!("uaprof: spans not flushed: {e}");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(run::RunError::Config(e)) => {
             eprintln!("uaprof: {e}");
