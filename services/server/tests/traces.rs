@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Phone, Server, Sub, http, put_doc};
+use common::{Phone, Server, Sub, http, kafka_config, put_doc};
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
 
 const T: Duration = Duration::from_secs(10);
@@ -119,4 +119,74 @@ async fn subscribe_store_notify_and_fetch_spans_reach_the_collector_with_parent_
         subscribe.span_id.as_str(),
         "{answered}"
     );
+}
+
+/// Provisions one document through the Kafka path (role all with `[kafka]`) to a subscribed
+/// phone, then stops the server.
+fn kafka_session(endpoint: &str) {
+    let broker = testkit::KafkaBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = kafka_config(dir.path(), &broker.bootstrap(), "");
+    let mut srv = Server::start(&[
+        "--config",
+        cfg.to_str().expect("path"),
+        "--otlp-endpoint",
+        endpoint,
+    ]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a00df1e00bb03");
+    let (resp, early) = phone.subscribe(&Sub::default());
+    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+    match early.into_iter().next() {
+        Some(first) => phone.send(&first.response(200, "OK")),
+        None => drop(phone.expect_notify(T, 200)),
+    }
+    let doc = b"<config/>";
+    let st = put_doc(
+        &srv,
+        "device",
+        "00:DF:1E:00:BB:03",
+        "k.xml",
+        "application/x-acme+xml",
+        doc,
+    );
+    assert_eq!(st, 201);
+    phone.expect_notify(Duration::from_secs(20), 200);
+    assert!(srv.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_carries_its_trace_through_kafka_headers_to_the_fanout_batch() {
+    let mut collector = FakeCollectorServer::start().await.expect("collector");
+    let endpoint = collector.endpoint();
+    let run = tokio::task::spawn_blocking(move || kafka_session(&endpoint));
+    let mut spans: Vec<ExportedSpan> = Vec::new();
+    while !run.is_finished() {
+        spans.extend(
+            collector
+                .exported_spans(1, Duration::from_millis(200))
+                .await,
+        );
+    }
+    run.await.expect("session");
+    spans.extend(collector.exported_spans(1, Duration::from_secs(2)).await);
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let child_of = |name: &str, parent: &ExportedSpan| {
+        spans
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.parent_span_id == parent.span_id
+                    && s.trace_id == parent.trace_id
+            })
+            .unwrap_or_else(|| panic!("no {name} under {}: {names:?}", parent.name))
+    };
+    let produce = spans
+        .iter()
+        .find(|s| s.name == "kafka.produce")
+        .unwrap_or_else(|| panic!("no kafka.produce span: {names:?}"));
+    // Producer → change topic → content tier → applied topic → notifier, each hop carried
+    // in the record's traceparent header.
+    let change = child_of("kafka.change", produce);
+    let batch = child_of("fanout.batch", change);
+    child_of("store.enqueue_fanout", batch);
 }
