@@ -25,6 +25,10 @@ pub struct ProfileChange {
     /// Seconds over which the change's NOTIFYs should be spread, if the provisioner set it.
     #[serde(default)]
     pub rollout_window: Option<u32>,
+    /// W3C `traceparent` of the change's trace, when its record carried one (Kafka), so the
+    /// fan-out batch it causes joins that trace.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

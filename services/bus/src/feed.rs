@@ -113,13 +113,17 @@ impl ChangeSource for AppliedFeed {
                 Ok(Ok(msg)) => msg,
             };
             let (partition, offset) = (msg.partition(), msg.offset());
+            let traceparent = crate::trace::traceparent(msg.headers());
             let applied = decode(&msg);
             drop(msg);
             let seq = self.next_seq;
             self.next_seq += 1;
             records += 1;
             self.pending.push_back((seq, partition, offset));
-            out.extend(applied.map(|a| a.to_feed(seq)));
+            out.extend(applied.map(|a| ProfileChange {
+                traceparent,
+                ..a.to_feed(seq)
+            }));
             linger_until.get_or_insert_with(|| tokio::time::Instant::now() + BATCH_LINGER);
         }
         Ok(out)

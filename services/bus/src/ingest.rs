@@ -25,7 +25,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 use uaprof_api::Change;
 
 use crate::context::{KafkaContext, TRACE_HEADERS};
@@ -152,7 +152,14 @@ impl ContentConsumer {
                 }
                 msg = consumer.recv() => match msg {
                     Ok(msg) => {
-                        let Some(outcome) = ingest.process(&msg, &shutdown).await else { break };
+                        let span = tracing::info_span!(
+                            "kafka.change",
+                            partition = rdkafka::Message::partition(&msg),
+                            offset = rdkafka::Message::offset(&msg),
+                        );
+                        crate::trace::continue_from(&span, rdkafka::Message::headers(&msg));
+                        let processed = ingest.process(&msg, &shutdown).instrument(span).await;
+                        let Some(outcome) = processed else { break };
                         ingest.publish(&msg, outcome, &shutdown).await;
                         let p = rdkafka::Message::partition(&msg);
                         let n = ingest.uncommitted.entry(p).or_default();
@@ -263,7 +270,8 @@ impl Ingest {
             topic: self.cfg.topics.applied.clone(),
             key: events::record_key(&change.key).into_bytes(),
             payload: events::encode_applied(&applied),
-            headers: trace_headers(msg),
+            // The applied record continues the change's trace from this node's span.
+            headers: crate::trace::current_or(trace_headers(msg)),
         }
     }
 

@@ -14,6 +14,7 @@
 //! * [`ingest`]: [`ContentConsumer`], the content tier's consumer of the change topic.
 //! * [`feed`]: [`AppliedFeed`], the notifiers' [`uaprof_api::ChangeSource`].
 //! * `context`: the client context: librdkafka logs through tracing, consumer lag gauges.
+//! * `trace`: W3C trace context in record headers, so a change's trace crosses the tiers.
 
 pub mod admin;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod feed;
 pub mod ingest;
 pub mod producer;
 pub mod telemetry;
+mod trace;
 
 pub use admin::ensure_topics;
 pub use config::KafkaConfig;

@@ -38,6 +38,8 @@ impl ChangeProducer {
     }
 
     /// Publishes one change and waits until the broker has it; returns (partition, offset).
+    /// Without headers of its own, the record carries the current span's trace context.
+    #[tracing::instrument(name = "kafka.produce", skip_all, fields(key = %change.key))]
     pub async fn send(
         &self,
         change: &Change,
@@ -45,9 +47,8 @@ impl ChangeProducer {
     ) -> Result<(i32, i64), String> {
         let (key, value) = events::encode_change(change).map_err(|e| e.to_string())?;
         let mut record = FutureRecord::to(&self.topic).key(&key).payload(&value);
-        if let Some(h) = headers {
-            record = record.headers(h);
-        }
+        let headers = headers.unwrap_or_else(|| crate::trace::current_or(OwnedHeaders::new()));
+        record = record.headers(headers);
         match self.producer.send(record, Timeout::Never).await {
             Ok(d) => Ok((d.partition, d.offset)),
             Err((e, _)) => Err(format!("kafka: change not delivered: {e}")),

@@ -203,6 +203,7 @@ pub(crate) fn changes_from_wire(
                 version: c.version,
                 effective_by: c.effective_by,
                 rollout_window: c.rollout_window,
+                traceparent: None,
             })
         })
         .collect()
@@ -323,6 +324,7 @@ mod tests {
                 version: 1,
                 effective_by: Some(5),
                 rollout_window: Some(60),
+                traceparent: None,
             })
         };
         let ok = changes_from_wire(vec![change(4), change(6)], 3, 2).unwrap();

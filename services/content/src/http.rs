@@ -153,6 +153,7 @@ fn key_from_path(kind: &str, id: &str) -> Result<ProfileKey, ContentError> {
     Ok(ProfileKey::from_parts(kind, &id)?)
 }
 
+#[tracing::instrument(name = "content.fetch", skip_all, fields(kind = %kind, id = %id, name = %name))]
 async fn fetch(
     service: &ContentService,
     req: &Request<Incoming>,

@@ -250,6 +250,7 @@ impl Store {
                     version: c.version,
                     effective_by: c.effective_by,
                     rollout_window: c.rollout_window,
+                    traceparent: None,
                 })
             })
             .collect())

@@ -209,6 +209,7 @@ impl Applied {
             version: self.version,
             effective_by: self.timing.effective_by,
             rollout_window: self.timing.rollout_window,
+            traceparent: None,
         }
     }
 }

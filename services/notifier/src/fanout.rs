@@ -25,10 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
+use opentelemetry::trace::TraceContextExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uaprof_api::{ChangeSource, FeedError, ProfileChange, ProfileKey};
 
 use crate::Ctx;
@@ -65,12 +67,12 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
             _ = shutdown.cancelled() => return,
             b = feed.next_batch(FEED_BATCH, FEED_WAIT) => b,
         };
-        let (jobs, seq) = match batch {
+        let (jobs, seq, span) = match batch {
             Ok(changes) if changes.is_empty() => continue,
             Ok(changes) => {
                 counter!("fanout_changes_total").increment(changes.len() as u64);
                 let last = changes.iter().map(|c| c.seq).max().unwrap_or_default();
-                (coalesce(&changes), last)
+                (coalesce(&changes), last, batch_span(&changes))
             }
             Err(FeedError::Gap {
                 after,
@@ -86,7 +88,11 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
                     effective_by: None,
                     rollout_window: None,
                 };
-                (vec![all], resume_after)
+                (
+                    vec![all],
+                    resume_after,
+                    info_span!("fanout.batch", changes = 0),
+                )
             }
             Err(FeedError::Closed) => return,
             Err(e) => {
@@ -99,11 +105,44 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
             }
         };
         prewarm(&ctx, &jobs);
-        if !record(&ctx, &jobs, &shutdown).await {
+        if !record(&ctx, &jobs, &shutdown)
+            .instrument(span.clone())
+            .await
+        {
             return;
         }
-        commit(&ctx, feed.as_mut(), seq, &shutdown).await;
+        commit(&ctx, feed.as_mut(), seq, &shutdown)
+            .instrument(span)
+            .await;
     }
+}
+
+/// Other changes' traces linked from one batch span. A batch holds up to `FEED_BATCH`
+/// changes; past a few dozen links a trace view shows nothing more useful, and the SDK's
+/// default limit (128 links a span) would drop the rest anyway.
+const MAX_BATCH_LINKS: usize = 32;
+
+/// The span of one fan-out batch: a child of the first change's trace (the `traceparent`
+/// its Kafka record carried), linked to the traces of the others.
+fn batch_span(changes: &[ProfileChange]) -> tracing::Span {
+    let span = info_span!("fanout.batch", changes = changes.len());
+    let mut contexts = changes
+        .iter()
+        .filter_map(|c| c.traceparent.as_deref())
+        .map(|tp| {
+            let carrier =
+                std::collections::HashMap::from([("traceparent".to_owned(), tp.to_owned())]);
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier))
+        })
+        .filter(|cx| cx.span().span_context().is_valid());
+    if let Some(first) = contexts.next() {
+        // Fails only when no tracer is installed, and then there is nothing to join.
+        let _ = span.set_parent(first);
+    }
+    for cx in contexts.take(MAX_BATCH_LINKS) {
+        span.add_link(cx.span().span_context().clone());
+    }
+    span
 }
 
 /// Tells the content tier which keys' documents the coming walks will make phones fetch, so
@@ -151,7 +190,8 @@ fn coalesce(changes: &[ProfileChange]) -> Vec<FanoutJob> {
 /// Records the jobs durably, retrying until the store takes them. `false` on shutdown.
 async fn record(ctx: &Ctx, jobs: &[FanoutJob], shutdown: &CancellationToken) -> bool {
     loop {
-        match ctx.store.enqueue_fanout(jobs).await {
+        let write = ctx.store.enqueue_fanout(jobs);
+        match write.instrument(info_span!("store.enqueue_fanout")).await {
             Ok(()) => {
                 counter!("fanout_jobs_recorded_total").increment(jobs.len() as u64);
                 return true;

@@ -99,6 +99,7 @@ pub async fn route(ctx: &Ctx, sub: &Subscription) -> Result<Route, NotifyError> 
 
 /// Builds a NOTIFY for `sub` along `route`, with the given CSeq (already allocated durably).
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(name = "sip.notify", skip_all, fields(kind = ?kind, cseq = cseq))]
 pub async fn prepare(
     ctx: &Ctx,
     sub: &Subscription,

@@ -17,6 +17,7 @@ use rand::RngExt;
 use sip_core::dialog::Dialog;
 use sip_core::message::{self, has_header, header, header_params, headers_all};
 use sip_core::transport::Peer;
+use tracing::{Instrument, info_span};
 use uaprof_api::{ProfileKey, ProfileType, Resolution, ResolveRequest};
 
 use crate::Ctx;
@@ -76,6 +77,7 @@ impl From<StoreError> for Reject {
 }
 
 /// Handles one new SUBSCRIBE transaction: the response bytes and the NOTIFY it causes.
+#[tracing::instrument(name = "sip.subscribe", skip_all, fields(peer = %peer.addr, status))]
 pub async fn handle(ctx: &Ctx, req: &rsip::Request, peer: Peer) -> (Bytes, Option<OutNotify>) {
     let started = Instant::now();
     let (status, bytes, notify) = match handle_inner(ctx, req, peer).await {
@@ -110,6 +112,8 @@ pub async fn handle(ctx: &Ctx, req: &rsip::Request, peer: Peer) -> (Bytes, Optio
             (r.status, message::to_bytes(&resp.into()), None)
         }
     };
+    tracing::Span::current().record("status", status);
+    tracing::debug!(status, "SUBSCRIBE answered");
     counter!("sip_responses_sent_total", "status" => status.to_string()).increment(1);
     histogram!("subscribe_handling_seconds").record(started.elapsed().as_secs_f64());
     (bytes, notify)
@@ -451,7 +455,8 @@ async fn create(
     let mut attempts = 0;
     let per_source = per_source_cap(ctx, peer);
     let upserted = loop {
-        match ctx.store.insert_capped(sub.clone(), per_source).await {
+        let write = ctx.store.insert_capped(sub.clone(), per_source);
+        match write.instrument(info_span!("store.insert")).await {
             Ok(u) => break u,
             Err(StoreError::SourceLimit(host)) => {
                 // Policy, not overload: a retry soon would find the same count, so no 503.
@@ -607,7 +612,8 @@ async fn refresh(
         expires: p.expires,
         notify: None,
     };
-    let cseq = match ctx.store.refresh(sub.clone()).await? {
+    let write = ctx.store.refresh(sub.clone());
+    let cseq = match write.instrument(info_span!("store.refresh")).await? {
         Turn::Gone => return Err(gone()),
         // Another NOTIFY of the dialog is in flight: its sender sends the newest state
         // when it ends (the store recorded the wish).

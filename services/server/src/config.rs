@@ -57,6 +57,27 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     pub notifier: NotifierConfig,
     pub content: ContentConfig,
+    /// Traces over OTLP.
+    pub telemetry: TelemetryConfig,
+}
+
+/// The `[telemetry]` table: where spans go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC endpoint of a collector (`http://collector:4317`); tracing is off when unset.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of this process's spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "uaprof".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -75,6 +96,7 @@ impl Default for Config {
             kafka: None,
             notifier: NotifierConfig::default(),
             content: ContentConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -143,6 +165,21 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "UAPROF_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format on stderr: `text` for people, `json` (one object a line) for log
+    /// shippers.
+    #[arg(long, env = "UAPROF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector endpoint for traces (`http://host:4317`); off when unset.
+    #[arg(long, env = "UAPROF_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, with the current span and its trace id.
+    Json,
 }
 
 fn parse_listen(v: &str, what: &str) -> Result<Option<SocketAddr>, String> {
@@ -234,6 +271,10 @@ impl Cli {
         }
         if let Some(b) = &self.kafka {
             cfg.kafka.get_or_insert_with(KafkaConfig::default).brokers = b.clone();
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            cfg.telemetry.otlp_endpoint =
+                Some(e.clone()).filter(|e| !e.eq_ignore_ascii_case("off"));
         }
         cfg.notifier.validate()?;
         cfg.content.validate().map_err(|e| e.to_string())?;

@@ -2,12 +2,12 @@
 
 mod admin;
 mod config;
+mod logging;
 mod run;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 /// Exit status for a bad configuration (sysexits EX_USAGE), so orchestration can tell it
 /// apart from a crash.
@@ -21,11 +21,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = config::Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let cfg = match cli.load() {
         Ok(c) => c,
         Err(e) => {
@@ -57,7 +52,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run::run(cfg)) {
+    let tracer = {
+        let _in_runtime = runtime.enter();
+        match logging::init(&cli.log, cli.log_format, &cfg.telemetry) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("uaprof: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    let result = runtime.block_on(run::run(cfg));
+    // Flush the spans still batched while the runtime that carries the exporter is alive.
+    if let Some(t) = tracer
+        && let Err(e) = t.shutdown()
+    {
+        eprintln!("uaprof: spans not flushed: {e}");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(run::RunError::Config(e)) => {
             eprintln!("uaprof: {e}");

@@ -33,6 +33,23 @@ impl Server {
 
     /// Starts on an existing data directory (restart tests).
     pub fn start_in(data: &Path, extra: &[&str]) -> Server {
+        let log = std::env::var("UAPROF_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        Self::spawn(data, extra, &log, Stdio::inherit())
+    }
+
+    /// Starts with stderr written to `data`'s sibling file `stderr.log` (log format tests),
+    /// at the given log filter; returns the server and the file's path.
+    pub fn start_logged(extra: &[&str], filter: &str) -> (Server, PathBuf) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let path = tmp.path().join("stderr.log");
+        let file = std::fs::File::create(&path).expect("stderr file");
+        let mut s = Self::spawn(&data, extra, filter, Stdio::from(file));
+        s._tmp = Some(tmp);
+        (s, path)
+    }
+
+    fn spawn(data: &Path, extra: &[&str], log: &str, stderr: Stdio) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_uaprof"));
         cmd.args([
             "--data-dir",
@@ -47,14 +64,14 @@ impl Server {
             "127.0.0.1:0",
             "--fsync",
             "false",
-            "--log",
             // UAPROF_TEST_LOG=notifier::fanout=debug and the like, when debugging a test.
-            &std::env::var("UAPROF_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            "--log",
+            log,
         ])
         .args(extra)
         .env_remove("UAPROF_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
         let mut child = cmd.spawn().expect("spawn uaprof");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
