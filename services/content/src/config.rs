@@ -22,6 +22,9 @@ pub struct ContentConfig {
     pub url_lifetime: Duration,
     /// Largest accepted document body; larger uploads get 413.
     pub max_document_bytes: usize,
+    /// Documents one key may hold; a PUT of one more is refused (409) and changes nothing,
+    /// so a runaway provisioner cannot grow a key (and every NOTIFY for it) without end.
+    pub max_documents_per_key: usize,
     /// How many changes the in-process change feed retains for consumers to resume from; a
     /// consumer further behind gets a gap and reconciles.
     pub change_log_retention: usize,
@@ -71,6 +74,7 @@ impl Default for ContentConfig {
             url_lifetime: Duration::from_secs(7 * 24 * 3600),
             // 1 MiB: an order of magnitude above the largest phone configuration files.
             max_document_bytes: 1 << 20,
+            max_documents_per_key: 64,
             // About 16 bytes per entry, so 16 MiB of memory for hours of heavy provisioning.
             change_log_retention: 1_000_000,
             // Each connection costs a task and buffers; 4096 keeps memory bounded while a
@@ -108,6 +112,9 @@ impl ContentConfig {
             return bad(format!(
                 "max_document_bytes must be 1..={MAX_DOCUMENT_BYTES_CEILING}"
             ));
+        }
+        if self.max_documents_per_key == 0 {
+            return bad("max_documents_per_key must be at least 1".into());
         }
         if self.change_log_retention == 0 {
             return bad("change_log_retention must be at least 1".into());

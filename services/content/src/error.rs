@@ -25,6 +25,10 @@ pub enum ContentError {
         content_type: String,
         kind: &'static str,
     },
+    #[error(
+        "the key already holds {max} documents (content.max_documents_per_key); delete one first"
+    )]
+    TooManyDocuments { max: usize },
     #[error("malformed document: {0}")]
     Malformed(String),
     #[error("invalid default user: {0}")]
@@ -65,7 +69,7 @@ impl ContentError {
             Self::TooLarge { .. } => 413,
             Self::TypeNotAllowed { .. } | Self::Malformed(_) => 422,
             Self::NotFound => 404,
-            Self::Stale { .. } => 409,
+            Self::Stale { .. } | Self::TooManyDocuments { .. } => 409,
             Self::Config(_) | Self::Fault(_) => 500,
             Self::Unsupported(_) => 501,
             Self::Journal(_) | Self::Unavailable(_) => 503,
@@ -84,6 +88,7 @@ impl ContentError {
             Self::BadName(_) => "bad_name",
             Self::BadContentType(_) => "bad_content_type",
             Self::TooLarge { .. } => "too_large",
+            Self::TooManyDocuments { .. } => "too_many_documents",
             Self::TypeNotAllowed { .. } => "type_not_allowed",
             Self::Malformed(_) => "malformed",
             Self::BadDefaultUser(_) => "bad_default_user",

@@ -373,6 +373,7 @@ impl ContentService {
     /// fetches on return. This is what the change topic's consumer calls.
     pub async fn apply(&self, change: &Change) -> Result<WriteReceipt, ContentError> {
         let prepared = self.rejected(self.prepare(change))?;
+        self.rejected(self.check_room(&prepared).await)?;
         self.apply_prepared(prepared).await
     }
 
@@ -421,6 +422,26 @@ impl ContentService {
         }
     }
 
+    /// Refuses a new document on a key that holds `max_documents_per_key` already. Checked
+    /// against the current state before the write rather than inside `model::apply`, so a
+    /// journal written before the limit (or under a higher one) still replays as it was
+    /// acknowledged; concurrent writers to one key may overshoot by their number.
+    async fn check_room(&self, p: &Prepared) -> Result<(), ContentError> {
+        let PreparedOp::Put { name, .. } = &p.op else {
+            return Ok(());
+        };
+        let max = self.config.max_documents_per_key;
+        let full = self
+            .meta(&p.key)
+            .await?
+            .is_some_and(|m| m.docs.len() >= max && !m.docs.contains_key(name));
+        if full {
+            Err(ContentError::TooManyDocuments { max })
+        } else {
+            Ok(())
+        }
+    }
+
     fn publish(&self, seq: u64) {
         self.last_seq.send_if_modified(|v| {
             // Concurrent committers may publish out of order; the value only grows.
@@ -437,6 +458,7 @@ impl ContentService {
     /// `apply_timeout`, after which the receipt says [`WriteStatus::Accepted`]).
     pub async fn submit(&self, change: Change) -> Result<WriteReceipt, ContentError> {
         let prepared = self.rejected(self.prepare(&change))?;
+        self.rejected(self.check_room(&prepared).await)?;
         let Some(log) = self.log.get() else {
             return self.apply_prepared(prepared).await;
         };

@@ -689,3 +689,46 @@ async fn prewarm_on_the_journal_backend_loads_nothing() {
         .expect("put");
     assert_eq!(svc.prewarm(&[class]).await.expect("prewarm"), 0);
 }
+
+#[tokio::test]
+async fn a_key_holds_at_most_max_documents_per_key() {
+    let cfg = || ContentConfig {
+        max_documents_per_key: 2,
+        ..config()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    at_most_two_documents_on(open_with(dir.path(), cfg())).await;
+    let redis = RedisServer::start();
+    let rc = RedisConfig {
+        urls: vec![redis.url()],
+        prefix: "cap".into(),
+        ..RedisConfig::default()
+    };
+    let svc = ContentService::open_redis(&rc, cfg()).await.expect("redis");
+    at_most_two_documents_on(svc).await;
+}
+
+async fn at_most_two_documents_on(svc: Arc<ContentService>) {
+    let dev = device();
+    let put = |name: &'static str| {
+        let svc = Arc::clone(&svc);
+        let dev = dev.clone();
+        async move {
+            svc.put_document(&dev, name, "application/xml", xml("<a/>"), None)
+                .await
+        }
+    };
+    put("a.xml").await.expect("first");
+    put("b.xml").await.expect("second");
+    let err = put("c.xml").await.expect_err("a third document is refused");
+    assert_eq!(err.http_status(), 409, "{err}");
+    assert_eq!(err.reason(), "too_many_documents");
+    let listing = svc.list_key(&dev).await.expect("list").expect("key");
+    assert_eq!(listing.documents.len(), 2, "nothing was stored");
+    // Replacing a document it holds is not one more; after a delete there is room again.
+    put("a.xml").await.expect("replace");
+    svc.delete_document(&dev, "b.xml", None)
+        .await
+        .expect("delete");
+    put("c.xml").await.expect("room again");
+}
