@@ -348,12 +348,7 @@ fn dashboards_and_alerts_use_only_metrics_the_server_exposes() {
     assert_eq!(put, 201);
     let change = phone.expect_notify(Duration::from_secs(10), 200);
     let ctype = change.header("Content-Type").expect("Content-Type");
-    let url = ctype
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("URL="))
-        .map(|u| u.trim_matches('"'))
-        .expect("URL");
-    let path = &url[url.find("/profiles/").expect("path")..];
+    let path = &common::profile_path(ctype);
     let (st, body) = http(content.http, "GET", path, &[], b"");
     assert_eq!((st, body.as_slice()), (200, doc.as_slice()));
     answer_notifies(&phone, Instant::now() + Duration::from_millis(500), |_| {});

@@ -79,12 +79,7 @@ fn subscribe_gets_200_then_notify_and_change_notify_points_at_the_document() {
     assert!(body.contains("application/x-acme+xml"), "{body}");
 
     // The URL serves exactly those bytes, with ETag and 304 on revalidation.
-    let url = ctype
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("URL="))
-        .map(|u| u.trim_matches('"'))
-        .expect("URL");
-    let path = &url[url.find("/profiles/").expect("path")..];
+    let path = &common::profile_path(ctype);
     let (st, hdrs, got) = http_full(srv.http, "GET", path, &[], b"");
     assert_eq!(st, 200);
     assert_eq!(got, doc);

@@ -36,26 +36,19 @@ fn session(endpoint: &str) -> String {
     assert_eq!(st, 201);
     let change = phone.expect_notify(T, 200);
     let ctype = change.header("Content-Type").expect("Content-Type");
-    let url = ctype
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("URL="))
-        .map(|u| u.trim_matches('"'))
-        .expect("URL");
-    let path = &url[url.find("/profiles/").expect("path")..];
+    let path = &common::profile_path(ctype);
     assert_eq!(http(srv.http, "GET", path, &[], b"").0, 200);
     assert!(srv.stop().success());
     std::fs::read_to_string(log).expect("log")
 }
 
-// The exporter's gRPC client and the collector both run on Tokio; the collector needs
-// worker threads of its own while the test thread blocks on the SIP exchange.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_store_notify_and_fetch_spans_reach_the_collector_with_parent_links() {
+/// Runs `session` against a fresh in-process collector and returns what it returned and every
+/// span exported meanwhile. The collector hands spans over a small channel: it is drained
+/// while the server runs, or a large export would stall the server's flush.
+async fn collect<R: Send + 'static>(session: fn(&str) -> R) -> (R, Vec<ExportedSpan>) {
     let mut collector = FakeCollectorServer::start().await.expect("collector");
     let endpoint = collector.endpoint();
     let run = tokio::task::spawn_blocking(move || session(&endpoint));
-    // The collector hands spans over a small channel: drain it while the server runs, or
-    // a large export would stall the server's flush.
     let mut spans: Vec<ExportedSpan> = Vec::new();
     while !run.is_finished() {
         spans.extend(
@@ -64,8 +57,16 @@ async fn subscribe_store_notify_and_fetch_spans_reach_the_collector_with_parent_
                 .await,
         );
     }
-    let log = run.await.expect("session");
+    let out = run.await.expect("session");
     spans.extend(collector.exported_spans(1, Duration::from_secs(2)).await);
+    (out, spans)
+}
+
+// The exporter's gRPC client and the collector both run on Tokio; the collector needs
+// worker threads of its own while the test thread blocks on the SIP exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_store_notify_and_fetch_spans_reach_the_collector_with_parent_links() {
+    let (log, spans) = collect(session).await;
 
     let by_id: BTreeMap<&str, &ExportedSpan> =
         spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
@@ -156,19 +157,7 @@ fn kafka_session(endpoint: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_carries_its_trace_through_kafka_headers_to_the_fanout_batch() {
-    let mut collector = FakeCollectorServer::start().await.expect("collector");
-    let endpoint = collector.endpoint();
-    let run = tokio::task::spawn_blocking(move || kafka_session(&endpoint));
-    let mut spans: Vec<ExportedSpan> = Vec::new();
-    while !run.is_finished() {
-        spans.extend(
-            collector
-                .exported_spans(1, Duration::from_millis(200))
-                .await,
-        );
-    }
-    run.await.expect("session");
-    spans.extend(collector.exported_spans(1, Duration::from_secs(2)).await);
+    let (_, spans) = collect(kafka_session).await;
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     let child_of = |name: &str, parent: &ExportedSpan| {
         spans

@@ -549,6 +549,16 @@ pub fn answer_notifies(phone: &Phone, until: Instant, mut seen: impl FnMut(Msg))
     }
 }
 
+/// The `/profiles/...` path of the URL in a `message/external-body` Content-Type.
+pub fn profile_path(ctype: &str) -> String {
+    let url = ctype
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("URL="))
+        .map(|u| u.trim_matches('"'))
+        .expect("URL");
+    url[url.find("/profiles/").expect("path")..].to_owned()
+}
+
 /// Minimal HTTP/1.1 client: one request per connection.
 pub fn http(
     addr: SocketAddr,
