@@ -179,10 +179,13 @@ fn fetch_admission_paces_a_power_up_across_two_notifier_nodes() {
     let up = || Scenario::PowerUp {
         over: Duration::from_secs(2),
     };
-    let mut first = storm(a, content, up(), 10_000);
-    let mut second = storm(b, content, up(), 10_000);
+    // 5,000 a second against 2,000 fetches a second: credits still run short. (Twice as many
+    // phones left two debug notifier nodes on Redis, sharing two cores, timing SUBSCRIBEs out
+    // on a slower machine: CPU starvation, which this test is not about.)
+    let mut first = storm(a, content, up(), 5_000);
+    let mut second = storm(b, content, up(), 5_000);
     // Two halves of one building: distinct phones, one baseline document.
-    second.id_offset = 10_000;
+    second.id_offset = 5_000;
     second.setup = false;
     second.seed = 2;
     first.seed = 1;
