@@ -554,13 +554,7 @@ fn scan_mandatory(headers: &Headers) -> Result<Mandatory<'_>, ParseError> {
 }
 
 fn top_via_readable(headers: &Headers) -> bool {
-    headers
-        .iter()
-        .find_map(|h| match h {
-            Header::Via(v) => Some(v.value()),
-            _ => None,
-        })
-        .and_then(|v| ValueSplit::new(v, true).next())
+    header(headers, "Via")
         .and_then(crate::via::parse_via)
         .is_some()
 }
@@ -607,13 +601,7 @@ fn stand_in_for_missing(req: &mut Request) {
 /// The client matches an answer by its CSeq; one that is there but unreadable would be copied
 /// into a response that does not parse (a stand-in only replaces a missing one).
 fn cseq_absent_or_readable(headers: &Headers) -> bool {
-    headers
-        .iter()
-        .find_map(|h| match h {
-            Header::CSeq(v) => Some(v.value()),
-            _ => None,
-        })
-        .is_none_or(|v| parse_cseq(v).is_some())
+    !has_header(headers, "CSeq") || header(headers, "CSeq").is_some_and(|v| parse_cseq(v).is_some())
 }
 
 /// The reason phrase of the `400` for a request without one of the mandatory headers.
