@@ -11,8 +11,8 @@
    values (a password with quotes and backslashes), its init container's shell script runs
    with /bin/sh, `$(VAR)` references in its env are expanded, and the real binary runs with
    the container's args and env plus `--check-config`. The effective configuration it prints
-   must carry the role of the tier, the secrets, and a shutdown_grace that
-   terminationGracePeriodSeconds covers.
+   must carry the role of the tier, the secrets, the telemetry values, and a shutdown_grace
+   that terminationGracePeriodSeconds covers.
 5. Every file in deploy/helm-bad-values/ must be refused, with the message its first line
    names (`# refused: <text>`).
 6. The configuration keys values.schema.json offers must be the binary's, both ways: every
@@ -258,6 +258,14 @@ def run_pod(name: str, docs: list[dict], binary: Path, values: dict) -> None:
                     problems.append(f"redis urls without the password: {urls}")
             if sasl.get("name") and eff.get("kafka", {}).get("properties", {}).get("sasl.password") != KAFKA_PASSWORD:
                 problems.append("kafka sasl.password is not the secret's value")
+            tel = values.get("telemetry", {})
+            if tel.get("otlpEndpoint") and "telemetry" not in values.get(tier, {}).get("config", {}):
+                got = eff.get("telemetry", {})
+                if got.get("otlp_endpoint") != tel["otlpEndpoint"]:
+                    problems.append(f"telemetry.otlp_endpoint {got.get('otlp_endpoint')!r}, "
+                                    f"not the values' {tel['otlpEndpoint']!r}")
+                if not str(got.get("service_name", "")).endswith(f"-{tier}"):
+                    problems.append(f"telemetry.service_name {got.get('service_name')!r} does not name the tier")
             if problems:
                 fail(f"{name}: {tier}: effective configuration: {'; '.join(problems)}")
             else:

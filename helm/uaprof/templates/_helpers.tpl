@@ -134,6 +134,11 @@ keys sorted, null values left out (the binary's default applies).
 {{- if $v.kafka.enabled -}}
 {{- $_ := set $cfg "kafka" (include "uaprof.kafkaTable" $root | fromJson) -}}
 {{- end -}}
+{{- $tel := default (dict) $v.telemetry -}}
+{{- if and $tel.otlpEndpoint (not (hasKey $cfg "telemetry")) -}}
+{{- $svc := printf "%s-%s" (default (include "uaprof.fullname" $root) $tel.serviceName) .tier -}}
+{{- $_ := set $cfg "telemetry" (dict "otlp_endpoint" $tel.otlpEndpoint "service_name" $svc) -}}
+{{- end -}}
 {{- if eq .tier "notifier" -}}
 {{- $n := default (dict) (get $cfg "notifier") -}}
 {{- $sip := printf "%s:%d" $hp (int $tv.ports.sip) -}}
