@@ -259,13 +259,18 @@ def run_pod(name: str, docs: list[dict], binary: Path, values: dict) -> None:
             if sasl.get("name") and eff.get("kafka", {}).get("properties", {}).get("sasl.password") != KAFKA_PASSWORD:
                 problems.append("kafka sasl.password is not the secret's value")
             tel = values.get("telemetry", {})
-            if tel.get("otlpEndpoint") and "telemetry" not in values.get(tier, {}).get("config", {}):
+            if tel.get("otlpEndpoint"):
+                # The tier's own config.telemetry keys win over the shared values, key by key.
+                own = values.get(tier, {}).get("config", {}).get("telemetry", {})
                 got = eff.get("telemetry", {})
-                if got.get("otlp_endpoint") != tel["otlpEndpoint"]:
-                    problems.append(f"telemetry.otlp_endpoint {got.get('otlp_endpoint')!r}, "
-                                    f"not the values' {tel['otlpEndpoint']!r}")
-                if not str(got.get("service_name", "")).endswith(f"-{tier}"):
-                    problems.append(f"telemetry.service_name {got.get('service_name')!r} does not name the tier")
+                want = own.get("otlp_endpoint", tel["otlpEndpoint"])
+                if got.get("otlp_endpoint") != want:
+                    problems.append(f"telemetry.otlp_endpoint {got.get('otlp_endpoint')!r}, not {want!r}")
+                name_ok = (got.get("service_name") == own["service_name"] if "service_name" in own
+                           else str(got.get("service_name", "")).endswith(f"-{tier}"))
+                if not name_ok:
+                    problems.append(f"telemetry.service_name {got.get('service_name')!r} is neither the "
+                                    f"tier's own nor one naming the tier")
             if problems:
                 fail(f"{name}: {tier}: effective configuration: {'; '.join(problems)}")
             else:

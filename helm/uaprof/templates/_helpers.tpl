@@ -135,9 +135,11 @@ keys sorted, null values left out (the binary's default applies).
 {{- $_ := set $cfg "kafka" (include "uaprof.kafkaTable" $root | fromJson) -}}
 {{- end -}}
 {{- $tel := default (dict) $v.telemetry -}}
-{{- if and $tel.otlpEndpoint (not (hasKey $cfg "telemetry")) -}}
+{{- if $tel.otlpEndpoint -}}
 {{- $svc := printf "%s-%s" (default (include "uaprof.fullname" $root) $tel.serviceName) .tier -}}
-{{- $_ := set $cfg "telemetry" (dict "otlp_endpoint" $tel.otlpEndpoint "service_name" $svc) -}}
+{{- $shared := dict "otlp_endpoint" $tel.otlpEndpoint "service_name" $svc -}}
+{{- /* Key by key: what the tier's own config.telemetry sets wins. */}}
+{{- $_ := set $cfg "telemetry" (merge (default (dict) (get $cfg "telemetry")) $shared) -}}
 {{- end -}}
 {{- if eq .tier "notifier" -}}
 {{- $n := default (dict) (get $cfg "notifier") -}}
