@@ -22,8 +22,27 @@ use crate::error::JournalError;
 pub(crate) const HEADER_LEN: usize = 8;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"UAPJSNAP";
 /// Bumped when the snapshot payload layout changes, so an old binary refuses a new snapshot
-/// instead of misreading it.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 1;
+/// instead of misreading it. Format 1 was `(1, next generation, state)`; format 2 is
+/// `(2, next generation, state format, state)`, so a state can change its own layout
+/// ([`crate::Replay::STATE_FORMAT`]) and still read its older snapshots.
+pub(crate) const SNAPSHOT_FORMAT: u32 = 2;
+
+/// Reads a snapshot payload's header: the next log generation, the state's layout, and the
+/// encoded state that follows. A format-1 snapshot predates state layouts: its state is
+/// layout 1.
+pub(crate) fn decode_snapshot_header(payload: &[u8]) -> Result<(u64, u32, &[u8]), String> {
+    let (format, rest) = postcard::take_from_bytes::<u32>(payload).map_err(|e| e.to_string())?;
+    let (next_gen, rest) = postcard::take_from_bytes::<u64>(rest).map_err(|e| e.to_string())?;
+    match format {
+        1 => Ok((next_gen, 1, rest)),
+        SNAPSHOT_FORMAT => {
+            let (state_format, rest) =
+                postcard::take_from_bytes::<u32>(rest).map_err(|e| e.to_string())?;
+            Ok((next_gen, state_format, rest))
+        }
+        other => Err(format!("unknown snapshot format {other}")),
+    }
+}
 
 pub(crate) fn lock_path(dir: &Path) -> PathBuf {
     dir.join("LOCK")

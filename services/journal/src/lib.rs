@@ -37,9 +37,26 @@ pub trait Replay:
 {
     type Op: Serialize + serde::de::DeserializeOwned + Send + 'static;
     type Outcome: Send + 'static;
+    /// The layout of this state's serialised form in a snapshot. Bump it when the layout
+    /// changes, and teach [`Replay::decode_snapshot`] to read the formats before it.
+    const STATE_FORMAT: u32 = 1;
+
     /// Must be deterministic: replaying the journal must rebuild the same state. Anything
     /// that varies (clock, configuration, random ids) belongs in the op, not in `apply`.
     fn apply(&mut self, op: Self::Op) -> Self::Outcome;
+
+    /// Decodes a snapshot's state written in layout `format`. The default reads
+    /// [`Replay::STATE_FORMAT`] only; a state that changed its layout overrides this to
+    /// migrate the older ones, so an upgraded node starts on its predecessor's data.
+    fn decode_snapshot(format: u32, bytes: &[u8]) -> Result<Self, String> {
+        if format != Self::STATE_FORMAT {
+            return Err(format!(
+                "state format {format}, this build reads {}",
+                Self::STATE_FORMAT
+            ));
+        }
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
 }
 
 /// How the journal trades durability for speed.
@@ -156,19 +173,15 @@ impl<S: Replay> Journal<S> {
             None => (S::default(), 0),
             Some(payload) => {
                 let path = files::snapshot_path(dir);
-                let (format, next_gen, state) = postcard::from_bytes::<(u32, u64, S)>(&payload)
-                    .map_err(|e| JournalError::Corrupt {
-                        path: path.clone(),
-                        offset: 0,
-                        reason: format!("snapshot does not decode: {e}"),
-                    })?;
-                if format != files::SNAPSHOT_FORMAT {
-                    return Err(JournalError::Corrupt {
-                        path,
-                        offset: 0,
-                        reason: format!("unknown snapshot format {format}"),
-                    });
-                }
+                let corrupt = |reason: String| JournalError::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason,
+                };
+                let (next_gen, state_format, rest) = files::decode_snapshot_header(&payload)
+                    .map_err(|e| corrupt(format!("snapshot header: {e}")))?;
+                let state = S::decode_snapshot(state_format, rest)
+                    .map_err(|e| corrupt(format!("snapshot does not decode: {e}")))?;
                 (state, next_gen)
             }
         };

@@ -221,7 +221,7 @@ impl<S: Replay> Writer<S> {
 
         let encoded = {
             let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-            postcard::to_allocvec(&(files::SNAPSHOT_FORMAT, next, &*state))
+            postcard::to_allocvec(&(files::SNAPSHOT_FORMAT, next, S::STATE_FORMAT, &*state))
         };
         let result = match encoded {
             Ok(payload) => files::write_snapshot(&self.dir, &payload),
