@@ -25,6 +25,20 @@ pub struct ContentConfig {
     /// Documents one key may hold; a PUT of one more is refused (409) and changes nothing,
     /// so a runaway provisioner cannot grow a key (and every NOTIFY for it) without end.
     pub max_documents_per_key: usize,
+    /// Keys (devices, users, classes, ...) holding a document or a default user that the
+    /// embedded store accepts; a write that would add one more is refused (507) and changes
+    /// nothing. Documents live in the node's memory. The Redis store is bounded by Redis
+    /// (`maxmemory`; a write it refuses is a 507 too).
+    pub max_keys: u64,
+    /// Document bytes the embedded store holds at most, across all keys; a PUT that would
+    /// pass it is refused (507) and changes nothing.
+    pub max_stored_bytes: u64,
+    /// Redis store: how long a deleted key's tombstone (its version and recent change ids)
+    /// is kept. The embedded store keeps a tombstone while its deleting change is among the
+    /// `change_log_retention` retained changes. In both, versions stay increasing after a
+    /// tombstone is forgotten (see "How a change flows" in the README).
+    #[serde(with = "humantime_serde")]
+    pub tombstone_ttl: Duration,
     /// How many changes the in-process change feed retains for consumers to resume from; a
     /// consumer further behind gets a gap and reconciles.
     pub change_log_retention: usize,
@@ -75,6 +89,13 @@ impl Default for ContentConfig {
             // 1 MiB: an order of magnitude above the largest phone configuration files.
             max_document_bytes: 1 << 20,
             max_documents_per_key: 64,
+            // A metro-sized fleet (ten million phones with a user each) on one node.
+            max_keys: 20_000_000,
+            // 4 GiB: a few hundred thousand class documents of 10 KiB plus a profile per
+            // device, well within the memory of a content node.
+            max_stored_bytes: 4 << 30,
+            // A month: far longer than Kafka redelivers a change or an OSS retries one.
+            tombstone_ttl: Duration::from_secs(30 * 24 * 3600),
             // About 16 bytes per entry, so 16 MiB of memory for hours of heavy provisioning.
             change_log_retention: 1_000_000,
             // Each connection costs a task and buffers; 4096 keeps memory bounded while a
@@ -115,6 +136,12 @@ impl ContentConfig {
         }
         if self.max_documents_per_key == 0 {
             return bad("max_documents_per_key must be at least 1".into());
+        }
+        if self.max_keys == 0 || self.max_stored_bytes == 0 {
+            return bad("max_keys and max_stored_bytes must be at least 1".into());
+        }
+        if self.tombstone_ttl.as_secs() == 0 {
+            return bad("tombstone_ttl must be at least 1s".into());
         }
         if self.change_log_retention == 0 {
             return bad("change_log_retention must be at least 1".into());

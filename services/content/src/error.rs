@@ -29,6 +29,10 @@ pub enum ContentError {
         "the key already holds {max} documents (content.max_documents_per_key); delete one first"
     )]
     TooManyDocuments { max: usize },
+    /// The store is at a configured or physical limit (`content.max_keys`,
+    /// `content.max_stored_bytes`, Redis `maxmemory`); nothing was written.
+    #[error("content store full: {0}")]
+    StoreFull(String),
     #[error("malformed document: {0}")]
     Malformed(String),
     #[error("invalid default user: {0}")]
@@ -72,6 +76,7 @@ impl ContentError {
             Self::Stale { .. } | Self::TooManyDocuments { .. } => 409,
             Self::Config(_) | Self::Fault(_) => 500,
             Self::Unsupported(_) => 501,
+            Self::StoreFull(_) => 507,
             Self::Journal(_) | Self::Unavailable(_) => 503,
         }
     }
@@ -89,6 +94,7 @@ impl ContentError {
             Self::BadContentType(_) => "bad_content_type",
             Self::TooLarge { .. } => "too_large",
             Self::TooManyDocuments { .. } => "too_many_documents",
+            Self::StoreFull(_) => "store_full",
             Self::TypeNotAllowed { .. } => "type_not_allowed",
             Self::Malformed(_) => "malformed",
             Self::BadDefaultUser(_) => "bad_default_user",

@@ -133,7 +133,17 @@ pub(crate) enum BytesEffect {
 
 /// Applies `change` to `meta` and `recent` (the key's current state, default when unknown).
 /// On anything but [`Decision::Applied`], both are unchanged.
-pub(crate) fn apply(meta: &mut KeyMeta, recent: &mut Recent, change: &Prepared) -> Decision {
+///
+/// `floor` is the store's version floor for a key it holds nothing of (0 for a held key):
+/// the version a forgotten tombstone of the key may have reached, so a change without a
+/// version continues above it. A change that names its version is the producer's to order
+/// and is taken as named.
+pub(crate) fn apply(
+    meta: &mut KeyMeta,
+    recent: &mut Recent,
+    change: &Prepared,
+    floor: u64,
+) -> Decision {
     if let Some(version) = recent.applied_version(&change.change_id) {
         return Decision::Duplicate { version };
     }
@@ -145,7 +155,7 @@ pub(crate) fn apply(meta: &mut KeyMeta, recent: &mut Recent, change: &Prepared) 
             };
         }
         Some(v) => v,
-        None => meta.version + 1,
+        None => meta.version.max(floor) + 1,
     };
     let (created, bytes) = match &change.op {
         PreparedOp::Put {
@@ -198,6 +208,29 @@ pub(crate) fn apply(meta: &mut KeyMeta, recent: &mut Recent, change: &Prepared) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A held key: no floor.
+    fn apply(meta: &mut KeyMeta, recent: &mut Recent, change: &Prepared) -> Decision {
+        super::apply(meta, recent, change, 0)
+    }
+
+    #[test]
+    fn an_unheld_key_counts_on_from_the_floor_unless_the_change_names_its_version() {
+        let (mut m, mut r) = (KeyMeta::default(), Recent::default());
+        assert!(matches!(
+            super::apply(&mut m, &mut r, &change("a", None, put("x.xml")), 40),
+            Decision::Applied {
+                version: 41,
+                created: true,
+                ..
+            }
+        ));
+        let (mut m, mut r) = (KeyMeta::default(), Recent::default());
+        assert!(matches!(
+            super::apply(&mut m, &mut r, &change("a", Some(3), put("x.xml")), 40),
+            Decision::Applied { version: 3, .. }
+        ));
+    }
 
     fn change(id: &str, version: Option<u64>, op: PreparedOp) -> Prepared {
         Prepared {

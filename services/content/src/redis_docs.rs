@@ -10,6 +10,12 @@
 //! | `r`         | [`Recent`] as JSON: the last change ids applied        |
 //! | `b:<name>`  | the bytes of document `<name>`                         |
 //!
+//! An emptied key (a tombstone) expires after `content.tombstone_ttl`. Before a change
+//! empties a key, the tier's version floor `{prefix}:c-floor` is raised to the version it
+//! writes; a key created where none is held starts above the floor, so it never repeats a
+//! version of an expired tombstone. The floor is its own key (no script spans slots): raised
+//! first, a failed write leaves it merely higher than needed.
+//!
 //! A resolve reads `m` of at most three keys; a fetch reads `m` and one `b:` field. A change
 //! is read, decided by [`model::apply`] and written back with a compare-and-set on `v`, so
 //! two content nodes applying one key at once (a Kafka rebalance hands a partition over
@@ -26,16 +32,22 @@ use crate::error::ContentError;
 use crate::model::{self, BytesEffect, Decision, DocMeta, KeyMeta, Prepared, Recent};
 
 /// Compare-and-set of one key: `ARGV[1]` the version read ("" when absent), `ARGV[2]` the
-/// new version, `ARGV[3]` meta, `ARGV[4]` recent ids, `ARGV[5]` how many field/value pairs
-/// follow to set, then the pairs, then the fields to delete. Returns 1, or 0 when `v` moved.
+/// new version, `ARGV[3]` meta, `ARGV[4]` recent ids, `ARGV[5]` seconds until the key
+/// expires (0: never; a live key), `ARGV[6]` how many field/value pairs follow to set, then
+/// the pairs, then the fields to delete. Returns 1, or 0 when `v` moved.
 static CAS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = redis.call('HGET', KEYS[1], 'v')
 if (cur or '') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'm', ARGV[3], 'r', ARGV[4])
-local n = tonumber(ARGV[5])
-local i = 6
+if ARGV[5] == '0' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
+local n = tonumber(ARGV[6])
+local i = 7
 for _ = 1, n do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -49,6 +61,17 @@ return 1
     )
 });
 
+/// Raises the version floor `KEYS[1]` to `ARGV[1]` if it is lower.
+static RAISE_FLOOR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+",
+    )
+});
+
 /// Attempts at a compare-and-set before giving up. Only a concurrent writer of the same key
 /// makes an attempt fail, and each failure means that writer made progress.
 const CAS_ATTEMPTS: usize = 16;
@@ -56,9 +79,14 @@ const CAS_ATTEMPTS: usize = 16;
 pub(crate) struct RedisDocs {
     conn: Conn,
     prefix: String,
+    tombstone_ttl_secs: u64,
 }
 
 fn map_err(e: redis::RedisError) -> ContentError {
+    if e.code() == Some("OOM") {
+        // maxmemory reached: nothing was written (Redis refuses a script's first write).
+        return ContentError::StoreFull(e.to_string());
+    }
     match redis_conn::classify(&e) {
         RedisFailure::Unavailable(m) => ContentError::Unavailable(m),
         other => ContentError::Fault(other.to_string()),
@@ -70,11 +98,30 @@ fn corrupt(key: &ProfileKey, what: &str, e: impl std::fmt::Display) -> ContentEr
 }
 
 impl RedisDocs {
-    pub fn new(conn: Conn, prefix: &str) -> Self {
+    pub fn new(conn: Conn, prefix: &str, tombstone_ttl: std::time::Duration) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),
+            tombstone_ttl_secs: tombstone_ttl.as_secs().max(1),
         }
+    }
+
+    fn floor_key(&self) -> String {
+        format!("{}:c-floor", self.prefix)
+    }
+
+    /// The tier's version floor: the highest version an emptied key reached.
+    async fn floor(&self) -> Result<u64, ContentError> {
+        let mut c = self.conn.clone();
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(self.floor_key())
+            .query_async(&mut c)
+            .await
+            .map_err(map_err)?;
+        raw.map_or(Ok(0), |f| {
+            f.parse()
+                .map_err(|e| ContentError::Fault(format!("undecodable version floor {f:?}: {e}")))
+        })
     }
 
     fn hash(&self, key: &ProfileKey) -> String {
@@ -165,9 +212,21 @@ impl RedisDocs {
                 }
                 None => Recent::default(),
             };
-            let decision = model::apply(&mut meta, &mut recent, change);
+            let floor = if v.is_none() { self.floor().await? } else { 0 };
+            let decision = model::apply(&mut meta, &mut recent, change, floor);
             let Decision::Applied { version, bytes, .. } = &decision else {
                 return Ok(decision);
+            };
+            let ttl = if meta.is_live() {
+                0
+            } else {
+                RAISE_FLOOR
+                    .key(self.floor_key())
+                    .arg(*version)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+                    .map_err(map_err)?;
+                self.tombstone_ttl_secs
             };
             let meta_json =
                 serde_json::to_vec(&meta).map_err(|e| ContentError::Fault(e.to_string()))?;
@@ -177,7 +236,8 @@ impl RedisDocs {
             inv.arg(v.unwrap_or_default())
                 .arg(version.to_string())
                 .arg(meta_json)
-                .arg(recent_json);
+                .arg(recent_json)
+                .arg(ttl);
             match bytes {
                 BytesEffect::None => {
                     inv.arg(0);

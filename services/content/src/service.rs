@@ -183,6 +183,14 @@ pub fn new_change_id() -> String {
     )
 }
 
+/// The embedded store's size gauges.
+fn record_store_size(j: &Journal<Store>) {
+    let (keys, tombstones, bytes) = j.read(|s| (s.live_keys(), s.tombstones(), s.doc_bytes()));
+    metrics::gauge!(m::STORE_KEYS).set(keys as f64);
+    metrics::gauge!(m::STORE_TOMBSTONES).set(tombstones as f64);
+    metrics::gauge!(m::STORE_DOCUMENT_BYTES).set(bytes as f64);
+}
+
 impl ContentService {
     /// Opens (or creates) the embedded store in `dir`. Blocks while the journal replays.
     pub fn open(
@@ -197,6 +205,7 @@ impl ContentService {
             journal.commit_blocking(vec![Op::SetRetention(retention)])?;
         }
         let last_seq = journal.read(|s| s.last_seq());
+        record_store_size(&journal);
         Ok(Arc::new(Self::with_backend(
             Backend::Journal(journal),
             config,
@@ -214,7 +223,7 @@ impl ContentService {
         let conn = Conn::connect(redis)
             .await
             .map_err(|e| ContentError::Unavailable(format!("redis: {e}")))?;
-        let docs = RedisDocs::new(conn, &redis.prefix);
+        let docs = RedisDocs::new(conn, &redis.prefix, config.tombstone_ttl);
         Ok(Arc::new(Self::with_backend(
             Backend::Redis(docs),
             config,
@@ -389,6 +398,7 @@ impl ContentService {
                     .map_err(|ApplyError::TooManyKeys| {
                         ContentError::Config("key table full (2^32 keys)".into())
                     })?;
+                record_store_size(j);
                 (outcome.decision, Some(outcome.seq))
             }
             Backend::Redis(r) => (r.apply(&p).await?, None),
@@ -422,24 +432,47 @@ impl ContentService {
         }
     }
 
-    /// Refuses a new document on a key that holds `max_documents_per_key` already. Checked
-    /// against the current state before the write rather than inside `model::apply`, so a
-    /// journal written before the limit (or under a higher one) still replays as it was
-    /// acknowledged; concurrent writers to one key may overshoot by their number.
+    /// Refuses a new document on a key that holds `max_documents_per_key` already, and (on
+    /// the embedded store) a write past `max_keys` or `max_stored_bytes`. Checked against the
+    /// current state before the write rather than inside `model::apply`, so a journal written
+    /// before a limit (or under a higher one) still replays as it was acknowledged;
+    /// concurrent writers may overshoot by their number.
     async fn check_room(&self, p: &Prepared) -> Result<(), ContentError> {
-        let PreparedOp::Put { name, .. } = &p.op else {
+        let (name, size) = match &p.op {
+            PreparedOp::Put { name, bytes, .. } => (Some(name), bytes.len() as u64),
+            PreparedOp::SetDefaultUser(Some(_)) => (None, 0),
+            _ => return Ok(()),
+        };
+        let meta = self.meta(&p.key).await?;
+        let max = self.config.max_documents_per_key;
+        if let (Some(name), Some(m)) = (name, &meta)
+            && m.docs.len() >= max
+            && !m.docs.contains_key(name)
+        {
+            return Err(ContentError::TooManyDocuments { max });
+        }
+        let Backend::Journal(j) = &self.backend else {
             return Ok(());
         };
-        let max = self.config.max_documents_per_key;
-        let full = self
-            .meta(&p.key)
-            .await?
-            .is_some_and(|m| m.docs.len() >= max && !m.docs.contains_key(name));
-        if full {
-            Err(ContentError::TooManyDocuments { max })
-        } else {
-            Ok(())
+        let (keys, held) = j.read(|s| (s.live_keys(), s.doc_bytes()));
+        let adds_key = !meta.as_ref().is_some_and(KeyMeta::is_live);
+        if adds_key && keys >= self.config.max_keys {
+            return Err(ContentError::StoreFull(format!(
+                "{keys} keys held, content.max_keys is {}",
+                self.config.max_keys
+            )));
         }
+        let replaced = name
+            .and_then(|n| meta.as_ref()?.docs.get(n))
+            .map_or(0, |d| d.size);
+        let after = (held - replaced.min(held)).saturating_add(size);
+        if after > self.config.max_stored_bytes {
+            return Err(ContentError::StoreFull(format!(
+                "{held} document bytes held, {size} more would pass content.max_stored_bytes {}",
+                self.config.max_stored_bytes
+            )));
+        }
+        Ok(())
     }
 
     fn publish(&self, seq: u64) {

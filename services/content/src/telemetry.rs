@@ -22,6 +22,9 @@ pub const CREDITS_GRANTED: &str = "content_credits_granted_total";
 pub const CACHE_LOOKUPS: &str = "content_cache_lookups_total";
 pub const CACHE_BYTES: &str = "content_cache_bytes";
 pub const PREWARMED: &str = "content_prewarmed_documents_total";
+pub const STORE_KEYS: &str = "content_store_keys";
+pub const STORE_TOMBSTONES: &str = "content_store_tombstones";
+pub const STORE_DOCUMENT_BYTES: &str = "content_store_document_bytes";
 
 /// Registers descriptions for every metric this crate emits. Call once at start-up, after
 /// installing the recorder.
@@ -102,4 +105,18 @@ pub fn describe_metrics() {
         "Fetch credits per second granted to the notifiers"
     );
     describe_counter!(CREDITS_GRANTED, "Fetch credits granted to the notifiers");
+    describe_gauge!(
+        STORE_KEYS,
+        "Keys with a document or default user in the embedded store (limit content.max_keys)"
+    );
+    describe_gauge!(
+        STORE_TOMBSTONES,
+        "Deleted keys the embedded store still remembers (until their delete leaves the \
+         retained change log)"
+    );
+    describe_gauge!(
+        STORE_DOCUMENT_BYTES,
+        Unit::Bytes,
+        "Document bytes held by the embedded store (limit content.max_stored_bytes)"
+    );
 }

@@ -732,3 +732,190 @@ async fn at_most_two_documents_on(svc: Arc<ContentService>) {
         .expect("delete");
     put("c.xml").await.expect("room again");
 }
+
+/// A deleted key is remembered only so long (embedded: while its delete is among the
+/// retained changes; Redis: `tombstone_ttl`), and a key provisioned after that still never
+/// repeats a version it had.
+#[tokio::test]
+async fn tombstones_are_forgotten_and_versions_never_go_back() {
+    let u = user();
+    let dev = device();
+    let put = |svc: &Arc<ContentService>, key: &ProfileKey, body: &'static str| {
+        let (svc, key) = (Arc::clone(svc), key.clone());
+        async move {
+            svc.put_document(&key, "a.xml", "text/plain", xml(body), None)
+                .await
+                .expect("put")
+                .version
+                .expect("version")
+        }
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = ContentConfig {
+        change_log_retention: 2,
+        ..config()
+    };
+    let svc = open_with(dir.path(), cfg.clone());
+    put(&svc, &u, "1").await;
+    put(&svc, &u, "2").await;
+    assert_eq!(
+        svc.delete_key(&u, None).await.expect("delete").version,
+        Some(3)
+    );
+    assert_eq!(put(&svc, &dev, "1").await, 1, "nothing forgotten yet");
+    put(&svc, &dev, "2").await;
+    drop(svc);
+    // Reopened (replay), the tombstone is still gone and the floor still holds.
+    let svc = open_with(dir.path(), cfg);
+    assert_eq!(
+        put(&svc, &u, "3").await,
+        4,
+        "continues above the forgotten version 3"
+    );
+
+    let redis = RedisServer::start();
+    let rc = RedisConfig {
+        urls: vec![redis.url()],
+        prefix: "tomb".into(),
+        ..RedisConfig::default()
+    };
+    let cfg = ContentConfig {
+        tombstone_ttl: Duration::from_secs(1),
+        ..config()
+    };
+    let svc = ContentService::open_redis(&rc, cfg).await.expect("redis");
+    let hash = format!("tomb:c:{{{u}}}");
+    put(&svc, &u, "1").await;
+    put(&svc, &u, "2").await;
+    assert_eq!(
+        redis.cli(&["TTL", &hash]).trim(),
+        "-1",
+        "a live key never expires"
+    );
+    svc.delete_key(&u, None).await.expect("delete");
+    let ttl: i64 = redis.cli(&["TTL", &hash]).trim().parse().expect("ttl");
+    assert!((0..=1).contains(&ttl), "the tombstone expires: {ttl}");
+    assert_eq!(redis.cli(&["GET", "tomb:c-floor"]).trim(), "3");
+    let mut waited = 0;
+    while redis.cli(&["EXISTS", &hash]).trim() != "0" {
+        assert!(waited < 100, "the tombstone did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        put(&svc, &u, "3").await,
+        4,
+        "continues above the expired version 3"
+    );
+    assert_eq!(
+        redis.cli(&["TTL", &hash]).trim(),
+        "-1",
+        "live again: no expiry"
+    );
+    // Emptying one key and re-provisioning it before its tombstone expires keeps counting.
+    svc.delete_key(&u, None).await.expect("delete");
+    assert_eq!(put(&svc, &u, "4").await, 6);
+    assert_eq!(redis.cli(&["TTL", &hash]).trim(), "-1");
+}
+
+/// The embedded store holds at most `max_keys` keys and `max_stored_bytes` of documents; a
+/// write past either is refused with 507 and changes nothing.
+#[tokio::test]
+async fn the_embedded_store_is_bounded_in_keys_and_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = open_with(
+        dir.path(),
+        ContentConfig {
+            max_keys: 2,
+            max_stored_bytes: 20,
+            ..config()
+        },
+    );
+    let put = |key: ProfileKey, name: &'static str, body: &'static str| {
+        let svc = Arc::clone(&svc);
+        async move {
+            svc.put_document(&key, name, "text/plain", xml(body), None)
+                .await
+        }
+    };
+    let class = ProfileKey::class("acme", "Z100").expect("class");
+    put(device(), "a.xml", "12345678").await.expect("first key");
+    put(user(), "a.xml", "12345678").await.expect("second key");
+    let err = put(class.clone(), "a.xml", "1")
+        .await
+        .expect_err("a third key");
+    assert_eq!(
+        (err.http_status(), err.reason()),
+        (507, "store_full"),
+        "{err}"
+    );
+    assert!(
+        svc.list_key(&class).await.expect("list").is_none(),
+        "nothing stored"
+    );
+    let other = ProfileKey::device("00df1e00aaaa").expect("key");
+    let err = svc
+        .set_device_attributes(&other, Some("sip:bob@example.com"), None)
+        .await
+        .expect_err("a default user makes a key too");
+    assert_eq!(err.http_status(), 507, "{err}");
+
+    let err = put(device(), "b.xml", "12345")
+        .await
+        .expect_err("past 20 bytes");
+    assert_eq!(err.http_status(), 507, "{err}");
+    assert!(err.to_string().contains("max_stored_bytes"), "{err}");
+    put(device(), "a.xml", "123456789012")
+        .await
+        .expect("a replacement counts its growth only");
+    put(device(), "b.xml", "1").await.expect_err("full again");
+
+    svc.delete_key(&user(), None).await.expect("delete");
+    put(class, "a.xml", "1")
+        .await
+        .expect("room for a key and its bytes again");
+}
+
+/// A Redis at `maxmemory` refuses the write; the tier answers 507 and nothing changed.
+#[tokio::test]
+async fn redis_out_of_memory_is_store_full_and_changes_nothing() {
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
+    let rc = RedisConfig {
+        urls: vec![redis.url()],
+        prefix: "oom".into(),
+        ..RedisConfig::default()
+    };
+    let cfg = ContentConfig {
+        max_document_bytes: 1 << 20,
+        ..config()
+    };
+    let svc = ContentService::open_redis(&rc, cfg).await.expect("redis");
+    let body = Bytes::from(vec![b'x'; 512 << 10]);
+    let mut refused = None;
+    for i in 0..64u32 {
+        let key = ProfileKey::device(&format!("00df1e00{i:04x}")).expect("key");
+        match svc
+            .put_document(&key, "big.xml", "text/plain", body.clone(), None)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((key, e));
+                break;
+            }
+        }
+    }
+    let (key, err) = refused.expect("Redis refused a write within 32 MiB");
+    assert_eq!(
+        (err.http_status(), err.reason()),
+        (507, "store_full"),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    assert!(
+        svc.list_key(&key).await.expect("list").is_none(),
+        "nothing stored"
+    );
+}
