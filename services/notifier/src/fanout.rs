@@ -67,7 +67,7 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
             _ = shutdown.cancelled() => return,
             b = feed.next_batch(FEED_BATCH, FEED_WAIT) => b,
         };
-        let (jobs, seq, span) = match batch {
+        let (mut jobs, seq, span) = match batch {
             Ok(changes) if changes.is_empty() => continue,
             Ok(changes) => {
                 counter!("fanout_changes_total").increment(changes.len() as u64);
@@ -87,6 +87,7 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
                     version: resume_after,
                     effective_by: None,
                     rollout_window: None,
+                    traceparent: None,
                 };
                 (
                     vec![all],
@@ -104,6 +105,10 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
                 continue;
             }
         };
+        let traceparent = traceparent_of(&span);
+        for job in &mut jobs {
+            job.traceparent.clone_from(&traceparent);
+        }
         prewarm(&ctx, &jobs);
         if !record(&ctx, &jobs, &shutdown)
             .instrument(span.clone())
@@ -145,6 +150,36 @@ fn batch_span(changes: &[ProfileChange]) -> tracing::Span {
     span
 }
 
+/// The W3C `traceparent` of `span`, when it is part of an exported trace.
+fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// The span of one walk: a child of the batch that recorded its job, when it had a trace.
+fn walk_span(p: u16, job: &FanoutJob) -> tracing::Span {
+    let span = info_span!(
+        "fanout.walk",
+        partition = p,
+        target = job.target.as_ref().map(tracing::field::display),
+        version = job.version
+    );
+    if let Some(tp) = &job.traceparent {
+        let carrier = std::collections::HashMap::from([("traceparent".to_owned(), tp.clone())]);
+        let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+        if cx.span().span_context().is_valid() {
+            // Fails only when no tracer is installed, and then there is nothing to join.
+            let _ = span.set_parent(cx);
+        }
+    }
+    span
+}
+
 /// Tells the content tier which keys' documents the coming walks will make phones fetch, so
 /// it can load them before the first NOTIFY leaves. Advisory: it runs beside the walk and a
 /// failure only costs the cache misses it would have saved.
@@ -177,6 +212,7 @@ fn coalesce(changes: &[ProfileChange]) -> Vec<FanoutJob> {
             version: 0,
             effective_by: None,
             rollout_window: None,
+            traceparent: None,
         });
         if c.version >= e.version {
             e.version = c.version;
@@ -366,8 +402,9 @@ impl Worker {
         let ctx = Arc::clone(&self.ctx);
         let permits = Arc::clone(&self.permits);
         let stop = self.shutdown.clone();
+        let span = walk_span(p, &job);
         self.walks.spawn(async move {
-            let walked = walk(&ctx, p, &job, &permits, &stop).await;
+            let walked = walk(&ctx, p, &job, &permits, &stop).instrument(span).await;
             (p, job, walked)
         });
     }
@@ -433,7 +470,7 @@ async fn walk(
     shutdown: &CancellationToken,
 ) -> Walked {
     let started = Instant::now();
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress::traced(tracing::Span::current()));
     let mut after = None;
     let mut visited = 0u64;
     // A rollout window spreads the sends; each NOTIFY then lets the phone fetch within a

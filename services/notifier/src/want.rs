@@ -4,7 +4,7 @@
 //! outcomes) and the pipeline, so none of them needs the others.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -62,14 +62,48 @@ impl Why {
     }
 }
 
+/// NOTIFYs of one walk that get a span of their own under the walk's: enough to see in a
+/// change's trace how its NOTIFYs went, without a million spans for a million phones.
+pub const TRACED_NOTIFIES_PER_WALK: u32 = 32;
+
 /// Completion of a fan-out walk: how many of its wants have not ended yet.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Progress {
     outstanding: AtomicU64,
     zero: Notify,
+    /// The walk's span, parent of its first [`TRACED_NOTIFIES_PER_WALK`] NOTIFYs' spans.
+    span: tracing::Span,
+    traced: AtomicU32,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::traced(tracing::Span::none())
+    }
 }
 
 impl Progress {
+    /// The progress of a walk running in `span`.
+    pub fn traced(span: tracing::Span) -> Self {
+        Self {
+            outstanding: AtomicU64::new(0),
+            zero: Notify::new(),
+            span,
+            traced: AtomicU32::new(0),
+        }
+    }
+
+    /// A span for one more NOTIFY of the walk, under the walk's span, while fewer than
+    /// [`TRACED_NOTIFIES_PER_WALK`] have had one.
+    pub fn notify_span(&self) -> Option<tracing::Span> {
+        if self.span.is_disabled()
+            || self.traced.fetch_add(1, Ordering::Relaxed) >= TRACED_NOTIFIES_PER_WALK
+        {
+            return None;
+        }
+        Some(tracing::info_span!(parent: &self.span, "fanout.notify"))
+    }
+
     /// A token for one more want; the want ends when the token is dropped.
     pub fn token(self: &Arc<Self>) -> Token {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
@@ -99,6 +133,13 @@ impl Progress {
 /// was) counts the want done; a want that is queued again carries its token along.
 #[derive(Debug)]
 pub struct Token(Arc<Progress>);
+
+impl Token {
+    /// The walk this want belongs to.
+    pub fn progress(&self) -> &Progress {
+        &self.0
+    }
+}
 
 impl Drop for Token {
     fn drop(&mut self) {

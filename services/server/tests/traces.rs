@@ -163,7 +163,7 @@ fn kafka_session(endpoint: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_carries_its_trace_through_kafka_headers_to_the_fanout_batch() {
+async fn a_change_carries_its_trace_through_kafka_headers_to_the_fanout_walk_and_its_notifies() {
     let (_, spans) = collect(kafka_session).await;
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     let child_of = |name: &str, parent: &ExportedSpan| {
@@ -185,4 +185,14 @@ async fn a_change_carries_its_trace_through_kafka_headers_to_the_fanout_batch() 
     let change = child_of("kafka.change", produce);
     let batch = child_of("fanout.batch", change);
     child_of("store.enqueue_fanout", batch);
+    // The job carries the batch's trace through the subscription store to the walk, and the
+    // walk's NOTIFY (to the subscribed phone) is in it too.
+    let walk = child_of("fanout.walk", batch);
+    let notify = child_of("fanout.notify", walk);
+    let sent = child_of("sip.notify", notify);
+    assert!(
+        sent.attributes.contains_key("cseq"),
+        "{:?}",
+        sent.attributes
+    );
 }

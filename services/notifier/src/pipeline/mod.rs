@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use metrics::gauge;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uaprof_api::{Accrual, CreditSource};
 
 pub use crate::want::{MAX_ATTEMPTS, Priority, Progress, Token, Want, Why};
@@ -265,8 +266,13 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                 .record(r.waited.as_secs_f64());
             let ctx = Arc::clone(&ctx);
             let freed = Arc::clone(&freed);
+            let span = want.token.as_ref().and_then(|t| t.progress().notify_span());
             tasks.spawn(async move {
-                deliver::deliver(&ctx, want, r.priority, r.credited).await;
+                let delivery = deliver::deliver(&ctx, want, r.priority, r.credited);
+                match span {
+                    Some(span) => delivery.instrument(span).await,
+                    None => delivery.await,
+                }
                 drop(permit);
                 freed.notify_one();
             });

@@ -609,11 +609,13 @@ async fn fanout_work_lands_where_subscribers_are_and_coalesces(store: &impl Subs
         store.insert(sub.clone()).await.expect("insert");
         ids.push(sub.id);
     }
-    let job = |target: Option<ProfileKey>, version, effective_by| FanoutJob {
+    // Each job carries the trace it was recorded in, and comes back with it.
+    let job = |target: Option<ProfileKey>, version: u64, effective_by: Option<u32>| FanoutJob {
         target,
         version,
         effective_by,
         rollout_window: effective_by.map(|e| e * 10),
+        traceparent: Some(format!("00-{version:032x}-{version:016x}-01")),
     };
     store
         .enqueue_fanout(&[job(Some(class()), 3, Some(10))])

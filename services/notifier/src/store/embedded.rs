@@ -98,8 +98,9 @@ fn set_is_empty(m: &Members) -> bool {
 pub struct State {
     subs: HashMap<SubId, Packed>,
     feed_offset: u64,
-    /// Pending fan-out work by target: (version, effective-by, rollout window).
-    jobs: HashMap<Option<ProfileKey>, (u64, Option<u32>, Option<u32>)>,
+    /// Pending fan-out work by target: (version, effective-by, rollout window), and the
+    /// trace it was recorded in (in memory only: see [`FanoutJob::traceparent`]).
+    jobs: HashMap<Option<ProfileKey>, (JobIdentity, Option<String>)>,
     // Derived indexes, rebuilt from `subs` on load.
     index: HashMap<ProfileKey, Members>,
     expiry: BTreeSet<(u64, SubId)>,
@@ -107,6 +108,9 @@ pub struct State {
     /// Live subscriptions by source host (the per-source cap).
     sources: HashMap<IpAddr, u32>,
 }
+
+/// What a walk finishes: a job's version, effective-by and rollout window.
+type JobIdentity = (u64, Option<u32>, Option<u32>);
 
 /// Snapshot layout: each subscription in its packed (postcard) form.
 #[derive(Serialize, Deserialize)]
@@ -159,20 +163,27 @@ impl State {
         self.jobs
             .iter()
             .map(
-                |(target, (version, effective_by, rollout_window))| FanoutJob {
+                |(target, ((version, effective_by, rollout_window), traceparent))| FanoutJob {
                     target: target.clone(),
                     version: *version,
                     effective_by: *effective_by,
                     rollout_window: *rollout_window,
+                    traceparent: traceparent.clone(),
                 },
             )
             .collect()
     }
 
     fn enqueue(&mut self, job: FanoutJob) {
-        let entry = self.jobs.entry(job.target).or_insert((0, None, None));
-        if job.version > entry.0 || entry.0 == 0 {
-            *entry = (job.version, job.effective_by, job.rollout_window);
+        let entry = self
+            .jobs
+            .entry(job.target)
+            .or_insert(((0, None, None), None));
+        if job.version > entry.0.0 || entry.0.0 == 0 {
+            *entry = (
+                (job.version, job.effective_by, job.rollout_window),
+                job.traceparent,
+            );
         }
     }
 
@@ -404,7 +415,7 @@ impl Replay for State {
             }
             Op::Finish(job) => {
                 let current = (job.version, job.effective_by, job.rollout_window);
-                let done = self.jobs.get(&job.target) == Some(&current);
+                let done = self.jobs.get(&job.target).map(|j| &j.0) == Some(&current);
                 if done {
                     self.jobs.remove(&job.target);
                 }
@@ -829,6 +840,7 @@ mod tests {
                 version: v,
                 effective_by: None,
                 rollout_window: None,
+                traceparent: None,
             };
             store.enqueue_fanout(&[job(1)]).await.expect("enqueue");
             store.snapshot().expect("snapshot");

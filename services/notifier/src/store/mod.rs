@@ -138,6 +138,12 @@ pub struct FanoutJob {
     pub effective_by: Option<u32>,
     /// Seconds to spread the NOTIFYs over, from the same change.
     pub rollout_window: Option<u32>,
+    /// W3C `traceparent` of the fan-out batch that recorded the job, so its walks and their
+    /// NOTIFYs join the change's trace. Redis keeps it beside the job; the embedded store in
+    /// memory only (a job replayed after a restart walks in a trace of its own). Its serde
+    /// form leaves it out, so journals written before it still replay.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 /// Largest CSeq we hand out: RFC 3261 §8.1.1.5 requires CSeq < 2**31.

@@ -1561,22 +1561,25 @@ fn turn_of(cseq: Option<u32>) -> Turn {
 }
 
 /// A job's field (its target) and value (`version:effective_by:rollout_window`, empty
-/// parts for none) in a partition's hash.
+/// parts for none, then `:traceparent` when it has one) in a partition's hash.
 fn job_fields(job: &FanoutJob) -> (Vec<u8>, String) {
     let field = match &job.target {
         Some(k) => codec::key_bytes(k),
         None => b"*".to_vec(),
     };
     let opt = |v: Option<u32>| v.map(|e| e.to_string()).unwrap_or_default();
-    (
-        field,
-        format!(
-            "{}:{}:{}",
-            job.version,
-            opt(job.effective_by),
-            opt(job.rollout_window)
-        ),
-    )
+    let mut value = format!(
+        "{}:{}:{}",
+        job.version,
+        opt(job.effective_by),
+        opt(job.rollout_window)
+    );
+    // A traceparent is hex and dashes: it never holds the separator.
+    if let Some(tp) = job.traceparent.as_deref().filter(|tp| !tp.contains(':')) {
+        value.push(':');
+        value.push_str(tp);
+    }
+    (field, value)
 }
 
 fn parse_job(field: &[u8], value: &str) -> Option<FanoutJob> {
@@ -1592,10 +1595,12 @@ fn parse_job(field: &[u8], value: &str) -> Option<FanoutJob> {
             e => e.parse().ok().map(Some),
         }
     };
+    let (effective_by, rollout_window) = (opt()?, opt()?);
     Some(FanoutJob {
         target,
         version,
-        effective_by: opt()?,
-        rollout_window: opt()?,
+        effective_by,
+        rollout_window,
+        traceparent: parts.next().map(str::to_owned),
     })
 }
