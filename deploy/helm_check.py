@@ -293,7 +293,8 @@ def parse_seconds(d: str) -> float:
 # takes its predecessor's leases for its own), per table ("" is the top level).
 CHART_SETS = {
     "": {"role", "data_dir", "admin_listen", "http_listen", "shutdown_grace", "grpc_listen",
-         "content_url", "node_id", "redis", "kafka", "notifier", "content"},
+         "content_url", "node_id", "redis", "kafka", "notifier", "content",
+         "provision_listen", "provisioning"},
     "notifier": {"udp", "tcp", "advertise"},
     "content": {"public_base_url"},
     "redis": {"urls", "cluster"},
@@ -429,9 +430,21 @@ def main() -> int:
         if "PrometheusRule" not in text or "grafana_dashboard" not in text:
             fail(f"{name}: NOTES.txt does not mention the rules and dashboards")
 
+    # The provisioning API: on the pods' loopback without tokens, on Service -provision with.
+    for name, values, want in (("default values", {}, False),
+                               ("ci/production-values.yaml", load_values(CHART / "ci" / "production-values.yaml"), True)):
+        docs = render(CHART, values)
+        has = any(d["kind"] == "Service" and d["metadata"]["name"].endswith("-provision") for d in docs)
+        cms = "\n".join(v for d in docs if d["kind"] == "ConfigMap" for v in (d.get("data") or {}).values())
+        loopback = 'provision_listen = "127.0.0.1:' in cms
+        if has != want or loopback == want:
+            fail(f"{name}: provisioning Service {has}, loopback listener {loopback}; want the Service {want}")
+        else:
+            ok(f"{name}: provisioning API {'on Service -provision' if want else 'on the pods loopback only'}")
+
     default_notes = notes(CHART, {})
     for needle in ("NEXT: set notifier.advertise", "NEXT: set content.publicBaseUrl",
-                   "no authentication"):
+                   "NEXT: give the OSS a token"):
         if needle not in default_notes:
             fail(f"NOTES.txt of the default values lacks {needle!r}")
     ok("NOTES.txt names the next steps")

@@ -67,12 +67,23 @@ keys sorted, null values left out (the binary's default applies).
 {{- end -}}
 
 {{- define "uaprof.toml.scalar" -}}
-{{- if kindIs "string" . -}}{{ toJson . }}
+{{- if kindIs "map" . -}}
+{{- /* An inline table (array elements such as provisioning.tokens). */ -}}
+{ {{- $t := . -}}{{- range $i, $k := keys $t | sortAlpha -}}{{ if $i }}, {{ end }}{{ include "uaprof.toml.key" $k }} = {{ include "uaprof.toml.value" (get $t $k) }}{{- end -}} }
+{{- else if kindIs "string" . -}}{{ toJson . }}
 {{- else if kindIs "bool" . -}}{{ . }}
 {{- else if or (kindIs "float64" .) (kindIs "float32" .) -}}
 {{- if eq (float64 .) (float64 (int64 .)) -}}{{ int64 . }}{{- else -}}{{ . }}{{- end -}}
 {{- else if or (kindIs "int" .) (kindIs "int64" .) -}}{{ . }}
 {{- else -}}{{ fail (printf "uaprof: cannot write %v (%s) to TOML" . (kindOf .)) }}
+{{- end -}}
+{{- end -}}
+
+{{- define "uaprof.toml.value" -}}
+{{- if kindIs "slice" . -}}
+[{{ range $i, $e := . }}{{ if $i }}, {{ end }}{{ include "uaprof.toml.scalar" $e }}{{ end }}]
+{{- else -}}
+{{ include "uaprof.toml.scalar" . }}
 {{- end -}}
 {{- end -}}
 
@@ -83,11 +94,7 @@ keys sorted, null values left out (the binary's default applies).
 {{- range $k := keys $t | sortAlpha -}}
 {{- $v := get $t $k -}}
 {{- if and (not (kindIs "invalid" $v)) (not (kindIs "map" $v)) }}
-{{ include "uaprof.toml.key" $k }} = {{ if kindIs "slice" $v -}}
-[{{ range $i, $e := $v }}{{ if $i }}, {{ end }}{{ include "uaprof.toml.scalar" $e }}{{ end }}]
-{{- else -}}
-{{ include "uaprof.toml.scalar" $v }}
-{{- end -}}
+{{ include "uaprof.toml.key" $k }} = {{ include "uaprof.toml.value" $v }}
 {{- end -}}
 {{- end -}}
 {{- range $k := keys $t | sortAlpha -}}
@@ -156,6 +163,10 @@ keys sorted, null values left out (the binary's default applies).
 {{- $_ := set $c "public_base_url" (include "uaprof.publicBaseUrl" $root) -}}
 {{- $_ := set $cfg "content" $c -}}
 {{- $_ := set $cfg "http_listen" (printf "%s:%d" $hp (int $tv.ports.http)) -}}
+{{- $p := $v.provisioning -}}
+{{- $_ := set $cfg "provisioning" (dict "tokens" (default (list) $p.tokens) "allow_open" $p.allowOpen) -}}
+{{- $provHost := ternary $hp "127.0.0.1" (include "uaprof.provisionReachable" $root | eq "true") -}}
+{{- $_ := set $cfg "provision_listen" (printf "%s:%d" $provHost (int $tv.ports.provision)) -}}
 {{- $_ := set $cfg "grpc_listen" (printf "%s:%d" $hp (int $tv.ports.grpc)) -}}
 {{- end -}}
 # uaprof {{ .tier }} tier, rendered by the {{ $root.Chart.Name }} chart from its values.
@@ -167,3 +178,8 @@ keys sorted, null values left out (the binary's default applies).
 {{- include "uaprof.toml.table" (dict "path" "kafka.properties" "table" (default (dict) $v.kafka.properties)) }}
 {{- end }}
 {{ end -}}
+
+{{/* Whether the provisioning API listens beyond the pod's loopback: "true" or "false". */}}
+{{- define "uaprof.provisionReachable" -}}
+{{- if or .Values.provisioning.tokens .Values.provisioning.allowOpen -}}true{{- else -}}false{{- end -}}
+{{- end -}}

@@ -182,6 +182,9 @@ spec:
             - name: http
               containerPort: {{ $t.ports.http }}
               protocol: TCP
+            - name: provision
+              containerPort: {{ $t.ports.provision }}
+              protocol: TCP
             - name: grpc
               containerPort: {{ $t.ports.grpc }}
               protocol: TCP
