@@ -43,7 +43,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 field() { tr ' ' '\n' <<< "$1" | sed -n "s/^$2=//p" | sed 's|http://||'; }
 
-"$target/uaprof" --role all --data-dir "$work/all" --http 127.0.0.1:0 --sip-udp 127.0.0.1:0 \
+"$target/uaprof" --role all --data-dir "$work/all" --http 127.0.0.1:0 --provision 127.0.0.1:0 --sip-udp 127.0.0.1:0 \
     --sip-tcp off --admin 127.0.0.1:0 --fsync false --log warn \
     > "$work/all.out" 2> "$work/all.err" &
 pids+=($!)
@@ -52,6 +52,7 @@ line=$(grep "uaprof ready" "$work/all.out") || { cat "$work/all.out" "$work/all.
 
 "$target/uaprof-storm" change-storm --phones "$phones" --over 1 --effective-by 1 \
     --server "udp://$(field "$line" sip-udp)" --http "http://$(field "$line" http)" \
+    --provision "http://$(field "$line" provision)" \
     --max-time 60 --no-progress --out "$out" > "$work/storm"
 
 # Chromium as root needs --no-sandbox; the profile directory keeps it off $HOME.

@@ -49,7 +49,7 @@ printf '[kafka]\nbrokers = "127.0.0.1:%s"\n[kafka.properties]\n"fetch.wait.max.m
     "$kport" "$fetch_wait" > "$work/uaprof.toml"
 echo "consumers: fetch.wait.max.ms=$fetch_wait"
 target/release/uaprof --role all --config "$work/uaprof.toml" "${redis_args[@]}" \
-    --data-dir "$work/data" --sip-udp 127.0.0.1:0 --sip-tcp off --http 127.0.0.1:0 \
+    --data-dir "$work/data" --sip-udp 127.0.0.1:0 --sip-tcp off --http 127.0.0.1:0 --provision 127.0.0.1:0 \
     --admin 127.0.0.1:0 --fsync false --log warn > "$work/out" 2> "$work/err" &
 srv=$!
 pids+=($srv)
@@ -57,7 +57,7 @@ for _ in $(seq 300); do grep -q "uaprof ready" "$work/out" 2>/dev/null && break;
 line=$(grep "uaprof ready" "$work/out") || { cat "$work/err"; exit 1; }
 echo "$line"
 field() { echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p" | sed 's|http://||'; }
-sip=$(field sip-udp); http=$(field http); admin=$(field admin)
+sip=$(field sip-udp); http=$(field http); prov=$(field provision); admin=$(field admin)
 echo "== event -> NOTIFY at idle"
 target/release/uaprof-kafka-latency --kafka "127.0.0.1:$kport" --server "$sip" --events 200
 ticks() { awk '{print $14 + $15}' /proc/$srv/stat; }
@@ -73,7 +73,7 @@ storm_start=$(date +%s.%N)
 pids+=($!)
 echo "== change-storm via kafka, $phones phones ($store store)"
 target/release/uaprof-storm change-storm --phones "$phones" --server "udp://$sip" \
-    --http "http://$http" --via kafka --kafka "127.0.0.1:$kport" --max-time 600 \
+    --http "http://$http" --provision "http://$prov" --via kafka --kafka "127.0.0.1:$kport" --max-time 600 \
     --no-progress "$@" | tee "$work/storm" || true
 t1=$(ticks)
 published=$(sed -n 's/.*(published at \([0-9.]*\) s).*/\1/p' "$work/storm")

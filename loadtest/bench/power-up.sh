@@ -50,7 +50,7 @@ if [[ $topology == tier ]]; then
         --hash-max-listpack-value 512 --hash-max-listpack-entries 256 > "$work/redis.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
-    $bin --role content --data-dir "$work/content" --http 127.0.0.1:0 --grpc 127.0.0.1:0 \
+    $bin --role content --data-dir "$work/content" --http 127.0.0.1:0 --provision 127.0.0.1:0 --grpc 127.0.0.1:0 \
         "${rate_args[@]}" "${common[@]}" > "$work/content.out" 2> "$work/content.err" &
     content_pid=$!; pids+=($!)
     cline=$(ready "$work/content.out")
@@ -68,7 +68,7 @@ if [[ $topology == tier ]]; then
         sleep 0.1
     done
 else
-    $bin --role all --data-dir "$work/all" --http 127.0.0.1:0 --sip-udp 127.0.0.1:0 \
+    $bin --role all --data-dir "$work/all" --http 127.0.0.1:0 --provision 127.0.0.1:0 --sip-udp 127.0.0.1:0 \
         "${rate_args[@]}" "${common[@]}" > "$work/all.out" 2> "$work/all.err" &
     content_pid=$!; notifier_pid=$!; pids+=($!)
     cline=$(ready "$work/all.out")
@@ -76,6 +76,7 @@ else
 fi
 sip=$(field "$nline" sip-udp)
 http=$(field "$cline" http)
+prov=$(field "$cline" provision)
 cadmin=$(field "$cline" admin)
 nadmin=$(field "$nline" admin)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -83,7 +84,7 @@ hz=$(getconf CLK_TCK)
 c0=$(ticks "$content_pid"); n0=$(ticks "$notifier_pid")
 echo "== power-up: $phones phones over $over s, topology=$topology, content max rate=$rate, pacing=$pacing"
 target/release/uaprof-storm power-up --phones "$phones" --over "$over" --server "udp://$sip" \
-    --http "http://$http" --http-conns 1024 --max-time 300 --no-progress --out "$out" "$@" \
+    --http "http://$http" --provision "http://$prov" --http-conns 1024 --max-time 300 --no-progress --out "$out" "$@" \
     | tee "$work/storm" || true
 c1=$(ticks "$content_pid"); n1=$(ticks "$notifier_pid")
 curl -s "http://$cadmin/metrics" > "$work/content.metrics"

@@ -19,7 +19,7 @@ bin=target/release/uaprof
 [[ -x $bin ]] || cargo build --release -p uaprof
 work=$(mktemp -d)
 trap 'kill $srv 2>/dev/null && wait $srv 2>/dev/null; rm -rf "$work"' EXIT
-$bin --data-dir "$work/data" --sip-udp 127.0.0.1:5060 --sip-tcp off --http 127.0.0.1:0 \
+$bin --data-dir "$work/data" --sip-udp 127.0.0.1:5060 --sip-tcp off --http 127.0.0.1:0 --provision 127.0.0.1:0 \
      --admin 127.0.0.1:0 --fsync "$fsync" --log warn > "$work/out" &
 srv=$!
 for _ in $(seq 100); do grep -q "uaprof ready" "$work/out" 2>/dev/null && break; sleep 0.1; done

@@ -33,7 +33,7 @@ pids+=($!); rpid=$!
 redis="redis://127.0.0.1:$port/"
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 ready() { for _ in $(seq 200); do grep -q "uaprof ready" "$1" 2>/dev/null && return; sleep 0.1; done; cat "$1"; exit 1; }
-$bin --role content --data-dir "$work/content" --http 127.0.0.1:0 --admin 127.0.0.1:0 \
+$bin --role content --data-dir "$work/content" --http 127.0.0.1:0 --provision 127.0.0.1:0 --admin 127.0.0.1:0 \
      --grpc 127.0.0.1:0 --fsync false --log warn > "$work/content.out" &
 pids+=($!)
 ready "$work/content.out"

@@ -112,8 +112,13 @@ pub struct Config {
     pub transport: Transport,
     /// SIP address of the deployment (loopback only).
     pub server: SocketAddr,
-    /// HTTP address of the content tier (documents and provisioning API; loopback only).
+    /// HTTP address of the content tier's documents (loopback only).
     pub http: SocketAddr,
+    /// The provisioning API (loopback only); by default the port after `http`'s, as the
+    /// server's defaults have it (8080, 8081).
+    pub provision: SocketAddr,
+    /// Bearer token for the provisioning API, when it wants one.
+    pub token: Option<String>,
     pub seed: u64,
     /// Hard limit on the whole run; it stops by itself when reached.
     pub max_time: Duration,
@@ -173,6 +178,8 @@ impl Config {
             transport: Transport::Udp,
             server,
             http,
+            provision: SocketAddr::new(http.ip(), http.port().saturating_add(1)),
+            token: None,
             seed: 1,
             max_time: Duration::from_secs(120),
             threads: 1,
@@ -203,7 +210,11 @@ impl Config {
 
     /// Checks the bounds that keep a run finite and on this machine.
     pub fn validate(&self) -> anyhow::Result<()> {
-        for (what, a) in [("--server", self.server), ("--http", self.http)] {
+        for (what, a) in [
+            ("--server", self.server),
+            ("--http", self.http),
+            ("--provision", self.provision),
+        ] {
             match a {
                 SocketAddr::V4(v4) if v4.ip().is_loopback() => {}
                 _ => bail!("{what} {a}: traffic is only sent to 127.0.0.0/8"),

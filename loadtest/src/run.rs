@@ -72,19 +72,24 @@ impl RunResult {
     }
 }
 
-/// A blocking one-shot HTTP request (provisioning only; not on the hot path).
+/// A blocking one-shot HTTP request (provisioning only; not on the hot path), with a
+/// bearer `token` when given.
 pub fn http_request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     content_type: &str,
     body: &[u8],
+    token: Option<&str>,
 ) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
          Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
@@ -121,7 +126,8 @@ pub fn put_class_doc(cfg: &Config, body: &[u8], effective_by: Option<u32>) -> an
         path.push('?');
         path.push_str(&query.join("&"));
     }
-    let (st, resp) = http_request(cfg.http, "PUT", &path, "application/xml", body)?;
+    let token = cfg.token.as_deref();
+    let (st, resp) = http_request(cfg.provision, "PUT", &path, "application/xml", body, token)?;
     if !(200..300).contains(&st) {
         bail!("PUT {path}: {st} {}", String::from_utf8_lossy(&resp).trim());
     }

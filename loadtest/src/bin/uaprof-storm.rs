@@ -80,9 +80,15 @@ struct Common {
     /// SIP server: udp://IP:PORT or tcp://IP:PORT (127.0.0.0/8 only).
     #[arg(long, default_value = "udp://127.0.0.1:5060")]
     server: String,
-    /// Content tier (documents and provisioning API).
+    /// Content tier: where phones fetch documents.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     http: String,
+    /// The provisioning API (the baseline and changed class documents go there).
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    provision: String,
+    /// Bearer token for the provisioning API.
+    #[arg(long, env = "UAPROF_STORM_TOKEN")]
+    token: Option<String>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Hard time limit in seconds; the run stops by itself.
@@ -157,6 +163,8 @@ fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
 fn config(c: Common, scenario: Scenario, phones: u64) -> anyhow::Result<Config> {
     let (transport, server) = parse_server(&c.server)?;
     let mut cfg = Config::new(scenario, phones, server, parse_http(&c.http)?);
+    cfg.provision = parse_http(&c.provision)?;
+    cfg.token = c.token;
     cfg.transport = transport;
     cfg.seed = c.seed;
     cfg.max_time = secs(c.max_time, "--max-time")?;

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use content::{ContentError, ContentService, PROVISIONING_API, WriteStatus};
+use content::{Access, ContentError, ContentService, Intent, PROVISIONING_API, WriteStatus};
 use metrics::counter;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
@@ -100,6 +100,7 @@ impl ContentConsumer {
     pub fn new(
         cfg: KafkaConfig,
         service: Arc<ContentService>,
+        access: Arc<Access>,
         node: String,
     ) -> Result<Self, String> {
         let consumer: StreamConsumer<KafkaContext> = cfg
@@ -119,6 +120,7 @@ impl ContentConsumer {
             ingest: Ingest {
                 cfg,
                 service,
+                access,
                 node,
                 producer,
                 unacked: VecDeque::new(),
@@ -189,6 +191,8 @@ impl ContentConsumer {
 struct Ingest {
     cfg: KafkaConfig,
     service: Arc<ContentService>,
+    /// The provisioning policy: a producer named in it may change only its keys.
+    access: Arc<Access>,
     node: String,
     producer: FutureProducer<KafkaContext>,
     unacked: VecDeque<Unacked>,
@@ -218,6 +222,13 @@ impl Ingest {
             );
             return Some(self.dead_letter(msg, "producer_not_allowed", &why));
         }
+        if let Err(refusal) =
+            self.access
+                .authorize_producer(&change.producer, &change.key, Intent::Write)
+        {
+            let why = refusal.reason();
+            return Some(self.dead_letter(msg, "producer_forbidden", &why));
+        }
         loop {
             match self.service.apply(&change).await {
                 Ok(receipt) => {
@@ -245,11 +256,14 @@ impl Ingest {
         }
     }
 
+    /// A producer named in `kafka.allowed_producers`, the provisioning API, or a provisioner
+    /// of `[provisioning]` (whose key patterns are checked next).
     fn producer_allowed(&self, change: &Change) -> bool {
         let allowed = &self.cfg.allowed_producers;
         allowed.is_empty()
             || change.producer == PROVISIONING_API
             || allowed.contains(&change.producer)
+            || self.access.is_provisioner(&change.producer)
     }
 
     fn rejected(&self, msg: &BorrowedMessage<'_>, e: &ContentError) -> Outcome {

@@ -1,14 +1,16 @@
-//! HTTP/1.1 front end: document fetches for phones and the provisioning API.
+//! HTTP/1.1 front ends: document fetches for phones ([`serve`]) and, on a listener of its
+//! own, the provisioning API ([`serve_provisioning`]).
 //!
 //! ```text
-//! GET|HEAD /profiles/{kind}/{id}/{name}                     document bytes (ETag, 304)
-//! PUT|DELETE /provision/v1/{kind}/{id}/documents/{name}     write one document
-//! GET|DELETE /provision/v1/{kind}/{id}                      list / remove a key
-//! PUT /provision/v1/device/{id}                             device attributes (JSON)
+//! phones:        GET|HEAD /profiles/{kind}/{id}/{name}                  document bytes (ETag, 304)
+//! provisioning:  PUT|DELETE /provision/v1/{kind}/{id}/documents/{name}  write one document
+//!                GET|DELETE /provision/v1/{kind}/{id}                   list / remove a key
+//!                PUT /provision/v1/device/{id}                          device attributes (JSON)
 //! ```
 //!
-//! Provisioning is not authenticated yet (design §4 wants mutual TLS or tokens); deploy it
-//! on an internal listener until it is.
+//! Provisioning requests are authenticated and authorised by [`Access`] (bearer tokens and
+//! key patterns); every write and every refusal is audited: a log line on target
+//! `uaprof::audit` and `content_provision_audit_total{provisioner, outcome}`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use uaprof_api::key::percent_decode;
 use uaprof_api::{ProfileKey, Timing};
 
+use crate::access::{Access, Intent, Refusal};
 use crate::error::ContentError;
 use crate::service::{ContentService, WriteReceipt, WriteStatus};
 use crate::telemetry as m;
@@ -49,14 +52,42 @@ const MAX_JSON_BYTES: usize = 16 << 10;
 
 type Body = Full<Bytes>;
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` is cancelled, then stops accepting and
-/// drains open connections (for at most [`DRAIN_GRACE`]).
+/// What a listener serves.
+enum Face {
+    /// Document fetches.
+    Phones,
+    /// The provisioning API, behind its access policy.
+    Provisioning(Arc<Access>),
+}
+
+/// Serves document fetches over HTTP/1.1 on `listener` until `shutdown` is cancelled, then
+/// stops accepting and drains open connections (for at most [`DRAIN_GRACE`]).
 ///
 /// At most `max_connections` connections are served at once; further ones are closed on
 /// accept and counted (`content_http_connections_refused_total`).
 pub async fn serve(
     listener: TcpListener,
     service: Arc<ContentService>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_face(listener, service, Arc::new(Face::Phones), shutdown).await
+}
+
+/// Serves the provisioning API on `listener`, under `access`, like [`serve`].
+pub async fn serve_provisioning(
+    listener: TcpListener,
+    service: Arc<ContentService>,
+    access: Arc<Access>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let face = Arc::new(Face::Provisioning(access));
+    serve_face(listener, service, face, shutdown).await
+}
+
+async fn serve_face(
+    listener: TcpListener,
+    service: Arc<ContentService>,
+    face: Arc<Face>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(service.config().max_connections));
@@ -81,13 +112,23 @@ pub async fn serve(
             continue;
         };
         let service = Arc::clone(&service);
+        let face = Arc::clone(&face);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _slot = slot;
             metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).increment(1.0);
             let handler = service_fn(move |req| {
                 let service = Arc::clone(&service);
-                async move { Ok::<_, Infallible>(handle(&service, req).await) }
+                let face = Arc::clone(&face);
+                async move {
+                    let response = match &*face {
+                        Face::Phones => handle(&service, req).await,
+                        Face::Provisioning(access) => {
+                            handle_provisioning(&service, access, req).await
+                        }
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -120,28 +161,168 @@ pub async fn serve(
     Ok(())
 }
 
-/// Routes one request and counts it.
+/// Routes one phone-facing request and counts it.
 async fn handle(service: &ContentService, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (route, response) = match segments.as_slice() {
         ["profiles", kind, id, name] => ("document", fetch(service, &req, kind, id, name).await),
-        ["provision", "v1", kind, id, "documents", name] => (
-            "provision_document",
-            provision_document(service, req, kind, id, name).await,
-        ),
-        ["provision", "v1", kind, id] => {
-            ("provision_key", provision_key(service, req, kind, id).await)
-        }
         _ => ("unknown", error(StatusCode::NOT_FOUND, "no such resource")),
     };
+    count_request(route, &response);
+    response
+}
+
+fn count_request(route: &'static str, response: &Response<Body>) {
     metrics::counter!(
         m::HTTP_REQUESTS,
         "route" => route,
         "status" => response.status().as_u16().to_string()
     )
     .increment(1);
+}
+
+/// What the audit log says of one provisioning request.
+#[derive(Default)]
+struct Audit {
+    who: Option<String>,
+    key: Option<String>,
+    name: Option<String>,
+    change_id: Option<String>,
+    reason: Option<String>,
+}
+
+/// Authenticates, routes and authorises one provisioning request, counts it, and audits it
+/// if it wrote or was refused.
+async fn handle_provisioning(
+    service: &ContentService,
+    access: &Access,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let mut audit = Audit::default();
+    let (route, response) = match access.authenticate(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    ) {
+        Err(refusal) => ("provision_auth", refused(&refusal, &mut audit)),
+        Ok(who) => {
+            audit.who = Some(who.to_owned());
+            let path = req.uri().path().to_owned();
+            let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            let mut guard = Guard {
+                access,
+                who,
+                audit: &mut audit,
+            };
+            match segments.as_slice() {
+                ["provision", "v1", kind, id, "documents", name] => (
+                    "provision_document",
+                    provision_document(service, &mut guard, req, kind, id, name).await,
+                ),
+                ["provision", "v1", kind, id] => (
+                    "provision_key",
+                    provision_key(service, &mut guard, req, kind, id).await,
+                ),
+                _ => ("unknown", error(StatusCode::NOT_FOUND, "no such resource")),
+            }
+        }
+    };
+    count_request(route, &response);
+    record_audit(&method, &audit, &response);
     response
+}
+
+/// A 401 (with the RFC 6750 challenge) or 403 for `refusal`, noted in the audit.
+fn refused(refusal: &Refusal, audit: &mut Audit) -> Response<Body> {
+    let reason = refusal.reason();
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut resp = error(status, &reason);
+    if let Refusal::Unauthenticated(_) = refusal {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"uaprof-provisioning\""),
+        );
+    }
+    audit.reason = Some(reason);
+    resp
+}
+
+/// Writes (whatever their outcome) and refusals are audited; successful reads are not.
+fn record_audit(method: &Method, audit: &Audit, response: &Response<Body>) {
+    let status = response.status().as_u16();
+    let outcome = match status {
+        401 => "unauthenticated",
+        403 => "forbidden",
+        200..=299 if method == Method::GET => return,
+        200..=299 => "written",
+        _ if method == Method::GET => "read_failed",
+        _ => "rejected",
+    };
+    let who = audit.who.as_deref().unwrap_or("-");
+    // The label set stays bounded: provisioner names come from the configuration.
+    let provisioner = if audit.who.is_some() {
+        who.to_owned()
+    } else {
+        "unauthenticated".to_owned()
+    };
+    metrics::counter!(m::PROVISION_AUDIT, "provisioner" => provisioner, "outcome" => outcome)
+        .increment(1);
+    tracing::info!(
+        target: "uaprof::audit",
+        who,
+        method = %method,
+        key = audit.key.as_deref().unwrap_or("-"),
+        name = audit.name.as_deref().unwrap_or("-"),
+        status,
+        outcome,
+        change_id = audit.change_id.as_deref().unwrap_or("-"),
+        reason = audit.reason.as_deref().unwrap_or("-"),
+        "provisioning audit"
+    );
+}
+
+/// The authenticated provisioner of one request, and the audit it fills in.
+struct Guard<'a> {
+    access: &'a Access,
+    who: &'a str,
+    audit: &'a mut Audit,
+}
+
+impl Guard<'_> {
+    /// The key of the request if the provisioner may do `intent` to it; else the response.
+    fn key(
+        &mut self,
+        kind: &str,
+        id: &str,
+        name: Option<&str>,
+        intent: Intent,
+    ) -> Result<ProfileKey, Box<Response<Body>>> {
+        self.audit.name = name.map(str::to_owned);
+        let key = key_from_path(kind, id).map_err(|e| Box::new(content_error(&e)))?;
+        self.audit.key = Some(key.to_string());
+        self.access
+            .authorize(self.who, &key, intent)
+            .map_err(|r| Box::new(refused(&r, self.audit)))?;
+        Ok(key)
+    }
+
+    /// The response to a write, with its change id noted in the audit.
+    fn written(
+        &mut self,
+        resp: Result<Response<Body>, ContentError>,
+        id: Option<String>,
+    ) -> Response<Body> {
+        self.audit.change_id = id;
+        match resp {
+            Ok(r) => r,
+            Err(e) => {
+                self.audit.reason = Some(e.to_string());
+                content_error(&e)
+            }
+        }
+    }
 }
 
 /// Builds a key from URL path segments. The id segment is URL-decoded here, once
@@ -273,6 +454,7 @@ fn write_status(r: &WriteReceipt) -> StatusCode {
 
 async fn provision_document(
     service: &ContentService,
+    guard: &mut Guard<'_>,
     req: Request<Incoming>,
     kind: &str,
     id: &str,
@@ -282,19 +464,17 @@ async fn provision_document(
     if method != Method::PUT && method != Method::DELETE {
         return method_not_allowed("PUT, DELETE");
     }
-    let key = match key_from_path(kind, id) {
+    let key = match guard.key(kind, id, Some(name), Intent::Write) {
         Ok(k) => k,
-        Err(e) => return content_error(&e),
+        Err(resp) => return *resp,
     };
     let timing = match timing(req.uri().query()) {
         Ok(e) => e,
         Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
     };
     if method == Method::DELETE {
-        return match service.delete_document(&key, name, timing).await {
-            Ok(r) => json(write_status(&r), &write_body(service, r, false)),
-            Err(e) => content_error(&e),
-        };
+        let r = service.delete_document(&key, name, timing).await;
+        return written(service, guard, r, false);
     }
     let content_type = match req
         .headers()
@@ -311,13 +491,22 @@ async fn provision_document(
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    match service
+    let r = service
         .put_document(&key, name, &content_type, body, timing)
-        .await
-    {
-        Ok(r) => json(write_status(&r), &write_body(service, r, true)),
-        Err(e) => content_error(&e),
-    }
+        .await;
+    written(service, guard, r, true)
+}
+
+/// The response to a write, its change id noted in the audit.
+fn written(
+    service: &ContentService,
+    guard: &mut Guard<'_>,
+    result: Result<WriteReceipt, ContentError>,
+    with_url: bool,
+) -> Response<Body> {
+    let change_id = result.as_ref().ok().map(|r| r.change_id.clone());
+    let resp = result.map(|r| json(write_status(&r), &write_body(service, r, with_url)));
+    guard.written(resp, change_id)
 }
 
 /// The JSON body of `PUT /provision/v1/device/<id>`: `{"default_user": "sip:alice@example.com"}`
@@ -336,6 +525,7 @@ pub fn parse_device_attributes(body: &[u8]) -> Result<DeviceAttributes, serde_js
 
 async fn provision_key(
     service: &ContentService,
+    guard: &mut Guard<'_>,
     req: Request<Incoming>,
     kind: &str,
     id: &str,
@@ -352,9 +542,14 @@ async fn provision_key(
     if !allowed {
         return method_not_allowed(allow);
     }
-    let key = match key_from_path(kind, id) {
+    let intent = if method == Method::GET {
+        Intent::Read
+    } else {
+        Intent::Write
+    };
+    let key = match guard.key(kind, id, None, intent) {
         Ok(k) => k,
-        Err(e) => return content_error(&e),
+        Err(resp) => return *resp,
     };
     if method == Method::GET {
         return match service.list_key(&key).await {
@@ -368,10 +563,8 @@ async fn provision_key(
         Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
     };
     if method == Method::DELETE {
-        return match service.delete_key(&key, timing).await {
-            Ok(r) => json(write_status(&r), &write_body(service, r, false)),
-            Err(e) => content_error(&e),
-        };
+        let r = service.delete_key(&key, timing).await;
+        return written(service, guard, r, false);
     }
     let body = match read_body(req, MAX_JSON_BYTES).await {
         Ok(b) => b,
@@ -381,13 +574,10 @@ async fn provision_key(
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
-    match service
+    let r = service
         .set_device_attributes(&key, attrs.default_user.as_deref(), timing)
-        .await
-    {
-        Ok(r) => json(write_status(&r), &write_body(service, r, false)),
-        Err(e) => content_error(&e),
-    }
+        .await;
+    written(service, guard, r, false)
 }
 
 /// Reads a request body of at most `max` bytes: 413 when larger (checked against

@@ -15,9 +15,12 @@
 //!   through a [`ChangeLog`] such as the Kafka change topic and awaited), reads, URL
 //!   building, and the [`uaprof_api::ContentResolver`] impl.
 //! * `feed`: [`InProcessFeed`], the embedded [`uaprof_api::ChangeSource`].
-//! * `http`: [`serve`]: document GETs for phones and the provisioning API, on hyper.
+//! * `http`: [`serve`]: document GETs for phones; [`serve_provisioning`]: the provisioning
+//!   API on a listener of its own, on hyper.
+//! * `access`: [`Access`]: the provisioning API's bearer tokens and key patterns.
 //! * `telemetry`: metric names and [`describe_metrics`].
 
+mod access;
 mod admission;
 mod config;
 mod doc_cache;
@@ -31,11 +34,12 @@ mod store;
 mod telemetry;
 mod validate;
 
+pub use crate::access::{Access, Intent, ProvisioningConfig, Refusal, TokenConfig};
 pub use crate::admission::{FetchAdmission, FetchGuard};
 pub use crate::config::{ContentConfig, MAX_DOCUMENT_BYTES_CEILING, StoreKind};
 pub use crate::error::ContentError;
 pub use crate::feed::InProcessFeed;
-pub use crate::http::{DeviceAttributes, parse_device_attributes, serve};
+pub use crate::http::{DeviceAttributes, parse_device_attributes, serve, serve_provisioning};
 pub use crate::service::{
     ChangeLog, ContentService, DocumentInfo, KeyListing, PROVISIONING_API, StoredDocument,
     WriteReceipt, WriteStatus, new_change_id,

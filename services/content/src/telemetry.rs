@@ -23,6 +23,7 @@ pub const CACHE_LOOKUPS: &str = "content_cache_lookups_total";
 pub const CACHE_BYTES: &str = "content_cache_bytes";
 pub const PREWARMED: &str = "content_prewarmed_documents_total";
 pub const STORE_KEYS: &str = "content_store_keys";
+pub const PROVISION_AUDIT: &str = "content_provision_audit_total";
 pub const STORE_TOMBSTONES: &str = "content_store_tombstones";
 pub const STORE_DOCUMENT_BYTES: &str = "content_store_document_bytes";
 
@@ -105,6 +106,11 @@ pub fn describe_metrics() {
         "Fetch credits per second granted to the notifiers"
     );
     describe_counter!(CREDITS_GRANTED, "Fetch credits granted to the notifiers");
+    describe_counter!(
+        PROVISION_AUDIT,
+        "Provisioning API writes and refusals, by provisioner (token name) and outcome \
+         (written, rejected, unauthenticated, forbidden, read_failed)"
+    );
     describe_gauge!(
         STORE_KEYS,
         "Keys with a document or default user in the embedded store (limit content.max_keys)"

@@ -1,32 +1,48 @@
-//! The HTTP front end over a real socket on 127.0.0.1:0.
+//! The HTTP front ends over real sockets on 127.0.0.1:0: documents for phones on one
+//! listener, the provisioning API (and its tokens) on another.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use content::{ContentConfig, ContentService, JournalOptions};
+use content::{
+    Access, ContentConfig, ContentService, JournalOptions, ProvisioningConfig, TokenConfig,
+};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 struct Server {
+    /// Phones: documents.
     addr: SocketAddr,
+    /// The provisioning API.
+    prov: SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    prov_task: tokio::task::JoinHandle<std::io::Result<()>>,
     client: Client<HttpConnector, Full<Bytes>>,
     _dir: tempfile::TempDir,
 }
 
 async fn start(max_connections: usize) -> Server {
+    start_with(max_connections, &ProvisioningConfig::default()).await
+}
+
+async fn start_with(max_connections: usize, provisioning: &ProvisioningConfig) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let prov_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let prov = prov_listener.local_addr().expect("addr");
     let config = ContentConfig {
         public_base_url: format!("http://{addr}"),
         max_document_bytes: 32,
@@ -39,11 +55,20 @@ async fn start(max_connections: usize) -> Server {
     };
     let service = ContentService::open(dir.path(), config, opts).expect("open");
     let shutdown = CancellationToken::new();
+    let access = std::sync::Arc::new(Access::new(provisioning).expect("access"));
+    let prov_task = tokio::spawn(content::serve_provisioning(
+        prov_listener,
+        std::sync::Arc::clone(&service),
+        access,
+        shutdown.clone(),
+    ));
     let task = tokio::spawn(content::serve(listener, service, shutdown.clone()));
     Server {
         addr,
+        prov,
         shutdown,
         task,
+        prov_task,
         client: Client::builder(TokioExecutor::new()).build_http(),
         _dir: dir,
     }
@@ -62,6 +87,8 @@ impl Reply {
 }
 
 impl Server {
+    /// A request to the listener that serves `path`: the provisioning API's for
+    /// `/provision/...`, the phones' for the rest.
     async fn call(
         &self,
         method: Method,
@@ -69,9 +96,25 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Reply {
+        let to = if path.starts_with("/provision/") {
+            self.prov
+        } else {
+            self.addr
+        };
+        self.call_at(to, method, path, headers, body).await
+    }
+
+    async fn call_at(
+        &self,
+        to: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr));
+            .uri(format!("http://{to}{path}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -91,10 +134,12 @@ impl Server {
 
     async fn stop(self) {
         self.shutdown.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("server stops");
-        assert!(result.expect("join").is_ok());
+        for task in [self.task, self.prov_task] {
+            let result = tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("server stops");
+            assert!(result.expect("join").is_ok());
+        }
     }
 }
 
@@ -320,5 +365,141 @@ async fn connections_beyond_the_limit_are_closed() {
         .unwrap_or(0);
     assert_eq!(n, 0, "refused connection is closed without a response");
     drop(_held);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_phones_listener_serves_no_provisioning() {
+    let s = start(64).await;
+    let xml = [("content-type", "application/xml")];
+    let r = s.call_at(s.addr, Method::PUT, DOC, &xml, b"<a/>").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+    let listing = "/provision/v1/device/00df1e004cd0";
+    let r = s.call_at(s.addr, Method::GET, listing, &[], b"").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.call(Method::GET, listing, &[], b"").await.status,
+        StatusCode::NOT_FOUND,
+        "nothing was stored"
+    );
+    // And the provisioning listener serves no documents.
+    assert_eq!(
+        s.call(Method::PUT, DOC, &xml, b"<a/>").await.status,
+        StatusCode::CREATED
+    );
+    let r = s.call_at(s.prov, Method::GET, FETCH, &[], b"").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.call(Method::GET, FETCH, &[], b"").await.status,
+        StatusCode::OK
+    );
+    s.stop().await;
+}
+
+fn token(name: &str, secret: &str, allow: &[&str], read_only: bool) -> TokenConfig {
+    TokenConfig {
+        name: name.into(),
+        sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+        allow: allow.iter().map(|a| (*a).to_owned()).collect(),
+        read_only,
+    }
+}
+
+#[tokio::test]
+async fn provisioning_needs_a_token_and_stays_within_its_keys() {
+    let s = start_with(
+        64,
+        &ProvisioningConfig {
+            tokens: vec![
+                token(
+                    "oss-east",
+                    "east-secret",
+                    &["device/mac:00df1e*", "class/acme:*"],
+                    false,
+                ),
+                token("noc", "noc-secret", &["*"], true),
+            ],
+            allow_open: false,
+        },
+    )
+    .await;
+    let xml = ("content-type", "application/xml");
+    let east = ("authorization", "Bearer east-secret");
+    let noc = ("authorization", "Bearer noc-secret");
+    let listing = "/provision/v1/device/00df1e004cd0";
+
+    let r = s.call(Method::PUT, DOC, &[xml], b"<a/>").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .expect("challenge")
+            .starts_with("Bearer")
+    );
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .expect("reason")
+            .contains("bearer token")
+    );
+    let wrong = ("authorization", "Bearer east-secreT");
+    let r = s.call(Method::PUT, DOC, &[xml, wrong], b"<a/>").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["error"], "unknown token");
+    // An unknown route says nothing more to a stranger.
+    let r = s.call(Method::GET, "/provision/v2/nothing", &[], b"").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Another tenant's MAC range and another vendor's class: 403 with the reason.
+    let other = "/provision/v1/device/00:11:22:33:44:55/documents/a.xml";
+    let r = s.call(Method::PUT, other, &[xml, east], b"<a/>").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.json()["error"],
+        "oss-east may not change device/mac:001122334455"
+    );
+    let r = s
+        .call(
+            Method::PUT,
+            "/provision/v1/class/zeta:Z1/documents/a.xml",
+            &[xml, east],
+            b"<a/>",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The read-only token reads everything and writes nothing.
+    let r = s.call(Method::PUT, DOC, &[xml, noc], b"<a/>").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json()["error"], "noc may only read");
+    assert_eq!(
+        s.call(Method::GET, listing, &[noc], b"").await.status,
+        StatusCode::NOT_FOUND,
+        "nothing was stored"
+    );
+
+    // Within its rights, in any spelling of the MAC.
+    let r = s.call(Method::PUT, DOC, &[xml, east], b"<a/>").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = s
+        .call(
+            Method::PUT,
+            "/provision/v1/device/00-DF-1E-00-4C-D0/documents/b.xml",
+            &[xml, east],
+            b"<b/>",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = s.call(Method::GET, listing, &[noc], b"").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["documents"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        s.call(Method::DELETE, listing, &[noc], b"").await.status,
+        StatusCode::FORBIDDEN
+    );
+    // Phones need no token.
+    assert_eq!(
+        s.call(Method::GET, FETCH, &[], b"").await.status,
+        StatusCode::OK
+    );
     s.stop().await;
 }

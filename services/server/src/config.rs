@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bus::KafkaConfig;
 use clap::{Parser, ValueEnum};
-use content::{ContentConfig, StoreKind};
+use content::{ContentConfig, ProvisioningConfig, StoreKind};
 use notifier::NotifierConfig;
 use notifier::store::redis::RedisConfig;
 use serde::{Deserialize, Serialize};
@@ -35,8 +35,13 @@ pub struct Config {
     pub fsync: bool,
     /// Admin endpoints (`/live`, `/ready`, `/metrics`).
     pub admin_listen: SocketAddr,
-    /// The content tier's HTTP listener (documents and provisioning API).
+    /// The content tier's HTTP listener for phones (documents).
     pub http_listen: SocketAddr,
+    /// The provisioning API's listener (roles `content` and `all`), apart from the phones'.
+    /// Beyond loopback it needs `[provisioning] tokens` (or `allow_open`).
+    pub provision_listen: SocketAddr,
+    /// Who may use the provisioning API, and for which keys.
+    pub provisioning: ProvisioningConfig,
     /// How long SIGTERM waits for in-flight work before exiting.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -88,6 +93,8 @@ impl Default for Config {
             fsync: true,
             admin_listen: ([127, 0, 0, 1], 9090).into(),
             http_listen: ([127, 0, 0, 1], 8080).into(),
+            provision_listen: ([127, 0, 0, 1], 8081).into(),
+            provisioning: ProvisioningConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             grpc_listen: None,
             content_url: None,
@@ -127,9 +134,12 @@ pub struct Cli {
     /// Host[:port] advertised in Via/Contact of NOTIFYs.
     #[arg(long, env = "UAPROF_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Content tier HTTP listen address.
+    /// Content tier HTTP listen address (document fetches).
     #[arg(long, env = "UAPROF_HTTP")]
     pub http: Option<SocketAddr>,
+    /// Provisioning API listen address.
+    #[arg(long, env = "UAPROF_PROVISION")]
+    pub provision: Option<SocketAddr>,
     /// Admin (/live, /ready, /metrics) listen address.
     #[arg(long, env = "UAPROF_ADMIN")]
     pub admin: Option<SocketAddr>,
@@ -231,6 +241,9 @@ impl Cli {
         if let Some(a) = self.http {
             cfg.http_listen = a;
         }
+        if let Some(a) = self.provision {
+            cfg.provision_listen = a;
+        }
         if let Some(a) = self.admin {
             cfg.admin_listen = a;
         }
@@ -300,6 +313,16 @@ impl Cli {
                     "role notifier needs the content tier: set content_url (--content-url)".into(),
                 );
             }
+        }
+        cfg.provisioning.validate()?;
+        let open = cfg.provisioning.tokens.is_empty() && !cfg.provisioning.allow_open;
+        if cfg.role != Role::Notifier && open && !cfg.provision_listen.ip().is_loopback() {
+            return Err(format!(
+                "provision_listen {} is beyond loopback, but [provisioning] has no tokens: \
+                 anyone reaching it could rewrite every profile. Add provisioning.tokens, \
+                 bind it to loopback, or set provisioning.allow_open = true",
+                cfg.provision_listen
+            ));
         }
         if cfg.shutdown_grace.is_zero() {
             return Err("shutdown_grace must be positive".into());

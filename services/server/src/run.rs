@@ -86,12 +86,18 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
             " content-store=journal"
         });
         content::describe_metrics();
+        let access = Arc::new(content::Access::new(&cfg.provisioning).map_err(RunError::Config)?);
         if let Some(k) = &cfg.kafka {
             // Provisioning API writes go through the change topic, in order with the OSS's.
             let producer = bus::ChangeProducer::new(k).map_err(RunError::Config)?;
             service.set_change_log(Arc::new(producer));
-            let c = bus::ContentConsumer::new(k.clone(), Arc::clone(&service), node.clone())
-                .map_err(RunError::Config)?;
+            let c = bus::ContentConsumer::new(
+                k.clone(),
+                Arc::clone(&service),
+                Arc::clone(&access),
+                node.clone(),
+            )
+            .map_err(RunError::Config)?;
             consumer = Some(tokio::spawn(c.run(shutdown.clone())));
         }
         tasks.spawn({
@@ -104,6 +110,29 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
             }
         });
         line.push_str(&format!(" http=http://{http_addr}"));
+        let provision_listener = TcpListener::bind(cfg.provision_listen)
+            .await
+            .with_context(|| format!("bind provisioning {}", cfg.provision_listen))?;
+        let provision_addr = provision_listener
+            .local_addr()
+            .context("provisioning address")?;
+        if access.is_open() && provision_addr.ip().is_loopback() {
+            tracing::info!(addr = %provision_addr, "provisioning API without tokens, on loopback only");
+        } else if access.is_open() {
+            tracing::warn!(addr = %provision_addr, "provisioning API without tokens (provisioning.allow_open): anyone reaching it may change every profile");
+        }
+        tasks.spawn({
+            let service = Arc::clone(&service);
+            let stop = http_stop.clone();
+            async move {
+                let served =
+                    content::serve_provisioning(provision_listener, service, access, stop).await;
+                if let Err(e) = served {
+                    tracing::error!(%e, "provisioning API server failed");
+                }
+            }
+        });
+        line.push_str(&format!(" provision=http://{provision_addr}"));
         if let Some(addr) = cfg.grpc_listen {
             let l = TcpListener::bind(addr)
                 .await

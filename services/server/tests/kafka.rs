@@ -16,6 +16,7 @@ use common::{
     Msg, Phone, Server, Sub, answer_notifies, http, kafka_config, put_doc, sha1_hex, tier_node,
     topic, wait_for_full_ownership,
 };
+use sha2::Digest;
 use testkit::{KafkaBroker, RedisServer};
 
 const T: Duration = Duration::from_secs(20);
@@ -108,10 +109,19 @@ fn fetch(url: &str) -> (u16, Vec<u8>) {
 fn oss_events_reach_phones_and_bad_events_are_dead_lettered_without_blocking() {
     let broker = KafkaBroker::start();
     let dir = tempfile::tempdir().expect("tempdir");
+    // A producer named in [provisioning] may change only its keys (devices here); the API
+    // needs a token.
+    let digest = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
     let cfg = kafka_config(
         dir.path(),
         &broker.bootstrap(),
-        "[content]\nmax_document_bytes = 4096\n",
+        &format!(
+            "[content]\nmax_document_bytes = 4096\n[provisioning]\ntokens = [\
+             {{ name = \"oss-devices\", sha256 = \"{}\", allow = [\"device/*\"] }}, \
+             {{ name = \"oss-admin\", sha256 = \"{}\", allow = [\"*\"] }}]\n",
+            digest("devices-secret"),
+            digest("admin-secret")
+        ),
     );
     let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
     let mut phone = Phone::new(srv.udp, "MAC%3a00000000c0a1");
@@ -129,6 +139,8 @@ fn oss_events_reach_phones_and_bad_events_are_dead_lettered_without_blocking() {
     });
     let mut rogue = put_action("c-rogue", 0, "fw.xml", "<rogue/>");
     rogue["producer"] = "rogue".into();
+    let mut outside = put_action("c-outside", 0, "fw.xml", "<outside/>");
+    outside["producer"] = "oss-devices".into();
     let mut with_trace = put_action("c-1", 5, "fw.xml", good);
     with_trace["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into();
     produce(
@@ -138,6 +150,7 @@ fn oss_events_reach_phones_and_bad_events_are_dead_lettered_without_blocking() {
             serde_json::json!({"raw": "08ffffffff0f1201", "record_key": "class/acme:Z100"}),
             with_trace.clone(),
             rogue,
+            outside,
             put_action("c-2", 3, "fw.xml", "<older/>"),
             put_action("c-3", 0, "big.xml", &"x".repeat(5000)),
             bad_mac,
@@ -154,7 +167,7 @@ fn oss_events_reach_phones_and_bad_events_are_dead_lettered_without_blocking() {
         "refused events changed nothing, so nothing more is sent"
     );
 
-    let dlq = dump(&broker, &topic(&cfg, "dead_letter"), 5);
+    let dlq = dump(&broker, &topic(&cfg, "dead_letter"), 6);
     let reasons: BTreeSet<String> = dlq
         .iter()
         .map(|r| {
@@ -167,6 +180,7 @@ fn oss_events_reach_phones_and_bad_events_are_dead_lettered_without_blocking() {
     let expected: BTreeSet<String> = [
         "malformed",
         "producer_not_allowed",
+        "producer_forbidden",
         "version_not_increasing",
         "too_large",
         "bad_key",
@@ -212,10 +226,13 @@ fn oss_events_reach_phones_and_bad_events_are_dead_lettered_without_blocking() {
 
     // The provisioning API goes through the same ordered path and answers once applied.
     let (st, body) = http(
-        srv.http,
+        srv.provision,
         "PUT",
         "/provision/v1/class/acme:Z100/documents/fw.xml",
-        &[("Content-Type", "application/xml")],
+        &[
+            ("Content-Type", "application/xml"),
+            ("Authorization", "Bearer admin-secret"),
+        ],
         b"<settings v=\"6\"/>",
     );
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
@@ -379,7 +396,13 @@ fn a_broker_restart_mid_stream_loses_no_event() {
 
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let (st, body) = http(srv.http, "GET", "/provision/v1/class/acme:Z100", &[], b"");
+        let (st, body) = http(
+            srv.provision,
+            "GET",
+            "/provision/v1/class/acme:Z100",
+            &[],
+            b"",
+        );
         let listing: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let n = listing["documents"].as_array().map_or(0, Vec::len);
         let last_notify = seen.lock().expect("lock").last().map_or(0, Vec::len);
@@ -397,7 +420,13 @@ fn a_broker_restart_mid_stream_loses_no_event() {
 
 /// The key's version and the hash of one of its documents, from the provisioning API.
 fn class_state(srv: &Server, name: &str) -> Option<(u64, String)> {
-    let (st, body) = http(srv.http, "GET", "/provision/v1/class/acme:Z100", &[], b"");
+    let (st, body) = http(
+        srv.provision,
+        "GET",
+        "/provision/v1/class/acme:Z100",
+        &[],
+        b"",
+    );
     if st != 200 {
         return None;
     }

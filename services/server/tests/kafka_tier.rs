@@ -65,6 +65,7 @@ fn kill_9_of_a_notifier_mid_fanout_loses_nothing() {
         node_a.udp,
         content_a.http,
     );
+    storm.provision = content_a.provision;
     storm.max_time = Duration::from_secs(240);
     storm.progress = false;
     storm.source_ips = 32;

@@ -27,6 +27,7 @@ fn load_lock() -> std::sync::MutexGuard<'static, ()> {
 /// A storm against `srv` with the simulator's usual test settings.
 fn storm(srv: &Server, content: &Server, scenario: Scenario, phones: u64) -> Config {
     let mut cfg = Config::new(scenario, phones, srv.udp, content.http);
+    cfg.provision = content.provision;
     cfg.max_time = Duration::from_secs(120);
     cfg.source_ips = 16;
     cfg.ports_per_ip = 4;

@@ -414,7 +414,7 @@ fn device_subscription_gets_device_class_and_default_user_documents() {
         201
     );
     let (st, _) = http(
-        srv.http,
+        srv.provision,
         "PUT",
         "/provision/v1/device/0000000000a1",
         &[("Content-Type", "application/json")],
@@ -635,7 +635,7 @@ fn effective_by_inline_bodies_and_reject_policy() {
     phone.expect_notify(T, 200);
     let path = "/provision/v1/device/0000000000a5/documents/p.xml?effective-by=120";
     let (st, _) = http(
-        srv.http,
+        srv.provision,
         "PUT",
         path,
         &[("Content-Type", "application/xml")],

@@ -15,6 +15,7 @@ const PHONES: u64 = 300;
 
 fn config(srv: &Server, scenario: Scenario) -> Config {
     let mut cfg = Config::new(scenario, PHONES, srv.udp, srv.http);
+    cfg.provision = srv.provision;
     cfg.max_time = Duration::from_secs(20);
     cfg.source_ips = 8;
     cfg.ports_per_ip = 2;

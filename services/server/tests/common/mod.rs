@@ -15,6 +15,8 @@ pub struct Server {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// The provisioning API.
+    pub provision: SocketAddr,
     pub admin: SocketAddr,
     /// Content tier gRPC (`--grpc`), when served.
     pub grpc: Option<SocketAddr>,
@@ -60,6 +62,8 @@ impl Server {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--provision",
+            "127.0.0.1:0",
             "--admin",
             "127.0.0.1:0",
             "--fsync",
@@ -96,6 +100,7 @@ impl Server {
             udp: field("sip-udp"),
             tcp: field("sip-tcp"),
             http: field("http"),
+            provision: field("provision"),
             admin: field("admin"),
             grpc: opt("grpc"),
             data: data.to_owned(),
@@ -644,7 +649,14 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 /// Provisions a document through the API; returns the HTTP status.
 pub fn put_doc(server: &Server, kind: &str, id: &str, name: &str, ctype: &str, body: &[u8]) -> u16 {
     let path = format!("/provision/v1/{kind}/{id}/documents/{name}");
-    http(server.http, "PUT", &path, &[("Content-Type", ctype)], body).0
+    http(
+        server.provision,
+        "PUT",
+        &path,
+        &[("Content-Type", ctype)],
+        body,
+    )
+    .0
 }
 
 /// A node of a tier: `role` with the shared Redis and the test's config file.
