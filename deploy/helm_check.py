@@ -296,7 +296,7 @@ CHART_SETS = {
          "content_url", "node_id", "redis", "kafka", "notifier", "content",
          "provision_listen", "provisioning"},
     "notifier": {"udp", "tcp", "advertise"},
-    "content": {"public_base_url"},
+    "content": {"public_base_url", "url_signing_key_files"},
     "redis": {"urls", "cluster"},
     "kafka": {"brokers", "properties"},
 }
@@ -441,6 +441,16 @@ def main() -> int:
             fail(f"{name}: provisioning Service {has}, loopback listener {loopback}; want the Service {want}")
         else:
             ok(f"{name}: provisioning API {'on Service -provision' if want else 'on the pods loopback only'}")
+
+    # Signed URLs: the Secret is mounted on the content pods and its files configured.
+    docs = render(CHART, {"content": {"urlSigning": {"existingSecret": "url-keys", "keys": ["new", "old"]}}})
+    content = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-content"))
+    vols = [v for v in content["spec"]["template"]["spec"]["volumes"] if v.get("secret", {}).get("secretName") == "url-keys"]
+    cms = "\n".join(v for d in docs if d["kind"] == "ConfigMap" for v in (d.get("data") or {}).values())
+    if vols and 'url_signing_key_files = ["/etc/uaprof/url-signing/new", "/etc/uaprof/url-signing/old"]' in cms:
+        ok("content.urlSigning: Secret mounted, url_signing_key_files set in order")
+    else:
+        fail(f"content.urlSigning: volumes {vols}, config {cms[:200]!r}")
 
     default_notes = notes(CHART, {})
     for needle in ("NEXT: set notifier.advertise", "NEXT: set content.publicBaseUrl",

@@ -161,6 +161,16 @@ keys sorted, null values left out (the binary's default applies).
 {{- else -}}
 {{- $c := default (dict) (get $cfg "content") -}}
 {{- $_ := set $c "public_base_url" (include "uaprof.publicBaseUrl" $root) -}}
+{{- with $tv.urlSigning -}}
+{{- if and .existingSecret (not .keys) -}}
+{{- fail "content.urlSigning.existingSecret needs content.urlSigning.keys: the Secret's keys that hold the signing secrets" -}}
+{{- end -}}
+{{- if .existingSecret -}}
+{{- $files := list -}}
+{{- range .keys -}}{{- $files = append $files (printf "/etc/uaprof/url-signing/%s" .) -}}{{- end -}}
+{{- $_ := set $c "url_signing_key_files" $files -}}
+{{- end -}}
+{{- end -}}
 {{- $_ := set $cfg "content" $c -}}
 {{- $_ := set $cfg "http_listen" (printf "%s:%d" $hp (int $tv.ports.http)) -}}
 {{- $p := $v.provisioning -}}

@@ -218,6 +218,11 @@ spec:
               mountPath: /etc/uaprof/kafka/{{ . }}
               readOnly: true
             {{- end }}
+            {{- if and (eq $tier "content") $t.urlSigning.existingSecret }}
+            - name: url-signing
+              mountPath: /etc/uaprof/url-signing
+              readOnly: true
+            {{- end }}
       volumes:
         - name: config-template
           configMap:
@@ -242,6 +247,11 @@ spec:
         - name: kafka-{{ . | replace "." "-" }}
           secret:
             secretName: {{ . }}
+        {{- end }}
+        {{- if and (eq $tier "content") $t.urlSigning.existingSecret }}
+        - name: url-signing
+          secret:
+            secretName: {{ $t.urlSigning.existingSecret }}
         {{- end }}
 {{- end -}}
 

@@ -59,7 +59,13 @@ impl Resolution {
     pub fn entity_tag(&self) -> String {
         let mut h = Sha1::new();
         for d in &self.documents {
-            for part in [d.url.as_str(), d.content_type.as_str(), d.sha1_hex.as_str()] {
+            // A signed URL's query (its expiry and signature) changes with every resolve; the
+            // document it names does not.
+            let url = d
+                .url
+                .split_once('?')
+                .map_or(d.url.as_str(), |(path, _)| path);
+            for part in [url, d.content_type.as_str(), d.sha1_hex.as_str()] {
                 h.update(part.as_bytes());
                 h.update([0u8]);
             }
@@ -140,6 +146,9 @@ mod tests {
         };
         let mut b = a.clone();
         b.documents[0].expires_unix = 99;
+        assert_eq!(a.entity_tag(), b.entity_tag());
+        // Nor does a URL's signature, which is re-issued with every expiry.
+        b.documents[0].url.push_str("?exp=99&kid=ab&sig=cd");
         assert_eq!(a.entity_tag(), b.entity_tag());
         b.documents[0].sha1_hex = "bb".into();
         assert_ne!(a.entity_tag(), b.entity_tag());

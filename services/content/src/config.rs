@@ -1,5 +1,6 @@
 //! Configuration of the content tier.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,11 @@ pub struct ContentConfig {
     /// (RFC 4483 `expiration`), e.g. `7d`.
     #[serde(with = "humantime_serde")]
     pub url_lifetime: Duration,
+    /// Files holding the secrets that sign document URLs (one secret a file, at least 32
+    /// bytes). With any, every URL carries its expiry (`url_lifetime`) and an HMAC, and a
+    /// fetch without a valid, unexpired signature gets 403. The first signs; all verify, so a
+    /// new key goes first while the old one stays for `url_lifetime`. Empty: URLs unsigned.
+    pub url_signing_key_files: Vec<PathBuf>,
     /// Largest accepted document body; larger uploads get 413.
     pub max_document_bytes: usize,
     /// Documents one key may hold; a PUT of one more is refused (409) and changes nothing,
@@ -86,6 +92,7 @@ impl Default for ContentConfig {
             // A week outlives any realistic gap between a NOTIFY and the phone's fetch, even
             // for a phone that was powered off over a weekend.
             url_lifetime: Duration::from_secs(7 * 24 * 3600),
+            url_signing_key_files: Vec::new(),
             // 1 MiB: an order of magnitude above the largest phone configuration files.
             max_document_bytes: 1 << 20,
             max_documents_per_key: 64,
@@ -129,6 +136,11 @@ impl ContentConfig {
                 self.public_base_url
             ));
         }
+        if self.url_lifetime.as_secs() == 0 {
+            return bad("url_lifetime must be at least 1s".into());
+        }
+        crate::signing::UrlSigner::load(&self.url_signing_key_files)
+            .map_err(ContentError::Config)?;
         if self.max_document_bytes == 0 || self.max_document_bytes > MAX_DOCUMENT_BYTES_CEILING {
             return bad(format!(
                 "max_document_bytes must be 1..={MAX_DOCUMENT_BYTES_CEILING}"

@@ -349,6 +349,24 @@ async fn fetch(
     let Ok(key) = key_from_path(kind, id) else {
         return not_found();
     };
+    // A signed URL is checked before anything is looked up: a guessed or expired one learns
+    // nothing, not even whether the document exists.
+    let signed_until = match service.signer() {
+        None => None,
+        Some(signer) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            match signer.verify(&key, name, req.uri().query(), now) {
+                Ok(exp) => Some(exp.saturating_sub(now)),
+                Err(refused) => {
+                    metrics::counter!(m::FETCHES_FORBIDDEN, "reason" => format!("{refused:?}").to_lowercase())
+                        .increment(1);
+                    return error(StatusCode::FORBIDDEN, refused.reason());
+                }
+            }
+        }
+    };
     // Phones are paced by fetch credits; this ceiling holds even when they are not.
     let Some(_fetch) = service.admission().admit_fetch() else {
         let mut resp = error(
@@ -369,10 +387,15 @@ async fn fetch(
     let etag = format!("\"{}\"", doc.sha1_hex);
     let last_modified =
         httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(doc.updated_unix));
+    // Phones must revalidate: the URL stays the same while the content changes. A signed URL
+    // is private to its phone and no cache keeps it past its expiry.
+    let cache_control = match signed_until {
+        None => "no-cache".to_owned(),
+        Some(left) => format!("private, no-cache, max-age={left}"),
+    };
     let builder = Response::builder()
         .header(header::ETAG, &etag)
-        // Phones must revalidate: the URL stays the same while the content changes.
-        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::CACHE_CONTROL, cache_control)
         .header(header::LAST_MODIFIED, last_modified);
     if if_none_match(req.headers(), &etag) {
         return builder

@@ -17,6 +17,7 @@
 //! * `feed`: [`InProcessFeed`], the embedded [`uaprof_api::ChangeSource`].
 //! * `http`: [`serve`]: document GETs for phones; [`serve_provisioning`]: the provisioning
 //!   API on a listener of its own, on hyper.
+//! * `signing`: signed, expiring document URLs (HMAC-SHA256, key rotation).
 //! * `access`: [`Access`]: the provisioning API's bearer tokens and key patterns.
 //! * `telemetry`: metric names and [`describe_metrics`].
 
@@ -30,6 +31,7 @@ mod http;
 mod model;
 mod redis_docs;
 mod service;
+mod signing;
 mod store;
 mod telemetry;
 mod validate;

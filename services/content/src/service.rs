@@ -24,6 +24,7 @@ use crate::doc_cache::DocCache;
 use crate::error::ContentError;
 use crate::model::{Decision, DocMeta, KeyMeta, Prepared, PreparedOp};
 use crate::redis_docs::RedisDocs;
+use crate::signing::UrlSigner;
 use crate::store::{ApplyError, Op, Store};
 use crate::telemetry as m;
 use crate::validate;
@@ -137,6 +138,8 @@ pub struct ContentService {
     admission: Arc<FetchAdmission>,
     /// Document bytes in memory (Redis backend with `cache_bytes` > 0).
     cache: Option<DocCache>,
+    /// Signs document URLs (`url_signing_key_files`).
+    signer: Option<UrlSigner>,
 }
 
 impl std::fmt::Debug for ContentService {
@@ -210,7 +213,7 @@ impl ContentService {
             Backend::Journal(journal),
             config,
             last_seq,
-        )))
+        )?))
     }
 
     /// Connects to the documents every content node of a tier shares in Redis.
@@ -228,10 +231,16 @@ impl ContentService {
             Backend::Redis(docs),
             config,
             0,
-        )))
+        )?))
     }
 
-    fn with_backend(backend: Backend, config: ContentConfig, last_seq: u64) -> Self {
+    fn with_backend(
+        backend: Backend,
+        config: ContentConfig,
+        last_seq: u64,
+    ) -> Result<Self, ContentError> {
+        let signer =
+            UrlSigner::load(&config.url_signing_key_files).map_err(ContentError::Config)?;
         let base_url = config.public_base_url.trim_end_matches('/').to_owned();
         let admission = Arc::new(FetchAdmission::new(
             config.max_fetch_rate,
@@ -239,7 +248,7 @@ impl ContentService {
         ));
         let cache = (matches!(backend, Backend::Redis(_)) && config.cache_bytes > 0)
             .then(|| DocCache::new(config.cache_bytes));
-        Self {
+        Ok(Self {
             backend,
             config,
             base_url,
@@ -247,7 +256,13 @@ impl ContentService {
             log: OnceLock::new(),
             admission,
             cache,
-        }
+            signer,
+        })
+    }
+
+    /// Signs URLs, when keys are configured.
+    pub(crate) fn signer(&self) -> Option<&UrlSigner> {
+        self.signer.as_ref()
     }
 
     /// The fetch ceiling and the credits it grants (the in-process notifier's source).
@@ -732,15 +747,33 @@ impl ContentService {
         Ok(self.meta(key).await?.map_or(0, |m| m.version))
     }
 
-    /// The URL phones fetch a document from.
+    /// The URL phones fetch a document from, signed for `url_lifetime` from now when URLs
+    /// are signed.
     pub fn document_url(&self, key: &ProfileKey, name: &str) -> String {
-        format!(
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.document_url_until(
+            key,
+            name,
+            now.saturating_add(self.config.url_lifetime.as_secs()),
+        )
+    }
+
+    /// The URL of a document, signed until `expires_unix` when URLs are signed.
+    fn document_url_until(&self, key: &ProfileKey, name: &str, expires_unix: u64) -> String {
+        let mut url = format!(
             "{}/profiles/{}/{}/{}",
             self.base_url,
             key.kind(),
             validate::url_encode(&key.id()),
             name
-        )
+        );
+        if let Some(s) = &self.signer {
+            url.push('?');
+            url.push_str(&s.query(key, name, expires_unix));
+        }
+        url
     }
 
     /// Seq of the newest durable change (journal backend; 0 for Redis).
@@ -859,7 +892,7 @@ impl ContentService {
         DocumentRef {
             owner: owner.clone(),
             name: name.to_owned(),
-            url: self.document_url(owner, name),
+            url: self.document_url_until(owner, name, expires_unix),
             content_type: d.content_type.clone(),
             size: d.size,
             sha1_hex: d.sha1_hex.clone(),

@@ -13,6 +13,7 @@ pub const WRITES_REJECTED: &str = "content_writes_rejected_total";
 pub const DOCUMENT_BYTES_SERVED: &str = "content_document_bytes_served_total";
 pub const FETCHES_ADMITTED: &str = "content_fetches_admitted_total";
 pub const FETCHES_REFUSED: &str = "content_fetches_refused_total";
+pub const FETCHES_FORBIDDEN: &str = "content_fetches_forbidden_total";
 pub const FETCHES_IN_FLIGHT: &str = "content_fetches_in_flight";
 pub const FETCHES_IN_FLIGHT_PEAK: &str = "content_fetches_in_flight_peak";
 pub const FETCH_SECONDS: &str = "content_fetch_seconds";
@@ -85,6 +86,11 @@ pub fn describe_metrics() {
     describe_counter!(
         FETCHES_REFUSED,
         "Document fetches refused with 503 because max_fetch_rate was reached"
+    );
+    describe_counter!(
+        FETCHES_FORBIDDEN,
+        "Document fetches refused with 403 because the URL's signature was missing, wrong or \
+         expired, by reason"
     );
     describe_gauge!(FETCHES_IN_FLIGHT, "Document fetches being served");
     describe_gauge!(

@@ -34,6 +34,14 @@ async fn start(max_connections: usize) -> Server {
 }
 
 async fn start_with(max_connections: usize, provisioning: &ProvisioningConfig) -> Server {
+    start_configured(max_connections, provisioning, |_| {}).await
+}
+
+async fn start_configured(
+    max_connections: usize,
+    provisioning: &ProvisioningConfig,
+    adjust: impl FnOnce(&mut ContentConfig),
+) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -43,12 +51,13 @@ async fn start_with(max_connections: usize, provisioning: &ProvisioningConfig) -
         .await
         .expect("bind");
     let prov = prov_listener.local_addr().expect("addr");
-    let config = ContentConfig {
+    let mut config = ContentConfig {
         public_base_url: format!("http://{addr}"),
         max_document_bytes: 32,
         max_connections,
         ..ContentConfig::default()
     };
+    adjust(&mut config);
     let opts = JournalOptions {
         fsync: false,
         ..JournalOptions::default()
@@ -501,5 +510,80 @@ async fn provisioning_needs_a_token_and_stays_within_its_keys() {
         s.call(Method::GET, FETCH, &[], b"").await.status,
         StatusCode::OK
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn signed_urls_are_served_until_they_expire_and_a_tampered_one_never() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("url-key");
+    std::fs::write(&key, "a-secret-of-at-least-thirty-two-bytes\n").expect("write");
+    let s = start_configured(64, &ProvisioningConfig::default(), |c| {
+        c.url_signing_key_files = vec![key.clone()];
+        c.url_lifetime = Duration::from_secs(2);
+    })
+    .await;
+    let xml = [("content-type", "application/xml")];
+    let r = s.call(Method::PUT, DOC, &xml, b"<a/>").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let url = r.json()["url"].as_str().expect("url").to_owned();
+    let path = &url[url.find("/profiles/").expect("path")..];
+    assert!(path.starts_with(&format!("{FETCH}?exp=")), "{path}");
+
+    let r = s.call(Method::GET, path, &[], b"").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(&r.body[..], b"<a/>");
+    let cc = r.headers[header::CACHE_CONTROL]
+        .to_str()
+        .expect("cc")
+        .to_owned();
+    assert!(cc.starts_with("private, no-cache, max-age="), "{cc}");
+    let max_age: u64 = cc.rsplit('=').next().expect("age").parse().expect("secs");
+    assert!(max_age <= 2, "{cc}");
+    // Another spelling of the same device's path carries the same signature.
+    let spelled = path.replace("mac%3A00df1e004cd0", "00-DF-1E-00-4C-D0");
+    assert_eq!(
+        s.call(Method::GET, &spelled, &[], b"").await.status,
+        StatusCode::OK
+    );
+
+    let refused = |r: &Reply| {
+        (
+            r.status,
+            r.json()["error"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let r = s.call(Method::GET, FETCH, &[], b"").await;
+    assert_eq!(refused(&r).0, StatusCode::FORBIDDEN);
+    assert!(
+        refused(&r).1.contains("must be signed"),
+        "{:?}",
+        refused(&r)
+    );
+    let other = path.replace("settings.xml", "other.xml");
+    assert_eq!(
+        s.call(Method::GET, &other, &[], b"").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let exp: u64 = path
+        .split("exp=")
+        .nth(1)
+        .and_then(|v| v.split('&').next())
+        .and_then(|v| v.parse().ok())
+        .expect("exp");
+    let later = path.replace(&format!("exp={exp}"), &format!("exp={}", exp + 3600));
+    let r = s.call(Method::GET, &later, &[], b"").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused(&r).1.contains("does not match"),
+        "{:?}",
+        refused(&r)
+    );
+
+    // Past its expiry the genuine URL is refused too.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let r = s.call(Method::GET, path, &[], b"").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(refused(&r).1.contains("expired"), "{:?}", refused(&r));
     s.stop().await;
 }

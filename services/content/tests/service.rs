@@ -919,3 +919,59 @@ async fn redis_out_of_memory_is_store_full_and_changes_nothing() {
         "nothing stored"
     );
 }
+
+/// With signing keys, a resolve's URLs are signed until the RFC 4483 `expiration` it
+/// carries, and the entity tag does not change with them.
+#[tokio::test]
+async fn resolved_urls_are_signed_until_their_expiration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("url-key");
+    std::fs::write(&key, "a-secret-of-at-least-thirty-two-bytes\n").expect("write");
+    let svc = open_with(
+        &dir.path().join("data"),
+        ContentConfig {
+            url_signing_key_files: vec![key],
+            url_lifetime: Duration::from_secs(600),
+            ..config()
+        },
+    );
+    let dev = device();
+    svc.put_document(&dev, "a.xml", "application/xml", xml("<a/>"), None)
+        .await
+        .expect("put");
+    let req = ResolveRequest {
+        profile_type: ProfileType::Device,
+        subject: dev.clone(),
+        vendor: None,
+        model: None,
+        version: None,
+    };
+    let at_1000 = svc.resolve_at(&req, 1_000).await.expect("resolve");
+    let at_2000 = svc.resolve_at(&req, 2_000).await.expect("resolve");
+    let doc = &at_1000.documents[0];
+    assert_eq!(doc.expires_unix, 1_600);
+    assert!(
+        doc.url.contains("?exp=1600&kid=") && doc.url.contains("&sig="),
+        "{}",
+        doc.url
+    );
+    assert_ne!(
+        doc.url, at_2000.documents[0].url,
+        "re-signed for the later expiry"
+    );
+    assert_eq!(at_1000.entity_tag(), at_2000.entity_tag());
+
+    // A key file too short to be a secret is refused when the service opens.
+    let short = dir.path().join("short");
+    std::fs::write(&short, "short").expect("write");
+    let err = ContentService::open(
+        &dir.path().join("other"),
+        ContentConfig {
+            url_signing_key_files: vec![short],
+            ..config()
+        },
+        JournalOptions::default(),
+    )
+    .expect_err("refused");
+    assert!(err.to_string().contains("at least 32"), "{err}");
+}

@@ -151,3 +151,50 @@ fn writes_and_refusals_are_audited_and_only_the_token_holder_writes() {
     assert!(audit[0]["timestamp"].is_string());
     assert!(!text.contains("east-secret"), "the token is never logged");
 }
+
+/// With `content.url_signing_key_files`, the URL a phone is notified of is signed until the
+/// NOTIFY's `expiration`; the phone fetches it, and the bare path is refused.
+#[test]
+fn a_phone_is_notified_of_a_signed_url_it_can_fetch() {
+    use common::{Phone, Sub, put_doc};
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = dir.path().join("url-key");
+    std::fs::write(&key, "a-secret-of-at-least-thirty-two-bytes\n").expect("write");
+    let cfg = dir.path().join("uaprof.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[content]\nurl_signing_key_files = [{:?}]\n",
+            key.to_str().expect("path")
+        ),
+    )
+    .expect("write");
+    let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a00df1e0051a1");
+    let (resp, early) = phone.subscribe(&Sub::default());
+    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+    let t = std::time::Duration::from_secs(10);
+    let first = early
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| phone.expect_notify(t, 200));
+    phone.send(&first.response(200, "OK"));
+    let doc = b"<signed/>";
+    let st = put_doc(
+        &srv,
+        "device",
+        "00df1e0051a1",
+        "s.xml",
+        "application/xml",
+        doc,
+    );
+    assert_eq!(st, 201);
+    let change = phone.expect_notify(t, 200);
+    let ctype = change.header("Content-Type").expect("Content-Type");
+    let path = common::profile_path(ctype);
+    assert!(path.contains("?exp=") && path.contains("&sig="), "{ctype}");
+    let (st, body) = http(srv.http, "GET", &path, &[], b"");
+    assert_eq!((st, body.as_slice()), (200, doc.as_slice()));
+    let bare = path.split('?').next().expect("path");
+    assert_eq!(http(srv.http, "GET", bare, &[], b"").0, 403);
+}
