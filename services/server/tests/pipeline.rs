@@ -131,9 +131,38 @@ fn run_all(storms: Vec<Config>) -> Vec<loadtest::RunResult> {
         .collect()
 }
 
+/// The notifiers' NOTIFY outcome counters, for a failure message: where a want ended.
+fn notify_outcomes(notifiers: &[&Server]) -> String {
+    notifiers
+        .iter()
+        .map(|n| {
+            let (_, body) = common::http(n.admin, "GET", "/metrics", &[], b"");
+            String::from_utf8_lossy(&body)
+                .lines()
+                .filter(|l| {
+                    [
+                        "fanout_notifies_total",
+                        "notify_",
+                        "pipeline_queue",
+                        "sip_shed",
+                    ]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect::<Vec<_>>()
+        .join("\n--- next node ---\n")
+}
+
 fn assert_paced(results: &[loadtest::RunResult], content: &Server, notifiers: &[&Server]) {
     for r in results {
-        let summary = loadtest::report::summary(r);
+        let summary = format!(
+            "{}\nnotifier counters:\n{}",
+            loadtest::report::summary(r),
+            notify_outcomes(notifiers)
+        );
         let c = &r.counters;
         assert!(r.completed, "{summary}");
         assert_eq!(c.phones_provisioned, r.phones, "{summary}");

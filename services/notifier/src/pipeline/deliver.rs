@@ -31,8 +31,17 @@ async fn again(ctx: &Ctx, want: Want, priority: Priority, needs_credit: bool, de
         .await;
 }
 
+/// Whether a want that failed `attempt` times is given up. A follow-up never is: its phone
+/// was told of no document yet, and nothing else would tell it (the subscription's next
+/// change may be months away), so it keeps trying at the longest back-off while the
+/// subscription lives.
+fn gives_up(why: Why, attempt: u8) -> bool {
+    attempt >= MAX_ATTEMPTS && why != Why::FollowUp
+}
+
 /// Queues `want` again with back-off after a failure that may pass (the content tier or DNS
-/// unavailable), until [`MAX_ATTEMPTS`]; then this NOTIFY is given up, the subscription kept.
+/// unavailable), until [`MAX_ATTEMPTS`]; then this NOTIFY is given up, the subscription kept
+/// (a follow-up is never given up, see [`gives_up`]).
 async fn retry_later(
     ctx: &Ctx,
     mut want: Want,
@@ -41,11 +50,13 @@ async fn retry_later(
     what: &str,
     e: String,
 ) {
-    want.attempt += 1;
-    if want.attempt >= MAX_ATTEMPTS {
+    want.attempt = want.attempt.saturating_add(1);
+    if gives_up(want.why, want.attempt) {
         warn!(sub = %want.sub, error = %e, "{what}; giving up on this NOTIFY");
         return count(want.why, "gave_up");
     }
+    // The back-off stops growing at the last attempt's.
+    want.attempt = want.attempt.min(MAX_ATTEMPTS - 1);
     debug!(sub = %want.sub, error = %e, "{what}; retrying");
     let delay = backoff(want.attempt);
     again(ctx, want, priority, credited, delay).await;
@@ -192,11 +203,15 @@ pub(crate) async fn after(
     wanted: bool,
 ) {
     if retry && let Some((mut w, priority)) = want {
-        w.attempt += 1;
-        if w.attempt < MAX_ATTEMPTS {
+        w.attempt = w.attempt.saturating_add(1);
+        if !gives_up(w.why, w.attempt) {
             counter!("notify_retries_total").increment(1);
+            w.attempt = w.attempt.min(MAX_ATTEMPTS - 1);
             let delay = backoff(w.attempt);
-            w.why = Why::Retry;
+            // A follow-up stays one (and so is never given up); anything else is a retry.
+            if w.why != Why::FollowUp {
+                w.why = Why::Retry;
+            }
             let priority = priority.max(Priority::Change);
             ctx.pipeline
                 .push(priority, *w, true, Instant::now() + delay)
@@ -227,4 +242,19 @@ pub(crate) fn retry_of(id: SubId) -> (Box<Want>, Priority) {
 pub(crate) fn outcome_failed(e: &StoreError, id: SubId) {
     counter!("store_errors_total", "op" => "end_notify").increment(1);
     warn!(%e, sub = %id, "NOTIFY outcome not recorded; the dialog's turn lapses by itself");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_follow_up_is_never_given_up() {
+        for why in [Why::Change, Why::Wanted, Why::Retry] {
+            assert!(!gives_up(why, MAX_ATTEMPTS - 1));
+            assert!(gives_up(why, MAX_ATTEMPTS), "{why:?}");
+        }
+        assert!(!gives_up(Why::FollowUp, MAX_ATTEMPTS));
+        assert!(!gives_up(Why::FollowUp, u8::MAX));
+    }
 }
