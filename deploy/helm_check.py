@@ -294,7 +294,7 @@ def parse_seconds(d: str) -> float:
 CHART_SETS = {
     "": {"role", "data_dir", "admin_listen", "http_listen", "shutdown_grace", "grpc_listen",
          "content_url", "node_id", "redis", "kafka", "notifier", "content",
-         "provision_listen", "provisioning"},
+         "provision_listen", "provisioning", "http_tls", "provision_tls"},
     "notifier": {"udp", "tcp", "advertise"},
     "content": {"public_base_url", "url_signing_key_files"},
     "redis": {"urls", "cluster"},
@@ -451,6 +451,17 @@ def main() -> int:
         ok("content.urlSigning: Secret mounted, url_signing_key_files set in order")
     else:
         fail(f"content.urlSigning: volumes {vols}, config {cms[:200]!r}")
+
+    # HTTPS: the TLS Secret is mounted on the content pods, both listeners use it, and the
+    # in-cluster document URLs say https.
+    docs = render(CHART, {"content": {"tls": {"existingSecret": "content-tls"}}})
+    content = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-content"))
+    vols = [v for v in content["spec"]["template"]["spec"]["volumes"] if v.get("secret", {}).get("secretName") == "content-tls"]
+    cms = "\n".join(v for d in docs if d["kind"] == "ConfigMap" for v in (d.get("data") or {}).values())
+    if vols and "[http_tls]" in cms and "[provision_tls]" in cms and 'public_base_url = "https://' in cms:
+        ok("content.tls: Secret mounted, [http_tls] and [provision_tls] set, https URLs")
+    else:
+        fail(f"content.tls: volumes {vols}, config {cms[:300]!r}")
 
     default_notes = notes(CHART, {})
     for needle in ("NEXT: set notifier.advertise", "NEXT: set content.publicBaseUrl",

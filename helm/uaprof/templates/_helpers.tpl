@@ -52,7 +52,7 @@ app.kubernetes.io/component: {{ .tier }}
 {{- if .Values.content.publicBaseUrl -}}
 {{- .Values.content.publicBaseUrl -}}
 {{- else -}}
-{{- printf "http://%s-content.%s.svc:%d" (include "uaprof.fullname" .) .Release.Namespace (int .Values.content.service.httpPort) -}}
+{{- printf "%s://%s-content.%s.svc:%d" (ternary "https" "http" (not (empty .Values.content.tls.existingSecret))) (include "uaprof.fullname" .) .Release.Namespace (int .Values.content.service.httpPort) -}}
 {{- end -}}
 {{- end -}}
 
@@ -161,6 +161,11 @@ keys sorted, null values left out (the binary's default applies).
 {{- else -}}
 {{- $c := default (dict) (get $cfg "content") -}}
 {{- $_ := set $c "public_base_url" (include "uaprof.publicBaseUrl" $root) -}}
+{{- if $tv.tls.existingSecret -}}
+{{- $files := dict "cert_file" "/etc/uaprof/tls/tls.crt" "key_file" "/etc/uaprof/tls/tls.key" -}}
+{{- $_ := set $cfg "http_tls" $files -}}
+{{- $_ := set $cfg "provision_tls" (deepCopy $files) -}}
+{{- end -}}
 {{- with $tv.urlSigning -}}
 {{- if and .existingSecret (not .keys) -}}
 {{- fail "content.urlSigning.existingSecret needs content.urlSigning.keys: the Secret's keys that hold the signing secrets" -}}

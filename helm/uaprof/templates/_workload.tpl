@@ -218,6 +218,11 @@ spec:
               mountPath: /etc/uaprof/kafka/{{ . }}
               readOnly: true
             {{- end }}
+            {{- if and (eq $tier "content") $t.tls.existingSecret }}
+            - name: tls
+              mountPath: /etc/uaprof/tls
+              readOnly: true
+            {{- end }}
             {{- if and (eq $tier "content") $t.urlSigning.existingSecret }}
             - name: url-signing
               mountPath: /etc/uaprof/url-signing
@@ -247,6 +252,11 @@ spec:
         - name: kafka-{{ . | replace "." "-" }}
           secret:
             secretName: {{ . }}
+        {{- end }}
+        {{- if and (eq $tier "content") $t.tls.existingSecret }}
+        - name: tls
+          secret:
+            secretName: {{ $t.tls.existingSecret }}
         {{- end }}
         {{- if and (eq $tier "content") $t.urlSigning.existingSecret }}
         - name: url-signing

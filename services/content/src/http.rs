@@ -23,10 +23,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uaprof_api::key::percent_decode;
@@ -45,6 +47,8 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `serve` waits for open connections to finish after shutdown is signalled; well
 /// inside the pod's termination grace period.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// A client has this long to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after an accept error (typically EMFILE) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// Largest JSON body the attribute route reads; the document is a few dozen bytes.
@@ -60,36 +64,60 @@ enum Face {
     Provisioning(Arc<Access>),
 }
 
-/// Serves document fetches over HTTP/1.1 on `listener` until `shutdown` is cancelled, then
-/// stops accepting and drains open connections (for at most [`DRAIN_GRACE`]).
+/// A listening socket, with the TLS configuration when it serves HTTPS.
+pub struct HttpListener {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl HttpListener {
+    /// HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on `tcp`.
+    pub fn tls(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            tcp,
+            tls: Some(TlsAcceptor::from(config)),
+        }
+    }
+}
+
+impl From<TcpListener> for HttpListener {
+    /// Plain HTTP/1.1.
+    fn from(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None }
+    }
+}
+
+/// Serves document fetches on `listener` until `shutdown` is cancelled, then stops
+/// accepting and drains open connections (for at most [`DRAIN_GRACE`]).
 ///
 /// At most `max_connections` connections are served at once; further ones are closed on
 /// accept and counted (`content_http_connections_refused_total`).
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<HttpListener>,
     service: Arc<ContentService>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_face(listener, service, Arc::new(Face::Phones), shutdown).await
+    serve_face(listener.into(), service, Arc::new(Face::Phones), shutdown).await
 }
 
 /// Serves the provisioning API on `listener`, under `access`, like [`serve`].
 pub async fn serve_provisioning(
-    listener: TcpListener,
+    listener: impl Into<HttpListener>,
     service: Arc<ContentService>,
     access: Arc<Access>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let face = Arc::new(Face::Provisioning(access));
-    serve_face(listener, service, face, shutdown).await
+    serve_face(listener.into(), service, face, shutdown).await
 }
 
 async fn serve_face(
-    listener: TcpListener,
+    listener: HttpListener,
     service: Arc<ContentService>,
     face: Arc<Face>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let HttpListener { tcp: listener, tls } = listener;
     let slots = Arc::new(Semaphore::new(service.config().max_connections));
     let tracker = TaskTracker::new();
     loop {
@@ -114,6 +142,7 @@ async fn serve_face(
         let service = Arc::clone(&service);
         let face = Arc::clone(&face);
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             let _slot = slot;
             metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).increment(1.0);
@@ -130,20 +159,65 @@ async fn serve_face(
                     Ok::<_, Infallible>(response)
                 }
             });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), handler);
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match tls {
+                None => {
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), handler);
+                    let mut conn = std::pin::pin!(conn);
+                    let result = tokio::select! {
+                        r = conn.as_mut() => r,
+                        () = shutdown.cancelled() => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with error");
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        () = shutdown.cancelled() => None,
+                        r = handshake => match r {
+                            Ok(Ok(s)) => Some(s),
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                None
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                None
+                            }
+                        },
+                    };
+                    if let Some(stream) = stream {
+                        // HTTP/2 or HTTP/1.1, as the client's ALPN (or preface) says.
+                        let mut builder = auto::Builder::new(TokioExecutor::new());
+                        builder
+                            .http1()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT);
+                        builder.http2().timer(TokioTimer::new());
+                        let conn = builder.serve_connection(TokioIo::new(stream), handler);
+                        let mut conn = std::pin::pin!(conn);
+                        let result = tokio::select! {
+                            r = conn.as_mut() => r,
+                            () = shutdown.cancelled() => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with error");
+                        }
+                    } else {
+                        metrics::counter!(m::TLS_HANDSHAKE_FAILURES).increment(1);
+                    }
+                }
             }
             metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).decrement(1.0);
         });

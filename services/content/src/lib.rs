@@ -34,6 +34,7 @@ mod service;
 mod signing;
 mod store;
 mod telemetry;
+mod tls;
 mod validate;
 
 pub use crate::access::{Access, Intent, ProvisioningConfig, Refusal, TokenConfig};
@@ -41,12 +42,15 @@ pub use crate::admission::{FetchAdmission, FetchGuard};
 pub use crate::config::{ContentConfig, MAX_DOCUMENT_BYTES_CEILING, StoreKind};
 pub use crate::error::ContentError;
 pub use crate::feed::InProcessFeed;
-pub use crate::http::{DeviceAttributes, parse_device_attributes, serve, serve_provisioning};
+pub use crate::http::{
+    DeviceAttributes, HttpListener, parse_device_attributes, serve, serve_provisioning,
+};
 pub use crate::service::{
     ChangeLog, ContentService, DocumentInfo, KeyListing, PROVISIONING_API, StoredDocument,
     WriteReceipt, WriteStatus, new_change_id,
 };
 pub use crate::telemetry::describe_metrics;
+pub use crate::tls::TlsConfig;
 pub use crate::validate::{MAX_NAME_LEN, POLICY_TYPES};
 pub use journal::JournalOptions;
 pub use redis_conn::RedisConfig;

@@ -5,6 +5,7 @@ use metrics::{Unit, describe_counter, describe_gauge};
 pub const HTTP_REQUESTS: &str = "content_http_requests_total";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "content_http_connections_refused_total";
 pub const HTTP_CONNECTIONS_OPEN: &str = "content_http_connections_open";
+pub const TLS_HANDSHAKE_FAILURES: &str = "content_tls_handshake_failures_total";
 pub const CHANGES_APPLIED: &str = "content_changes_applied_total";
 pub const CHANGES_DUPLICATE: &str = "content_changes_duplicate_total";
 pub const CHANGES_AWAIT_TIMEOUT: &str = "content_changes_await_timeout_total";
@@ -53,6 +54,10 @@ pub fn describe_metrics() {
         "HTTP connections closed on accept because max_connections were open"
     );
     describe_gauge!(HTTP_CONNECTIONS_OPEN, "HTTP connections currently open");
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "HTTPS connections closed because the TLS handshake failed or timed out"
+    );
     describe_counter!(
         CHANGES_APPLIED,
         "Changes applied to the document store (durable), by operation"

@@ -587,3 +587,129 @@ async fn signed_urls_are_served_until_they_expire_and_a_tampered_one_never() {
     assert!(refused(&r).1.contains("expired"), "{:?}", refused(&r));
     s.stop().await;
 }
+
+/// HTTPS with a certificate made for the test: curl (a client this project did not write)
+/// fetches a document over HTTP/2 and over HTTP/1.1, by ALPN, and provisions over HTTPS.
+#[tokio::test]
+async fn https_serves_http2_and_http1_by_alpn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_file, cert.cert.pem()).expect("write");
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).expect("write");
+    let tls = content::TlsConfig {
+        cert_file: cert_file.clone(),
+        key_file,
+    }
+    .server_config()
+    .expect("tls config");
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let phones = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let prov = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (addr, prov_addr) = (
+        phones.local_addr().expect("addr"),
+        prov.local_addr().expect("addr"),
+    );
+    let config = ContentConfig {
+        public_base_url: format!("https://localhost:{}", addr.port()),
+        ..ContentConfig::default()
+    };
+    let opts = JournalOptions {
+        fsync: false,
+        ..JournalOptions::default()
+    };
+    let service = ContentService::open(data.path(), config, opts).expect("open");
+    let shutdown = CancellationToken::new();
+    let access = std::sync::Arc::new(Access::new(&ProvisioningConfig::default()).expect("access"));
+    let served = tokio::spawn(content::serve(
+        content::HttpListener::tls(phones, std::sync::Arc::clone(&tls)),
+        std::sync::Arc::clone(&service),
+        shutdown.clone(),
+    ));
+    let provisioned = tokio::spawn(content::serve_provisioning(
+        content::HttpListener::tls(prov, tls),
+        service,
+        access,
+        shutdown.clone(),
+    ));
+
+    let curl = |args: Vec<String>| {
+        let cert_file = cert_file.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "10", "--cacert"])
+                .arg(&cert_file)
+                .args(&args)
+                .output()
+                .expect("run curl");
+            assert!(
+                out.status.success(),
+                "curl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let resolve = |port: u16| format!("localhost:{port}:127.0.0.1");
+    let put = curl(vec![
+        "--resolve".into(),
+        resolve(prov_addr.port()),
+        "-X".into(),
+        "PUT".into(),
+        "-H".into(),
+        "Content-Type: application/xml".into(),
+        "--data-binary".into(),
+        "<tls/>".into(),
+        "-w".into(),
+        " %{http_code}".into(),
+        format!("https://localhost:{}{DOC}", prov_addr.port()),
+    ])
+    .await
+    .expect("join");
+    assert!(put.ends_with(" 201"), "{put}");
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let got = curl(vec![
+            flag.into(),
+            "--resolve".into(),
+            resolve(addr.port()),
+            "-w".into(),
+            " %{http_version} %{http_code}".into(),
+            format!("https://localhost:{}{FETCH}", addr.port()),
+        ])
+        .await
+        .expect("join");
+        assert_eq!(got, format!("<tls/> {version} 200"), "{flag}");
+    }
+    // A plain-HTTP client on the HTTPS port gets no document.
+    let plain = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg(format!("http://127.0.0.1:{}{FETCH}", addr.port()))
+            .output()
+            .expect("run curl")
+    })
+    .await
+    .expect("join");
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+
+    shutdown.cancel();
+    for task in [served, provisioned] {
+        let r = tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("stops");
+        assert!(r.expect("join").is_ok());
+    }
+}

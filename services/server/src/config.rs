@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bus::KafkaConfig;
 use clap::{Parser, ValueEnum};
-use content::{ContentConfig, ProvisioningConfig, StoreKind};
+use content::{ContentConfig, ProvisioningConfig, StoreKind, TlsConfig};
 use notifier::NotifierConfig;
 use notifier::store::redis::RedisConfig;
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,10 @@ pub struct Config {
     pub provision_listen: SocketAddr,
     /// Who may use the provisioning API, and for which keys.
     pub provisioning: ProvisioningConfig,
+    /// HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on `http_listen`: certificate and key files.
+    pub http_tls: Option<TlsConfig>,
+    /// HTTPS on `provision_listen`, so bearer tokens never cross the network in clear.
+    pub provision_tls: Option<TlsConfig>,
     /// How long SIGTERM waits for in-flight work before exiting.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -95,6 +99,8 @@ impl Default for Config {
             http_listen: ([127, 0, 0, 1], 8080).into(),
             provision_listen: ([127, 0, 0, 1], 8081).into(),
             provisioning: ProvisioningConfig::default(),
+            http_tls: None,
+            provision_tls: None,
             shutdown_grace: Duration::from_secs(10),
             grpc_listen: None,
             content_url: None,
@@ -315,6 +321,9 @@ impl Cli {
             }
         }
         cfg.provisioning.validate()?;
+        for tls in [&cfg.http_tls, &cfg.provision_tls].into_iter().flatten() {
+            tls.server_config()?;
+        }
         let open = cfg.provisioning.tokens.is_empty() && !cfg.provisioning.allow_open;
         if cfg.role != Role::Notifier && open && !cfg.provision_listen.ip().is_loopback() {
             return Err(format!(

@@ -65,9 +65,21 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
             .await
             .with_context(|| format!("bind http {}", cfg.http_listen))?;
         let http_addr = http_listener.local_addr().context("http address")?;
+        let http_scheme = if cfg.http_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         if cfg.content.public_base_url == ContentConfig::default().public_base_url {
-            cfg.content.public_base_url = format!("http://{http_addr}");
+            cfg.content.public_base_url = format!("{http_scheme}://{http_addr}");
         }
+        let http_listener = match &cfg.http_tls {
+            Some(t) => content::HttpListener::tls(
+                http_listener,
+                t.server_config().map_err(RunError::Config)?,
+            ),
+            None => http_listener.into(),
+        };
         let service = match (cfg.content_store(), &cfg.redis) {
             (StoreKind::Redis, Some(rc)) => ContentService::open_redis(rc, cfg.content.clone())
                 .await
@@ -109,13 +121,25 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
                 }
             }
         });
-        line.push_str(&format!(" http=http://{http_addr}"));
+        line.push_str(&format!(" http={http_scheme}://{http_addr}"));
         let provision_listener = TcpListener::bind(cfg.provision_listen)
             .await
             .with_context(|| format!("bind provisioning {}", cfg.provision_listen))?;
         let provision_addr = provision_listener
             .local_addr()
             .context("provisioning address")?;
+        let provision_scheme = if cfg.provision_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let provision_listener = match &cfg.provision_tls {
+            Some(t) => content::HttpListener::tls(
+                provision_listener,
+                t.server_config().map_err(RunError::Config)?,
+            ),
+            None => provision_listener.into(),
+        };
         if access.is_open() && provision_addr.ip().is_loopback() {
             tracing::info!(addr = %provision_addr, "provisioning API without tokens, on loopback only");
         } else if access.is_open() {
@@ -132,7 +156,7 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
                 }
             }
         });
-        line.push_str(&format!(" provision=http://{provision_addr}"));
+        line.push_str(&format!(" provision={provision_scheme}://{provision_addr}"));
         if let Some(addr) = cfg.grpc_listen {
             let l = TcpListener::bind(addr)
                 .await

@@ -198,3 +198,94 @@ fn a_phone_is_notified_of_a_signed_url_it_can_fetch() {
     let bare = path.split('?').next().expect("path");
     assert_eq!(http(srv.http, "GET", bare, &[], b"").0, 403);
 }
+
+/// HTTPS on both content listeners (`[http_tls]`, `[provision_tls]`): the OSS provisions
+/// with its token over TLS, the phone is notified of an https URL, and curl fetches it over
+/// HTTP/2.
+#[test]
+fn both_listeners_serve_https_and_notified_urls_are_https() {
+    use common::{Phone, Sub};
+    let dir = tempfile::tempdir().expect("tmp");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, cert.cert.pem()).expect("write");
+    std::fs::write(&key, cert.signing_key.serialize_pem()).expect("write");
+    let tls = format!(
+        "cert_file = {:?}\nkey_file = {:?}\n",
+        crt.to_str().expect("path"),
+        key.to_str().expect("path")
+    );
+    let cfg = dir.path().join("uaprof.toml");
+    std::fs::write(
+        &cfg,
+        format!("{}[http_tls]\n{tls}[provision_tls]\n{tls}", tokens_toml()),
+    )
+    .expect("write");
+    let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&crt)
+            .args(args)
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut phone = Phone::new(srv.udp, "MAC%3a00df1e0051b2");
+    let (resp, early) = phone.subscribe(&Sub::default());
+    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+    let t = std::time::Duration::from_secs(10);
+    let first = early
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| phone.expect_notify(t, 200));
+    phone.send(&first.response(200, "OK"));
+
+    let prov = srv.provision.port();
+    let put = curl(&[
+        "--resolve",
+        &format!("localhost:{prov}:127.0.0.1"),
+        "-X",
+        "PUT",
+        "-H",
+        "Authorization: Bearer east-secret",
+        "-H",
+        "Content-Type: application/xml",
+        "--data-binary",
+        "<over-tls/>",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("https://localhost:{prov}/provision/v1/device/00df1e0051b2/documents/t.xml"),
+    ]);
+    assert_eq!(put, "201");
+    let change = phone.expect_notify(t, 200);
+    let ctype = change.header("Content-Type").expect("Content-Type");
+    let url = ctype
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("URL="))
+        .map(|u| u.trim_matches('"'))
+        .expect("URL");
+    let port = srv.http.port();
+    assert!(
+        url.starts_with(&format!("https://127.0.0.1:{port}/profiles/")),
+        "{url}"
+    );
+    // The certificate names localhost: fetch the same URL by that name.
+    let by_name = url.replacen("127.0.0.1", "localhost", 1);
+    let got = curl(&[
+        "--http2",
+        "--resolve",
+        &format!("localhost:{port}:127.0.0.1"),
+        "-w",
+        " %{http_version}",
+        &by_name,
+    ]);
+    assert_eq!(got, "<over-tls/> 2");
+}

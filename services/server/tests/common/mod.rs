@@ -93,7 +93,10 @@ impl Server {
             let v = line
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{name}=")))?;
-            Some(v.trim_start_matches("http://").parse().expect("address"))
+            let v = v
+                .trim_start_matches("https://")
+                .trim_start_matches("http://");
+            Some(v.parse().expect("address"))
         };
         let field = |name: &str| opt(name).unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         Server {

@@ -1,0 +1,57 @@
+//! HTTPS for the content tier's listeners: rustls (ring), HTTP/2 and HTTP/1.1 by ALPN.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+
+/// A listener's certificate and key (`[http_tls]`, `[provision_tls]`), PEM files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    /// Reads the files and builds the rustls configuration; the error names the file.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, String> {
+        let certs = read_certs(&self.cert_file)?;
+        let key = PrivateKeyDer::from_pem_file(&self.key_file)
+            .map_err(|e| format!("tls key_file {}: {e}", self.key_file.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| {
+                format!(
+                    "tls cert_file {} and key_file {}: {e}",
+                    self.cert_file.display(),
+                    self.key_file.display()
+                )
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("tls cert_file {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls cert_file {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "tls cert_file {}: no certificate in it",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
