@@ -102,6 +102,8 @@ pub struct Ctx {
     pub inflight_budget: Arc<tokio::sync::Semaphore>,
     /// Next-hop names of route sets, resolved and cached.
     pub dns: target::DnsCache,
+    /// The sockets and stream connections NOTIFYs leave by (which flows are open).
+    pub outbound: Arc<transport::Outbound>,
 }
 
 /// Sockets bound before `run`, so callers can print the real addresses (port 0 in tests).
@@ -229,6 +231,7 @@ pub async fn run(
             config.max_inflight_bytes / 1024,
         )),
         dns: target::DnsCache::default(),
+        outbound: Arc::clone(&out),
     });
 
     let mut tasks = tokio::task::JoinSet::new();

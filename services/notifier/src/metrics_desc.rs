@@ -123,6 +123,11 @@ pub fn describe() {
         "NOTIFYs queued again with back-off after a 5xx, 408 or 486"
     );
     describe_counter!(
+        "notify_flow_gone_total",
+        "NOTIFYs of a TCP dialog whose connection had closed, sent over a new connection to \
+         the source host at the Contact's port"
+    );
+    describe_counter!(
         "notify_udp_oversize_total",
         "NOTIFYs over notifier.udp_max_notify_bytes even pointing at the documents, sent \
          over TCP instead"

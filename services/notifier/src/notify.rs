@@ -58,9 +58,12 @@ pub struct Route {
 /// Resolves where a NOTIFY of `sub` goes.
 ///
 /// With no route set a NOTIFY goes back where the SUBSCRIBE came from: over a stream, its
-/// flow (phones behind NAT cannot be dialled back, RFC 5626 §5.3); over UDP, the packet's
-/// source, never a Contact naming some other host (that would let a forged SUBSCRIBE aim
-/// NOTIFYs at a third party). A route set's first hop must pass [`target::check`].
+/// flow while it is open (phones behind NAT cannot be dialled back, RFC 5626 §5.3), and once
+/// it is gone (the phone or our idle timer closed it) a new connection to the source host at
+/// the Contact's port, where an RFC 3261 UA listens; the flow's own port was the phone's
+/// ephemeral one. Over UDP, the packet's source, never a Contact naming some other host (that
+/// would let a forged SUBSCRIBE aim NOTIFYs at a third party). A route set's first hop must
+/// pass [`target::check`].
 pub async fn route(ctx: &Ctx, sub: &Subscription) -> Result<Route, NotifyError> {
     let t = sub.dialog.target();
     let unroutable = || NotifyError::Unroutable(t.next_hop.clone());
@@ -72,11 +75,15 @@ pub async fn route(ctx: &Ctx, sub: &Subscription) -> Result<Route, NotifyError> 
         return Err(NotifyError::NeedsTls(t.next_hop.clone()));
     }
     if t.routes.is_empty() {
+        let stream = SocketAddr::new(sub.source.ip(), port);
+        let flow_gone = sub.transport != Transport::Udp && !ctx.outbound.has_stream(sub.source);
+        if flow_gone {
+            counter!("notify_flow_gone_total").increment(1);
+        }
         let peer = Peer {
             transport: sub.transport,
-            addr: sub.source,
+            addr: if flow_gone { stream } else { sub.source },
         };
-        let stream = SocketAddr::new(sub.source.ip(), port);
         return Ok(Route {
             target: t,
             peer,

@@ -917,3 +917,82 @@ fn a_source_over_its_subscription_cap_gets_403_until_one_ends() {
     let (r, _) = fourth.subscribe(&Sub::default());
     assert_eq!(r.status(), Some(200), "{}", r.raw);
 }
+
+/// A TCP subscriber whose connection has closed is notified over a new connection to its
+/// Contact's port (where it listens), not at the flow's ephemeral port, and keeps its
+/// subscription.
+#[test]
+fn a_tcp_subscriber_is_notified_at_its_contact_after_its_connection_closed() {
+    let srv = Server::start(&[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let contact = listener.local_addr().expect("addr");
+    let read_msgs = |s: &mut TcpStream, want: usize| {
+        let (mut got, mut msgs, mut buf) = (Vec::new(), Vec::new(), [0u8; 8192]);
+        while msgs.len() < want {
+            let n = s.read(&mut buf).expect("read");
+            assert!(n > 0, "connection closed");
+            got.extend_from_slice(&buf[..n]);
+            while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let m = Msg::parse(&got[..end + 4]);
+                let len: usize = m
+                    .header("Content-Length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if got.len() < end + 4 + len {
+                    break;
+                }
+                msgs.push(Msg::parse(&got[..end + 4 + len]));
+                got.drain(..end + 4 + len);
+            }
+        }
+        msgs
+    };
+    {
+        let mut s = TcpStream::connect(srv.tcp).expect("connect");
+        s.set_read_timeout(Some(T)).expect("timeout");
+        let local = s.local_addr().expect("addr");
+        let msg = format!(
+            "SUBSCRIBE sip:MAC%3a0000000000a7@example.com SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcpc1\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=t7\r\nTo: <sip:a@example.com>\r\nCall-ID: tcp-contact-1\r\n\
+             CSeq: 1 SUBSCRIBE\r\nContact: <sip:phone@{contact};transport=tcp>\r\n\
+             Event: ua-profile;profile-type=device\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+        );
+        s.write_all(msg.as_bytes()).expect("write");
+        let msgs = read_msgs(&mut s, 2);
+        assert_eq!(msgs[0].status(), Some(200), "{}", msgs[0].raw);
+        assert!(msgs[1].is_request("NOTIFY"), "{}", msgs[1].raw);
+        s.write_all(msgs[1].response(200, "OK").as_bytes())
+            .expect("answer");
+        // The phone goes away (a reboot of its TCP stack, a NAT binding lost, ...).
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let st = put_doc(
+        &srv,
+        "device",
+        "0000000000a7",
+        "c.xml",
+        "application/xml",
+        b"<c/>",
+    );
+    assert_eq!(st, 201);
+    listener.set_nonblocking(false).expect("blocking");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(listener.accept());
+    });
+    let (mut conn, _) = rx
+        .recv_timeout(T)
+        .expect("the server dialled the Contact")
+        .expect("accept");
+    conn.set_read_timeout(Some(T)).expect("timeout");
+    let msgs = read_msgs(&mut conn, 1);
+    assert!(msgs[0].is_request("NOTIFY"), "{}", msgs[0].raw);
+    assert!(
+        msgs[0].raw.contains("c.xml"),
+        "the change NOTIFY points at the document: {}",
+        msgs[0].raw
+    );
+    conn.write_all(msgs[0].response(200, "OK").as_bytes())
+        .expect("answer");
+    assert_eq!(srv.metric("notify_flow_gone_total"), 1.0);
+}
