@@ -19,6 +19,44 @@ pub enum UnknownSubscriberPolicy {
     Reject,
 }
 
+/// The `[notifier.tls]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipTlsConfig {
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1), PEM.
+    pub key_file: std::path::PathBuf,
+}
+
+impl SipTlsConfig {
+    /// The rustls server configuration (ring); the error names the file.
+    pub fn server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&self.cert_file)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("notifier.tls cert_file {}: {e}", self.cert_file.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "notifier.tls cert_file {}: no certificate in it",
+                self.cert_file.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key_file)
+            .map_err(|e| format!("notifier.tls key_file {}: {e}", self.key_file.display()))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("notifier.tls: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("notifier.tls: {e}"))?;
+        Ok(std::sync::Arc::new(config))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifierConfig {
@@ -26,6 +64,9 @@ pub struct NotifierConfig {
     pub udp: Option<SocketAddr>,
     /// TCP listen address for SIP; omit to disable TCP.
     pub tcp: Option<SocketAddr>,
+    /// SIP over TLS (RFC 3261 §26, usually port 5061): listen address and certificate.
+    /// NOTIFYs of a TLS dialog go back over the phone's connection.
+    pub tls: Option<SipTlsConfig>,
     /// Kernel send/receive buffer of the UDP socket, in bytes (absorbs power-up bursts;
     /// capped by the kernel's net.core.rmem_max / wmem_max).
     pub udp_buffer_bytes: usize,
@@ -109,6 +150,7 @@ impl Default for NotifierConfig {
         Self {
             udp: Some(([127, 0, 0, 1], 5060).into()),
             tcp: Some(([127, 0, 0, 1], 5060).into()),
+            tls: None,
             advertise: None,
             // 4 MiB holds ~8000 SUBSCRIBEs: a building's worth of phones booting at once.
             udp_buffer_bytes: 4 << 20,
@@ -184,6 +226,9 @@ impl NotifierConfig {
 
     /// Checks the values a file or flag can get wrong; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(t) = &self.tls {
+            t.server_config()?;
+        }
         if !(self.expires_min <= self.expires_default && self.expires_default <= self.expires_max) {
             return Err(format!(
                 "notifier: need expires_min ({}) <= expires_default ({}) <= expires_max ({})",

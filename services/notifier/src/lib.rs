@@ -69,13 +69,15 @@ impl Clock for SystemClock {
 pub struct LocalAddrs {
     pub udp: Option<String>,
     pub tcp: Option<String>,
+    pub tls: Option<String>,
 }
 
 impl LocalAddrs {
     pub fn sent_by(&self, t: Transport) -> &str {
         let pick = match t {
             Transport::Udp => self.udp.as_ref().or(self.tcp.as_ref()),
-            _ => self.tcp.as_ref().or(self.udp.as_ref()),
+            Transport::Tcp => self.tcp.as_ref().or(self.udp.as_ref()),
+            Transport::Tls => self.tls.as_ref(),
         };
         pick.map(String::as_str).unwrap_or("127.0.0.1")
     }
@@ -83,7 +85,9 @@ impl LocalAddrs {
     pub fn contact(&self, t: Transport) -> String {
         match t {
             Transport::Udp => format!("<sip:{}>", self.sent_by(t)),
-            _ => format!("<sip:{};transport=tcp>", self.sent_by(t)),
+            Transport::Tcp => format!("<sip:{};transport=tcp>", self.sent_by(t)),
+            // RFC 5630: a TLS dialog's Contact is a SIPS URI.
+            Transport::Tls => format!("<sips:{}>", self.sent_by(t)),
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct Ctx {
 pub struct Bound {
     pub udp: Option<Arc<UdpSocket>>,
     pub tcp: Option<TcpListener>,
+    /// SIP over TLS: the listener and its certificate.
+    pub tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
 }
 
 impl Bound {
@@ -122,7 +128,18 @@ impl Bound {
             Some(a) => Some(TcpListener::bind(a).await?),
             None => None,
         };
-        Ok(Self { udp, tcp })
+        let tls = match &config.tls {
+            Some(t) => {
+                let tls = t.server_config().map_err(std::io::Error::other)?;
+                Some((TcpListener::bind(t.listen).await?, tls))
+            }
+            None => None,
+        };
+        Ok(Self { udp, tcp, tls })
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn udp_addr(&self) -> Option<SocketAddr> {
@@ -209,6 +226,7 @@ pub async fn run(
     let local = LocalAddrs {
         udp: advertise(bound.udp_addr()),
         tcp: advertise(bound.tcp_addr()),
+        tls: advertise(bound.tls_addr()),
     };
     let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
     let listeners = CancellationToken::new();
@@ -245,6 +263,15 @@ pub async fn run(
     if let Some(l) = bound.tcp {
         tasks.spawn(transport::serve_tcp(
             l,
+            Arc::clone(&out),
+            config.max_tcp_connections,
+            listeners.clone(),
+        ));
+    }
+    if let Some((l, tls)) = bound.tls {
+        tasks.spawn(transport::serve_tls(
+            l,
+            tls,
             Arc::clone(&out),
             config.max_tcp_connections,
             listeners.clone(),

@@ -123,6 +123,10 @@ pub fn describe() {
         "NOTIFYs queued again with back-off after a 5xx, 408 or 486"
     );
     describe_counter!(
+        "sip_tls_handshake_failures_total",
+        "SIP-over-TLS connections closed because the handshake failed or timed out"
+    );
+    describe_counter!(
         "notify_flow_gone_total",
         "NOTIFYs of a TCP dialog whose connection had closed, sent over a new connection to \
          the source host at the Contact's port"

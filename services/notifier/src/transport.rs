@@ -155,7 +155,8 @@ impl Outbound {
             let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
             let _ = tx.try_send(bytes);
             let (rd, wr) = stream.into_split();
-            this.run_stream(rd, wr, peer.addr, tx, rx).await;
+            this.run_stream(rd, wr, peer.addr, Transport::Tcp, tx, rx)
+                .await;
         });
     }
 
@@ -167,6 +168,7 @@ impl Outbound {
         mut rd: R,
         mut wr: W,
         addr: SocketAddr,
+        transport: Transport,
         tx: mpsc::Sender<Bytes>,
         mut rx: mpsc::Receiver<Bytes>,
     ) where
@@ -178,10 +180,7 @@ impl Outbound {
             .unwrap_or_else(|p| p.into_inner())
             .insert(addr, tx.clone());
         counter!("sip_tcp_connections_total").increment(1);
-        let peer = Peer {
-            transport: Transport::Tcp,
-            addr,
-        };
+        let peer = Peer { transport, addr };
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut framer = message::StreamFramer::default();
         loop {
@@ -352,7 +351,65 @@ pub async fn serve_tcp(
             let _permit = permit;
             let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
             let (rd, wr) = stream.into_split();
-            out.run_stream(rd, wr, addr, tx, rx).await;
+            out.run_stream(rd, wr, addr, Transport::Tcp, tx, rx).await;
+        });
+    }
+}
+
+/// How long a client has to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts SIP-over-TLS connections until shutdown, like [`serve_tcp`]; the connections
+/// count against the same bound. Each is registered under its peer address, so the
+/// dialog's NOTIFYs go back over it.
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    out: Arc<Outbound>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(%e, "tls accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            counter!("sip_shed_total", "reason" => "tcp_connection_limit").increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let out = Arc::clone(&out);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        counter!("sip_tls_handshake_failures_total").increment(1);
+                        debug!(%addr, %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        counter!("sip_tls_handshake_failures_total").increment(1);
+                        debug!(%addr, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
+            let (rd, wr) = tokio::io::split(stream);
+            out.run_stream(rd, wr, addr, Transport::Tls, tx, rx).await;
         });
     }
 }
@@ -384,7 +441,7 @@ mod tests {
         let (_phone, ours) = tokio::io::duplex(64);
         let (rd, wr) = tokio::io::split(ours);
         let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
-        let task = tokio::spawn(Arc::clone(&out).run_stream(rd, wr, addr, tx, rx));
+        let task = tokio::spawn(Arc::clone(&out).run_stream(rd, wr, addr, Transport::Tcp, tx, rx));
         tokio::task::yield_now().await;
         assert!(out.has_stream(addr));
         out.send(
@@ -408,7 +465,7 @@ mod tests {
         let (mut phone, ours) = tokio::io::duplex(4096);
         let (rd, wr) = tokio::io::split(ours);
         let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
-        tokio::spawn(Arc::clone(&out).run_stream(rd, wr, addr, tx, rx));
+        tokio::spawn(Arc::clone(&out).run_stream(rd, wr, addr, Transport::Tcp, tx, rx));
         let msg = "OPTIONS sip:a@example.com SIP/2.0\r\n\
                    Via: SIP/2.0/TCP 192.0.2.8:5060;branch=z9hG4bK-1\r\n\
                    From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\n\

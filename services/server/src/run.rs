@@ -230,6 +230,9 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
         if let Some(a) = bound.tcp_addr() {
             line.push_str(&format!(" sip-tcp={a}"));
         }
+        if let Some(a) = bound.tls_addr() {
+            line.push_str(&format!(" sip-tls={a}"));
+        }
         let offset = store
             .feed_offset()
             .await

@@ -14,6 +14,8 @@ pub struct Server {
     child: Option<Child>,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// SIP over TLS, when configured (`[notifier.tls]`).
+    pub tls: Option<SocketAddr>,
     pub http: SocketAddr,
     /// The provisioning API.
     pub provision: SocketAddr,
@@ -102,6 +104,7 @@ impl Server {
         Server {
             udp: field("sip-udp"),
             tcp: field("sip-tcp"),
+            tls: opt("sip-tls"),
             http: field("http"),
             provision: field("provision"),
             admin: field("admin"),
