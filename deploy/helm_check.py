@@ -295,7 +295,7 @@ CHART_SETS = {
     "": {"role", "data_dir", "admin_listen", "http_listen", "shutdown_grace", "grpc_listen",
          "content_url", "node_id", "redis", "kafka", "notifier", "content",
          "provision_listen", "provisioning", "http_tls", "provision_tls"},
-    "notifier": {"udp", "tcp", "advertise"},
+    "notifier": {"udp", "tcp", "advertise", "tls"},
     "content": {"public_base_url", "url_signing_key_files"},
     "redis": {"urls", "cluster"},
     "kafka": {"brokers", "properties"},
@@ -462,6 +462,19 @@ def main() -> int:
         ok("content.tls: Secret mounted, [http_tls] and [provision_tls] set, https URLs")
     else:
         fail(f"content.tls: volumes {vols}, config {cms[:300]!r}")
+
+    # SIP over TLS: the Secret is mounted on the notifier pods, [notifier.tls] set, and the
+    # SIP Service carries port sip-tls.
+    docs = render(CHART, {"notifier": {"tls": {"existingSecret": "sip-tls"}}})
+    nd = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-notifier"))
+    vols = [v for v in nd["spec"]["template"]["spec"]["volumes"] if v.get("secret", {}).get("secretName") == "sip-tls"]
+    svc_ports = [p["name"] for d in docs if d["kind"] == "Service" and "-sip" in d["metadata"]["name"]
+                 for p in d["spec"]["ports"]]
+    cms = "\n".join(v for d in docs if d["kind"] == "ConfigMap" for v in (d.get("data") or {}).values())
+    if vols and "[notifier.tls]" in cms and "sip-tls" in svc_ports:
+        ok("notifier.tls: Secret mounted, [notifier.tls] set, Service port sip-tls")
+    else:
+        fail(f"notifier.tls: volumes {vols}, Service ports {svc_ports}")
 
     default_notes = notes(CHART, {})
     for needle in ("NEXT: set notifier.advertise", "NEXT: set content.publicBaseUrl",

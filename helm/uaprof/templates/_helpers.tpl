@@ -156,6 +156,9 @@ keys sorted, null values left out (the binary's default applies).
 {{- if $tv.advertise -}}
 {{- $_ := set $n "advertise" $tv.advertise -}}
 {{- end -}}
+{{- if $tv.tls.existingSecret -}}
+{{- $_ := set $n "tls" (dict "listen" (printf "%s:%d" $hp (int $tv.ports.sipTls)) "cert_file" "/etc/uaprof/sip-tls/tls.crt" "key_file" "/etc/uaprof/sip-tls/tls.key") -}}
+{{- end -}}
 {{- $_ := set $cfg "notifier" $n -}}
 {{- $_ := set $cfg "content_url" (include "uaprof.contentGrpcUrl" $root) -}}
 {{- else -}}

@@ -178,6 +178,11 @@ spec:
             - name: sip-tcp
               containerPort: {{ $t.ports.sip }}
               protocol: TCP
+            {{- if $t.tls.existingSecret }}
+            - name: sip-tls
+              containerPort: {{ $t.ports.sipTls }}
+              protocol: TCP
+            {{- end }}
             {{- else }}
             - name: http
               containerPort: {{ $t.ports.http }}
@@ -223,6 +228,11 @@ spec:
               mountPath: /etc/uaprof/tls
               readOnly: true
             {{- end }}
+            {{- if and (eq $tier "notifier") $t.tls.existingSecret }}
+            - name: sip-tls
+              mountPath: /etc/uaprof/sip-tls
+              readOnly: true
+            {{- end }}
             {{- if and (eq $tier "content") $t.urlSigning.existingSecret }}
             - name: url-signing
               mountPath: /etc/uaprof/url-signing
@@ -253,8 +263,8 @@ spec:
           secret:
             secretName: {{ . }}
         {{- end }}
-        {{- if and (eq $tier "content") $t.tls.existingSecret }}
-        - name: tls
+        {{- if $t.tls.existingSecret }}
+        - name: {{ ternary "sip-tls" "tls" (eq $tier "notifier") }}
           secret:
             secretName: {{ $t.tls.existingSecret }}
         {{- end }}
