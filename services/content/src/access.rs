@@ -31,8 +31,13 @@ pub struct ProvisioningConfig {
 pub struct TokenConfig {
     /// The provisioner, as the audit log and the metrics name it.
     pub name: String,
-    /// Lowercase hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    /// Lowercase hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`). Empty when
+    /// the provisioner authenticates by client certificate only.
     pub sha256: String,
+    /// Lowercase hex SHA-256 of the DER client certificate that identifies this provisioner
+    /// over mutual TLS (`openssl x509 -in cert.pem -outform DER | sha256sum`), verified
+    /// against `provision_tls.client_ca_file`.
+    pub client_cert_sha256: String,
     /// Key patterns this provisioner may read and write (see the module docs).
     pub allow: Vec<String>,
     /// Reads only (GET of a key's listing); every write is refused.
@@ -62,17 +67,32 @@ impl ProvisioningConfig {
                     t.name
                 ));
             }
-            let hex_ok = t.sha256.len() == 64
-                && t.sha256
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
-            if !hex_ok {
+            let hex_ok = |h: &str| {
+                h.len() == 64
+                    && h.chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+            };
+            if t.sha256.is_empty() && t.client_cert_sha256.is_empty() {
                 return Err(format!(
-                    "provisioning token {:?}: sha256 must be 64 lowercase hex digits",
+                    "provisioning token {:?} has neither sha256 (a bearer token) nor client_cert_sha256",
                     t.name
                 ));
             }
-            if !digests.insert(t.sha256.as_str()) {
+            for (what, h) in [
+                ("sha256", &t.sha256),
+                ("client_cert_sha256", &t.client_cert_sha256),
+            ] {
+                if !h.is_empty() && !hex_ok(h) {
+                    return Err(format!(
+                        "provisioning token {:?}: {what} must be 64 lowercase hex digits",
+                        t.name
+                    ));
+                }
+            }
+            let repeated = (!t.sha256.is_empty() && !digests.insert(t.sha256.as_str()))
+                || (!t.client_cert_sha256.is_empty()
+                    && !digests.insert(t.client_cert_sha256.as_str()));
+            if repeated {
                 return Err(format!(
                     "provisioning token {:?} has the digest of another token",
                     t.name
@@ -129,7 +149,10 @@ impl Refusal {
 
 struct Provisioner {
     name: String,
-    digest: [u8; 32],
+    /// The token's digest, when it has a token.
+    digest: Option<[u8; 32]>,
+    /// Its client certificate's digest, when it has one.
+    cert: Option<[u8; 32]>,
     allow: Vec<String>,
     read_only: bool,
 }
@@ -149,12 +172,19 @@ impl Access {
             .tokens
             .iter()
             .map(|t| {
-                let mut digest = [0u8; 32];
-                hex::decode_to_slice(&t.sha256, &mut digest)
-                    .map_err(|e| format!("provisioning token {:?}: {e}", t.name))?;
+                let decode = |h: &str| -> Result<Option<[u8; 32]>, String> {
+                    if h.is_empty() {
+                        return Ok(None);
+                    }
+                    let mut d = [0u8; 32];
+                    hex::decode_to_slice(h, &mut d)
+                        .map_err(|e| format!("provisioning token {:?}: {e}", t.name))?;
+                    Ok(Some(d))
+                };
                 Ok(Provisioner {
                     name: t.name.clone(),
-                    digest,
+                    digest: decode(&t.sha256)?,
+                    cert: decode(&t.client_cert_sha256)?,
                     allow: t.allow.clone(),
                     read_only: t.read_only,
                 })
@@ -168,10 +198,24 @@ impl Access {
         self.provisioners.is_empty()
     }
 
-    /// Who presents `authorization` (the header's value, if any).
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<&str, Refusal> {
+    /// Who presents `authorization` (the header's value, if any) over a connection whose
+    /// verified client certificate, if any, has the SHA-256 `client_cert`. A certificate that
+    /// names a provisioner is enough; otherwise the bearer token decides.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        client_cert: Option<&[u8; 32]>,
+    ) -> Result<&str, Refusal> {
         if self.is_open() {
             return Ok(ANONYMOUS);
+        }
+        if let Some(fp) = client_cert
+            && let Some(p) = self
+                .provisioners
+                .iter()
+                .find(|p| p.cert.as_ref() == Some(fp))
+        {
+            return Ok(p.name.as_str());
         }
         let Some(value) = authorization else {
             return Err(Refusal::Unauthenticated("a bearer token is required"));
@@ -189,8 +233,8 @@ impl Access {
         // came close.
         let mut found = None;
         for p in &self.provisioners {
-            let diff = p
-                .digest
+            let Some(known) = &p.digest else { continue };
+            let diff = known
                 .iter()
                 .zip(digest.iter())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b));
@@ -287,12 +331,20 @@ mod tests {
                     sha256: sha("s3cret-east"),
                     allow: vec!["device/mac:00df1e*".into(), "user/*@east.example".into()],
                     read_only: false,
+                    ..TokenConfig::default()
                 },
                 TokenConfig {
                     name: "auditor".into(),
                     sha256: sha("s3cret-audit"),
                     allow: vec!["*".into()],
                     read_only: true,
+                    ..TokenConfig::default()
+                },
+                TokenConfig {
+                    name: "robot".into(),
+                    client_cert_sha256: sha("robot-cert"),
+                    allow: vec!["class/*".into()],
+                    ..TokenConfig::default()
                 },
             ],
             allow_open: false,
@@ -316,17 +368,20 @@ mod tests {
     #[test]
     fn tokens_authenticate_by_digest_and_rights_follow_the_name() {
         let a = access();
-        assert_eq!(a.authenticate(Some(b"Bearer s3cret-east")), Ok("oss-east"));
+        assert_eq!(
+            a.authenticate(Some(b"Bearer s3cret-east"), None),
+            Ok("oss-east")
+        );
         assert!(matches!(
-            a.authenticate(None),
+            a.authenticate(None, None),
             Err(Refusal::Unauthenticated(_))
         ));
         assert!(matches!(
-            a.authenticate(Some(b"Bearer s3cret-wrong")),
+            a.authenticate(Some(b"Bearer s3cret-wrong"), None),
             Err(Refusal::Unauthenticated("unknown token"))
         ));
         assert!(matches!(
-            a.authenticate(Some(b"Basic b3NzOnB3")),
+            a.authenticate(Some(b"Basic b3NzOnB3"), None),
             Err(Refusal::Unauthenticated(_))
         ));
         // A MAC in another spelling normalises into the same range.
@@ -354,6 +409,7 @@ mod tests {
             sha256: digest,
             allow: allow.iter().map(|s| (*s).to_owned()).collect(),
             read_only: false,
+            ..TokenConfig::default()
         };
         let check = |tokens| {
             ProvisioningConfig {
@@ -381,6 +437,47 @@ mod tests {
                 token("a", sha("x"), &["*"]),
                 token("b", sha("x"), &["*"])
             ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_client_certificate_names_its_provisioner_without_a_token() {
+        let a = access();
+        let robot: [u8; 32] = Sha256::digest(b"robot-cert").into();
+        let stranger: [u8; 32] = Sha256::digest(b"other-cert").into();
+        assert_eq!(a.authenticate(None, Some(&robot)), Ok("robot"));
+        // A verified certificate nobody is named by leaves the token to decide.
+        assert!(a.authenticate(None, Some(&stranger)).is_err());
+        assert_eq!(
+            a.authenticate(Some(b"Bearer s3cret-east"), Some(&stranger)),
+            Ok("oss-east")
+        );
+        // A provisioner without a token cannot be reached by guessing an empty one.
+        assert!(a.authenticate(Some(b"Bearer "), None).is_err());
+        let class = ProfileKey::class("acme", "Z100").expect("key");
+        assert_eq!(a.authorize("robot", &class, Intent::Write), Ok(()));
+        let check = |t: TokenConfig| {
+            ProvisioningConfig {
+                tokens: vec![t],
+                allow_open: false,
+            }
+            .validate()
+        };
+        let neither = TokenConfig {
+            name: "x".into(),
+            allow: vec!["*".into()],
+            ..TokenConfig::default()
+        };
+        assert!(
+            check(neither.clone()).is_err(),
+            "neither a token nor a certificate"
+        );
+        assert!(
+            check(TokenConfig {
+                client_cert_sha256: "zz".into(),
+                ..neither
+            })
             .is_err()
         );
     }
@@ -414,7 +511,7 @@ mod tests {
     fn an_api_without_tokens_is_open() {
         let a = Access::new(&ProvisioningConfig::default()).expect("valid");
         assert!(a.is_open());
-        assert_eq!(a.authenticate(None), Ok(ANONYMOUS));
+        assert_eq!(a.authenticate(None, None), Ok(ANONYMOUS));
         let dev = ProfileKey::device("00:DF:1E:00:4C:D0").expect("key");
         assert_eq!(a.authorize(ANONYMOUS, &dev, Intent::Write), Ok(()));
     }

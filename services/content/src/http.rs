@@ -26,6 +26,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -146,25 +147,28 @@ async fn serve_face(
         tracker.spawn(async move {
             let _slot = slot;
             metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).increment(1.0);
-            let handler = service_fn(move |req| {
-                let service = Arc::clone(&service);
-                let face = Arc::clone(&face);
-                async move {
-                    let response = match &*face {
-                        Face::Phones => handle(&service, req).await,
-                        Face::Provisioning(access) => {
-                            handle_provisioning(&service, access, req).await
-                        }
-                    };
-                    Ok::<_, Infallible>(response)
-                }
-            });
+            // `client_cert`: SHA-256 of the connection's verified client certificate.
+            let make_handler = move |client_cert: Option<[u8; 32]>| {
+                service_fn(move |req| {
+                    let service = Arc::clone(&service);
+                    let face = Arc::clone(&face);
+                    async move {
+                        let response = match &*face {
+                            Face::Phones => handle(&service, req).await,
+                            Face::Provisioning(access) => {
+                                handle_provisioning(&service, access, client_cert, req).await
+                            }
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
+                })
+            };
             match tls {
                 None => {
                     let conn = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(HEADER_READ_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), handler);
+                        .serve_connection(TokioIo::new(stream), make_handler(None));
                     let mut conn = std::pin::pin!(conn);
                     let result = tokio::select! {
                         r = conn.as_mut() => r,
@@ -202,6 +206,13 @@ async fn serve_face(
                             .timer(TokioTimer::new())
                             .header_read_timeout(HEADER_READ_TIMEOUT);
                         builder.http2().timer(TokioTimer::new());
+                        let client_cert = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| <[u8; 32]>::from(Sha256::digest(c.as_ref())));
+                        let handler = make_handler(client_cert);
                         let conn = builder.serve_connection(TokioIo::new(stream), handler);
                         let mut conn = std::pin::pin!(conn);
                         let result = tokio::select! {
@@ -271,6 +282,7 @@ struct Audit {
 async fn handle_provisioning(
     service: &ContentService,
     access: &Access,
+    client_cert: Option<[u8; 32]>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let method = req.method().clone();
@@ -279,6 +291,7 @@ async fn handle_provisioning(
         req.headers()
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
+        client_cert.as_ref(),
     ) {
         Err(refusal) => ("provision_auth", refused(&refusal, &mut audit)),
         Ok(who) => {

@@ -16,6 +16,11 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// Its private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
+    /// CA certificates (PEM) client certificates are verified against. Set: a client may
+    /// present a certificate, and one that does not verify ends the handshake; a
+    /// provisioner's `client_cert_sha256` then names it without a token. Unset: no client
+    /// certificates.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl TlsConfig {
@@ -25,18 +30,36 @@ impl TlsConfig {
         let key = PrivateKeyDer::from_pem_file(&self.key_file)
             .map_err(|e| format!("tls key_file {}: {e}", self.key_file.display()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("tls: {e}"))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| {
-                format!(
-                    "tls cert_file {} and key_file {}: {e}",
-                    self.cert_file.display(),
-                    self.key_file.display()
+            .map_err(|e| format!("tls: {e}"))?;
+        let builder = match &self.client_ca_file {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in read_certs(ca)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("tls client_ca_file {}: {e}", ca.display()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
                 )
-            })?;
+                // A token still authenticates a client without a certificate.
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("tls client_ca_file {}: {e}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+            format!(
+                "tls cert_file {} and key_file {}: {e}",
+                self.cert_file.display(),
+                self.key_file.display()
+            )
+        })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

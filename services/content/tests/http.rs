@@ -411,6 +411,7 @@ fn token(name: &str, secret: &str, allow: &[&str], read_only: bool) -> TokenConf
         sha256: hex::encode(Sha256::digest(secret.as_bytes())),
         allow: allow.iter().map(|a| (*a).to_owned()).collect(),
         read_only,
+        ..TokenConfig::default()
     }
 }
 
@@ -600,6 +601,7 @@ async fn https_serves_http2_and_http1_by_alpn() {
     let tls = content::TlsConfig {
         cert_file: cert_file.clone(),
         key_file,
+        client_ca_file: None,
     }
     .server_config()
     .expect("tls config");
@@ -712,4 +714,134 @@ async fn https_serves_http2_and_http1_by_alpn() {
             .expect("stops");
         assert!(r.expect("join").is_ok());
     }
+}
+
+/// Mutual TLS on the provisioning listener: a client certificate issued by the configured CA
+/// and named by a provisioner's `client_cert_sha256` is that provisioner, no token needed; a
+/// certificate from another CA ends the handshake; without one, the token rules as before.
+#[tokio::test]
+async fn a_client_certificate_is_a_provisioner() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    };
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let ca = |cn: &str| {
+        let mut params = CertificateParams::new(Vec::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("ca");
+        (cert, Issuer::new(params, key))
+    };
+    let (ca_cert, ca_issuer) = ca("uaprof test CA");
+    let (_, rogue_issuer) = ca("someone else");
+    let client = |issuer: &Issuer<'_, KeyPair>| {
+        let params = CertificateParams::new(vec!["oss-robot".to_owned()]).expect("params");
+        let key = KeyPair::generate().expect("key");
+        (params.signed_by(&key, issuer).expect("signed"), key)
+    };
+    let (robot, robot_key) = client(&ca_issuer);
+    let (rogue, rogue_key) = client(&rogue_issuer);
+    let server_crt = write("server.crt", server.cert.pem());
+    let server_key = write("server.key", server.signing_key.serialize_pem());
+    let ca_file = write("ca.crt", ca_cert.pem());
+    let robot_crt = write("robot.crt", robot.pem());
+    let robot_key = write("robot.key", robot_key.serialize_pem());
+    let rogue_crt = write("rogue.crt", rogue.pem());
+    let rogue_key = write("rogue.key", rogue_key.serialize_pem());
+
+    let tls = content::TlsConfig {
+        cert_file: server_crt.clone(),
+        key_file: server_key,
+        client_ca_file: Some(ca_file),
+    }
+    .server_config()
+    .expect("tls config");
+    let access = ProvisioningConfig {
+        tokens: vec![
+            TokenConfig {
+                name: "robot".into(),
+                client_cert_sha256: hex::encode(Sha256::digest(robot.der())),
+                allow: vec!["device/*".into()],
+                ..TokenConfig::default()
+            },
+            token("oss", "oss-secret", &["*"], false),
+        ],
+        allow_open: false,
+    };
+    let data = tempfile::tempdir().expect("tempdir");
+    let prov = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = prov.local_addr().expect("addr").port();
+    let opts = JournalOptions {
+        fsync: false,
+        ..JournalOptions::default()
+    };
+    let service = ContentService::open(data.path(), ContentConfig::default(), opts).expect("open");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(content::serve_provisioning(
+        content::HttpListener::tls(prov, tls),
+        service,
+        std::sync::Arc::new(Access::new(&access).expect("access")),
+        shutdown.clone(),
+    ));
+    let put = |extra: Vec<String>| {
+        let server_crt = server_crt.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "10", "--cacert"])
+                .arg(&server_crt)
+                .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+                .args([
+                    "-X",
+                    "PUT",
+                    "-H",
+                    "Content-Type: application/xml",
+                    "--data-binary",
+                    "<m/>",
+                ])
+                .args(["-o", "/dev/null", "-w", "%{http_code}"])
+                .args(&extra)
+                .arg(format!("https://localhost:{port}{DOC}"))
+                .output()
+                .expect("curl")
+        })
+    };
+    let cert_args = |crt: &std::path::Path, key: &std::path::Path| {
+        vec![
+            "--cert".to_owned(),
+            crt.display().to_string(),
+            "--key".to_owned(),
+            key.display().to_string(),
+        ]
+    };
+    let by_cert = put(cert_args(&robot_crt, &robot_key)).await.expect("join");
+    assert_eq!(
+        String::from_utf8_lossy(&by_cert.stdout),
+        "201",
+        "{by_cert:?}"
+    );
+    let none = put(Vec::new()).await.expect("join");
+    assert_eq!(String::from_utf8_lossy(&none.stdout), "401");
+    let with_token = put(vec!["-H".into(), "Authorization: Bearer oss-secret".into()])
+        .await
+        .expect("join");
+    assert_eq!(String::from_utf8_lossy(&with_token.stdout), "200");
+    let rogue = put(cert_args(&rogue_crt, &rogue_key)).await.expect("join");
+    assert!(
+        !rogue.status.success() || String::from_utf8_lossy(&rogue.stdout) == "000",
+        "a certificate from another CA gets no answer: {rogue:?}"
+    );
+    shutdown.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("stops");
+    assert!(r.expect("join").is_ok());
 }
