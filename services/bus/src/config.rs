@@ -73,6 +73,14 @@ pub struct KafkaConfig {
     /// How long a producer keeps retrying one record before reporting failure.
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
+    /// Producers whose events must be signed, each with the file of its shared secret (at
+    /// least 32 bytes): an event names its producer, and its record must carry header
+    /// `uaprof-signature` = hex HMAC-SHA256 of the record value under that secret, or it is
+    /// dead-lettered (`bad_signature`). A key for `provisioning-api` makes this tier sign
+    /// the provisioning API's own events.
+    pub event_signing_key_files: BTreeMap<String, std::path::PathBuf>,
+    /// Refuse events from producers without a signing key (`unsigned`).
+    pub require_signed_events: bool,
 }
 
 impl Default for KafkaConfig {
@@ -89,6 +97,8 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             // Long enough to ride out a broker restart or a leader election.
             delivery_timeout: Duration::from_secs(30),
+            event_signing_key_files: BTreeMap::new(),
+            require_signed_events: false,
         }
     }
 }
@@ -98,6 +108,7 @@ impl KafkaConfig {
         if self.brokers.trim().is_empty() {
             return Err("kafka.brokers is empty".into());
         }
+        crate::signature::EventKeys::load(self)?;
         let t = &self.topics;
         for (name, v) in [
             ("kafka.topics.changes", &t.changes),

@@ -115,12 +115,14 @@ impl ContentConsumer {
             .producer()
             .create_with_context(KafkaContext::new("-"))
             .map_err(|e| format!("kafka producer: {e}"))?;
+        let signatures = crate::signature::EventKeys::load(&cfg)?;
         Ok(Self {
             consumer,
             ingest: Ingest {
                 cfg,
                 service,
                 access,
+                signatures,
                 node,
                 producer,
                 unacked: VecDeque::new(),
@@ -193,6 +195,8 @@ struct Ingest {
     service: Arc<ContentService>,
     /// The provisioning policy: a producer named in it may change only its keys.
     access: Arc<Access>,
+    /// Producers' signing secrets (`kafka.event_signing_key_files`).
+    signatures: crate::signature::EventKeys,
     node: String,
     producer: FutureProducer<KafkaContext>,
     unacked: VecDeque<Unacked>,
@@ -215,6 +219,27 @@ impl Ingest {
             Ok(c) => c,
             Err(e) => return Some(self.dead_letter(msg, e.reason(), &e.to_string())),
         };
+        // Checked before anything else the event says is believed.
+        let sig = msg.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == crate::signature::SIGNATURE_HEADER)
+                .and_then(|h| h.value)
+        });
+        if let Err(refused) = self.signatures.verify(&change.producer, payload, sig) {
+            let why = format!(
+                "producer {:?}: {}",
+                change.producer,
+                match refused {
+                    crate::signature::SignatureRefused::Bad => {
+                        "the uaprof-signature header is missing or does not match"
+                    }
+                    crate::signature::SignatureRefused::Unsigned => {
+                        "unsigned, and kafka.require_signed_events is set"
+                    }
+                }
+            );
+            return Some(self.dead_letter(msg, refused.reason(), &why));
+        }
         if !self.producer_allowed(&change) {
             let why = format!(
                 "producer {:?} is not in kafka.allowed_producers",

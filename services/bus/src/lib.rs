@@ -22,6 +22,7 @@ mod context;
 pub mod feed;
 pub mod ingest;
 pub mod producer;
+pub mod signature;
 pub mod telemetry;
 mod trace;
 

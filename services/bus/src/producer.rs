@@ -15,6 +15,8 @@ use crate::context::KafkaContext;
 pub struct ChangeProducer {
     producer: FutureProducer<KafkaContext>,
     topic: String,
+    /// Signs the events of producers this tier holds a key for.
+    signatures: std::sync::Arc<crate::signature::EventKeys>,
 }
 
 impl std::fmt::Debug for ChangeProducer {
@@ -34,6 +36,7 @@ impl ChangeProducer {
         Ok(Self {
             producer,
             topic: cfg.topics.changes.clone(),
+            signatures: std::sync::Arc::new(crate::signature::EventKeys::load(cfg)?),
         })
     }
 
@@ -47,7 +50,14 @@ impl ChangeProducer {
     ) -> Result<(i32, i64), String> {
         let (key, value) = events::encode_change(change).map_err(|e| e.to_string())?;
         let mut record = FutureRecord::to(&self.topic).key(&key).payload(&value);
-        let headers = headers.unwrap_or_else(|| crate::trace::current_or(OwnedHeaders::new()));
+        let mut headers = headers.unwrap_or_else(|| crate::trace::current_or(OwnedHeaders::new()));
+        let signature = self.signatures.sign(&change.producer, &value);
+        if let Some(sig) = &signature {
+            headers = headers.insert(rdkafka::message::Header {
+                key: crate::signature::SIGNATURE_HEADER,
+                value: Some(sig.as_str()),
+            });
+        }
         record = record.headers(headers);
         match self.producer.send(record, Timeout::Never).await {
             Ok(d) => Ok((d.partition, d.offset)),

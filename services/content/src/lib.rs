@@ -49,6 +49,7 @@ pub use crate::service::{
     ChangeLog, ContentService, DocumentInfo, KeyListing, PROVISIONING_API, StoredDocument,
     WriteReceipt, WriteStatus, new_change_id,
 };
+pub use crate::signing::read_secret;
 pub use crate::telemetry::describe_metrics;
 pub use crate::tls::TlsConfig;
 pub use crate::validate::{MAX_NAME_LEN, POLICY_TYPES};

@@ -152,15 +152,15 @@ impl UrlSigner {
     }
 }
 
-fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
-    let mut secret =
-        std::fs::read(path).map_err(|e| format!("url signing key {}: {e}", path.display()))?;
+/// Reads a secret of at least [`MIN_SECRET_BYTES`] from `path` (a final newline trimmed).
+pub fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let mut secret = std::fs::read(path).map_err(|e| format!("secret {}: {e}", path.display()))?;
     while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         secret.pop();
     }
     if secret.len() < MIN_SECRET_BYTES {
         return Err(format!(
-            "url signing key {}: {} bytes, at least {MIN_SECRET_BYTES} wanted (e.g. head -c 32 /dev/urandom | base64)",
+            "secret {}: {} bytes, at least {MIN_SECRET_BYTES} wanted (e.g. head -c 32 /dev/urandom | base64)",
             path.display(),
             secret.len()
         ));

@@ -489,3 +489,75 @@ fn a_content_node_killed_mid_burst_applies_each_change_exactly_once() {
     assert_eq!(class_state(&srv, "fw.xml"), Some((version, hash)));
     assert_eq!(version, 300, "each of the 300 changes applied exactly once");
 }
+
+/// With `kafka.event_signing_key_files`, a producer's events must carry its HMAC in header
+/// `uaprof-signature`: an unsigned or forged one is dead-lettered before anything is stored,
+/// a signed one applies (signed by the Python OSS client with its own HMAC).
+#[test]
+fn signed_events_are_checked_before_anything_is_stored() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = "the-oss-and-uaprof-share-this-secret";
+    let key = dir.path().join("oss-test.key");
+    std::fs::write(&key, format!("{secret}\n")).expect("write");
+    let cfg = kafka_config(dir.path(), &broker.bootstrap(), "");
+    // The signing keys belong in [kafka]: append them to the generated table.
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    let text = text.replacen(
+        "[kafka.topics]",
+        &format!(
+            "event_signing_key_files = {{ oss-test = {k:?}, provisioning-api = {k:?} }}\n\
+             [kafka.topics]",
+            k = key.to_str().expect("path")
+        ),
+        1,
+    );
+    std::fs::write(&cfg, text).expect("write");
+    let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
+    let mut unsigned = put_action("c-unsigned", 0, "fw.xml", "<unsigned/>");
+    unsigned["change_id"] = "c-unsigned".into();
+    let mut forged = put_action("c-forged", 0, "fw.xml", "<forged/>");
+    forged["signing_key"] = "a-guess-that-is-not-the-secret".into();
+    let mut signed = put_action("c-signed", 0, "fw.xml", "<signed/>");
+    signed["signing_key"] = secret.into();
+    produce(&broker, &cfg, &[unsigned, forged, signed]);
+
+    let listing = "/provision/v1/class/acme:Z100";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (st, body) = http(srv.provision, "GET", listing, &[], b"");
+        if st == 200 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the signed event was never applied"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        doc["version"], 1,
+        "only the signed event was applied: {doc}"
+    );
+    assert_eq!(doc["documents"][0]["sha1"], sha1_hex(b"<signed/>"));
+    let dlq = dump(&broker, &topic(&cfg, "dead_letter"), 2);
+    let reasons: Vec<&str> = dlq
+        .iter()
+        .map(|r| r["headers"]["uaprof-reason"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(reasons, ["bad_signature", "bad_signature"], "{dlq:?}");
+
+    // With a key for provisioning-api, the tier signs its own API's events, and they apply.
+    let (st, body) = http(
+        srv.provision,
+        "PUT",
+        "/provision/v1/class/acme:Z100/documents/fw.xml",
+        &[("Content-Type", "application/xml")],
+        b"<from-the-api/>",
+    );
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let receipt: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(receipt["status"], "applied");
+    assert_eq!(receipt["version"], 2);
+}

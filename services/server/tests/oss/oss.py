@@ -12,10 +12,13 @@ Actions (one JSON object per line):
      "version": 7, "put": {"name": "a.xml", "content_type": "application/xml",
      "content": "<a/>"} | "delete_document": "a.xml" | "delete_key": true,
      "effective_by": 30, "rollout_window": 60, "producer": "oss", "record_key": "...",
-     "traceparent": "00-...-01"}
+     "traceparent": "00-...-01", "signing_key": "<secret>"}   signing_key: HMAC-SHA256 the value
+                                                              into header uaprof-signature
     {"raw": "<hex bytes>", "record_key": "class/acme:Z100"}      a record that is no event
 """
 
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -103,7 +106,11 @@ def produce(brokers, topic):
             key, value = a["record_key"], bytes.fromhex(a["raw"])
         else:
             key, value = a.get("record_key") or canonical_key(a), build(pb, a)
-        headers = [("traceparent", a["traceparent"].encode())] if "traceparent" in a else None
+        headers = [("traceparent", a["traceparent"].encode())] if "traceparent" in a else []
+        if "signing_key" in a:
+            sig = hmac.new(a["signing_key"].encode(), value, hashlib.sha256).hexdigest()
+            headers.append(("uaprof-signature", sig.encode()))
+        headers = headers or None
         p.produce(topic, key=key.encode(), value=value, headers=headers, on_delivery=report)
         p.poll(0)
         n += 1
