@@ -67,6 +67,8 @@ pub struct NotifierConfig {
     /// SIP over TLS (RFC 3261 §26, usually port 5061): listen address and certificate.
     /// NOTIFYs of a TLS dialog go back over the phone's connection.
     pub tls: Option<SipTlsConfig>,
+    /// Digest authentication of SUBSCRIBE (RFC 8760 SHA-256); off when unset.
+    pub digest: Option<crate::digest::DigestConfig>,
     /// Kernel send/receive buffer of the UDP socket, in bytes (absorbs power-up bursts;
     /// capped by the kernel's net.core.rmem_max / wmem_max).
     pub udp_buffer_bytes: usize,
@@ -151,6 +153,7 @@ impl Default for NotifierConfig {
             udp: Some(([127, 0, 0, 1], 5060).into()),
             tcp: Some(([127, 0, 0, 1], 5060).into()),
             tls: None,
+            digest: None,
             advertise: None,
             // 4 MiB holds ~8000 SUBSCRIBEs: a building's worth of phones booting at once.
             udp_buffer_bytes: 4 << 20,
@@ -228,6 +231,9 @@ impl NotifierConfig {
     pub fn validate(&self) -> Result<(), String> {
         if let Some(t) = &self.tls {
             t.server_config()?;
+        }
+        if let Some(d) = &self.digest {
+            crate::digest::DigestAuth::load(d)?;
         }
         if !(self.expires_min <= self.expires_default && self.expires_default <= self.expires_max) {
             return Err(format!(

@@ -16,6 +16,7 @@
 //! [`run`] wires these together for one node, and [`publish_held`] samples what it holds.
 
 pub mod config;
+pub mod digest;
 pub mod engine;
 pub mod expiry;
 pub mod fanout;
@@ -108,6 +109,8 @@ pub struct Ctx {
     pub dns: target::DnsCache,
     /// The sockets and stream connections NOTIFYs leave by (which flows are open).
     pub outbound: Arc<transport::Outbound>,
+    /// Digest authentication of SUBSCRIBE, when configured.
+    pub digest: Option<digest::DigestAuth>,
 }
 
 /// Sockets bound before `run`, so callers can print the real addresses (port 0 in tests).
@@ -250,6 +253,12 @@ pub async fn run(
         )),
         dns: target::DnsCache::default(),
         outbound: Arc::clone(&out),
+        digest: config
+            .digest
+            .as_ref()
+            .map(digest::DigestAuth::load)
+            .transpose()
+            .map_err(std::io::Error::other)?,
     });
 
     let mut tasks = tokio::task::JoinSet::new();

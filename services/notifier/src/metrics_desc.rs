@@ -123,6 +123,10 @@ pub fn describe() {
         "NOTIFYs queued again with back-off after a 5xx, 408 or 486"
     );
     describe_counter!(
+        "sip_auth_total",
+        "Digest authentications of SUBSCRIBE, by result (ok, bad_response, unknown_user)"
+    );
+    describe_counter!(
         "sip_tls_handshake_failures_total",
         "SIP-over-TLS connections closed because the handshake failed or timed out"
     );

@@ -239,6 +239,22 @@ fn cseq_number(req: &rsip::Request) -> Option<u32> {
 
 async fn handle_inner(ctx: &Ctx, req: &rsip::Request, peer: Peer) -> Result<Accepted, Reject> {
     let parsed = parse_request(ctx, req)?;
+    if let Some(auth) = &ctx.digest {
+        let now = ctx.clock.now_ms() / 1000;
+        let authorization = header(&req.headers, "Authorization");
+        match auth.check("SUBSCRIBE", authorization, peer.transport, now) {
+            crate::digest::Verdict::Pass(_) => {}
+            crate::digest::Verdict::Challenge { stale } => {
+                // RFC 3261 §22.1: a UAS challenges with 401 and WWW-Authenticate (never 407,
+                // which is a proxy's).
+                return Err(Reject::new(401, "Unauthorized").with(rsip::Header::Other(
+                    "WWW-Authenticate".into(),
+                    auth.challenge(now, stale),
+                )));
+            }
+            crate::digest::Verdict::Refuse(why) => return Err(Reject::new(403, why)),
+        }
+    }
     match tag_param(req, "To") {
         Some(tag) => refresh(ctx, req, peer, parsed, &tag).await,
         None => create(ctx, req, peer, parsed).await,
