@@ -327,41 +327,15 @@ pub async fn serve_tcp(
     max_connections: usize,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let (stream, addr) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    warn!(%e, "tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            counter!("sip_shed_total", "reason" => "tcp_connection_limit").increment(1);
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let out = Arc::clone(&out);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
-            let (rd, wr) = stream.into_split();
-            out.run_stream(rd, wr, addr, Transport::Tcp, tx, rx).await;
-        });
-    }
+    serve_streams(listener, None, out, max_connections, shutdown).await;
 }
 
 /// How long a client has to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts SIP-over-TLS connections until shutdown, like [`serve_tcp`]; the connections
-/// count against the same bound. Each is registered under its peer address, so the
-/// dialog's NOTIFYs go back over it.
+/// Accepts SIP-over-TLS connections until shutdown, like [`serve_tcp`] and bounded by the
+/// same `max_tcp_connections`. Each is registered under its peer address, so the dialog's
+/// NOTIFYs go back over it.
 pub async fn serve_tls(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -370,6 +344,17 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    serve_streams(listener, Some(acceptor), out, max_connections, shutdown).await;
+}
+
+/// The accept loop of both stream transports: TLS when `tls` is given.
+async fn serve_streams(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    out: Arc<Outbound>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let (stream, addr) = tokio::select! {
@@ -377,7 +362,7 @@ pub async fn serve_tls(
             r = listener.accept() => match r {
                 Ok(v) => v,
                 Err(e) => {
-                    warn!(%e, "tls accept failed");
+                    warn!(%e, "stream accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -390,26 +375,29 @@ pub async fn serve_tls(
         };
         let _ = stream.set_nodelay(true);
         let out = Arc::clone(&out);
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        counter!("sip_tls_handshake_failures_total").increment(1);
-                        debug!(%addr, %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        counter!("sip_tls_handshake_failures_total").increment(1);
-                        debug!(%addr, "TLS handshake timed out");
-                        return;
-                    }
-                };
             let (tx, rx) = mpsc::channel(TCP_WRITE_QUEUE);
-            let (rd, wr) = tokio::io::split(stream);
-            out.run_stream(rd, wr, addr, Transport::Tls, tx, rx).await;
+            let Some(acceptor) = tls else {
+                let (rd, wr) = stream.into_split();
+                return out.run_stream(rd, wr, addr, Transport::Tcp, tx, rx).await;
+            };
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    let (rd, wr) = tokio::io::split(stream);
+                    out.run_stream(rd, wr, addr, Transport::Tls, tx, rx).await;
+                }
+                Ok(Err(e)) => {
+                    counter!("sip_tls_handshake_failures_total").increment(1);
+                    debug!(%addr, %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    counter!("sip_tls_handshake_failures_total").increment(1);
+                    debug!(%addr, "TLS handshake timed out");
+                }
+            }
         });
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// Lowest layer first. A module may use the ones before it.
 const LAYERS: &[&str] = &[
     "limits",
+    "digest",
     "config",
     "metrics_desc",
     "store",

@@ -152,11 +152,24 @@ fn writes_and_refusals_are_audited_and_only_the_token_holder_writes() {
     assert!(!text.contains("east-secret"), "the token is never logged");
 }
 
+/// A phone of `uri_user` subscribed, its first NOTIFY answered.
+fn subscribed(srv: &Server, uri_user: &str) -> common::Phone {
+    let mut phone = common::Phone::new(srv.udp, uri_user);
+    let (resp, early) = phone.subscribe(&common::Sub::default());
+    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+    let first = early
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| phone.expect_notify(std::time::Duration::from_secs(10), 200));
+    phone.send(&first.response(200, "OK"));
+    phone
+}
+
 /// With `content.url_signing_key_files`, the URL a phone is notified of is signed until the
 /// NOTIFY's `expiration`; the phone fetches it, and the bare path is refused.
 #[test]
 fn a_phone_is_notified_of_a_signed_url_it_can_fetch() {
-    use common::{Phone, Sub, put_doc};
+    use common::put_doc;
     let dir = tempfile::tempdir().expect("tmp");
     let key = dir.path().join("url-key");
     std::fs::write(&key, "a-secret-of-at-least-thirty-two-bytes\n").expect("write");
@@ -170,15 +183,8 @@ fn a_phone_is_notified_of_a_signed_url_it_can_fetch() {
     )
     .expect("write");
     let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
-    let mut phone = Phone::new(srv.udp, "MAC%3a00df1e0051a1");
-    let (resp, early) = phone.subscribe(&Sub::default());
-    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+    let phone = subscribed(&srv, "MAC%3a00df1e0051a1");
     let t = std::time::Duration::from_secs(10);
-    let first = early
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| phone.expect_notify(t, 200));
-    phone.send(&first.response(200, "OK"));
     let doc = b"<signed/>";
     let st = put_doc(
         &srv,
@@ -204,7 +210,6 @@ fn a_phone_is_notified_of_a_signed_url_it_can_fetch() {
 /// HTTP/2.
 #[test]
 fn both_listeners_serve_https_and_notified_urls_are_https() {
-    use common::{Phone, Sub};
     let dir = tempfile::tempdir().expect("tmp");
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
@@ -236,15 +241,8 @@ fn both_listeners_serve_https_and_notified_urls_are_https() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let mut phone = Phone::new(srv.udp, "MAC%3a00df1e0051b2");
-    let (resp, early) = phone.subscribe(&Sub::default());
-    assert_eq!(resp.status(), Some(200), "{}", resp.raw);
+    let phone = subscribed(&srv, "MAC%3a00df1e0051b2");
     let t = std::time::Duration::from_secs(10);
-    let first = early
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| phone.expect_notify(t, 200));
-    phone.send(&first.response(200, "OK"));
 
     let prov = srv.provision.port();
     let put = curl(&[

@@ -503,26 +503,7 @@ fn tcp_subscribe_and_oversize_refusal() {
          Event: ua-profile;profile-type=device\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
     );
     s.write_all(msg.as_bytes()).expect("write");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut msgs = Vec::new();
-    while msgs.len() < 2 {
-        let n = s.read(&mut buf).expect("read");
-        assert!(n > 0, "connection closed");
-        got.extend_from_slice(&buf[..n]);
-        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let m = Msg::parse(&got[..end + 4]);
-            let len: usize = m
-                .header("Content-Length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if got.len() < end + 4 + len {
-                break;
-            }
-            msgs.push(Msg::parse(&got[..end + 4 + len]));
-            got.drain(..end + 4 + len);
-        }
-    }
+    let msgs = common::read_stream_msgs(&mut s, 2);
     assert_eq!(msgs[0].status(), Some(200), "{}", msgs[0].raw);
     assert!(msgs[1].is_request("NOTIFY"), "{}", msgs[1].raw);
     assert!(msgs[1].header("Via").unwrap().contains("TCP"));
@@ -926,27 +907,7 @@ fn a_tcp_subscriber_is_notified_at_its_contact_after_its_connection_closed() {
     let srv = Server::start(&[]);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let contact = listener.local_addr().expect("addr");
-    let read_msgs = |s: &mut TcpStream, want: usize| {
-        let (mut got, mut msgs, mut buf) = (Vec::new(), Vec::new(), [0u8; 8192]);
-        while msgs.len() < want {
-            let n = s.read(&mut buf).expect("read");
-            assert!(n > 0, "connection closed");
-            got.extend_from_slice(&buf[..n]);
-            while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                let m = Msg::parse(&got[..end + 4]);
-                let len: usize = m
-                    .header("Content-Length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if got.len() < end + 4 + len {
-                    break;
-                }
-                msgs.push(Msg::parse(&got[..end + 4 + len]));
-                got.drain(..end + 4 + len);
-            }
-        }
-        msgs
-    };
+    let read_msgs = common::read_stream_msgs;
     {
         let mut s = TcpStream::connect(srv.tcp).expect("connect");
         s.set_read_timeout(Some(T)).expect("timeout");

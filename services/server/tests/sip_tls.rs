@@ -8,31 +8,22 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Msg, Server, put_doc};
+use common::{Server, put_doc, read_stream_msgs as read_msgs};
 
 const T: Duration = Duration::from_secs(10);
 
-/// Reads `want` whole messages from `s`.
-fn read_msgs(s: &mut impl Read, want: usize) -> Vec<Msg> {
-    let (mut got, mut msgs, mut buf) = (Vec::new(), Vec::new(), [0u8; 8192]);
-    while msgs.len() < want {
-        let n = s.read(&mut buf).expect("read");
-        assert!(n > 0, "connection closed");
-        got.extend_from_slice(&buf[..n]);
-        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let m = Msg::parse(&got[..end + 4]);
-            let len: usize = m
-                .header("Content-Length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if got.len() < end + 4 + len {
-                break;
-            }
-            msgs.push(Msg::parse(&got[..end + 4 + len]));
-            got.drain(..end + 4 + len);
-        }
-    }
-    msgs
+/// A rustls client that trusts `cert` (made for "localhost") and nothing else.
+fn tls_client(cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> rustls::ClientConnection {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    rustls::ClientConnection::new(Arc::new(client), name).expect("client")
 }
 
 #[test]
@@ -68,16 +59,7 @@ fn a_phone_subscribes_over_tls_and_is_notified_over_its_connection() {
         "no SIP answer in clear"
     );
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
+    let conn = tls_client(&cert);
     let tcp = TcpStream::connect(tls_addr).expect("connect");
     tcp.set_read_timeout(Some(T)).expect("timeout");
     let local = tcp.local_addr().expect("addr");
@@ -164,16 +146,7 @@ fn digest_authentication_of_subscribe_over_tls() {
     let (r, _) = phone.subscribe(&common::Sub::default());
     assert_eq!(r.status(), Some(403), "{}", r.raw);
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
+    let conn = tls_client(&cert);
     let tcp = TcpStream::connect(srv.tls.expect("sip-tls")).expect("connect");
     tcp.set_read_timeout(Some(T)).expect("timeout");
     let local = tcp.local_addr().expect("addr");

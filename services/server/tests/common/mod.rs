@@ -732,3 +732,26 @@ pub fn sha1_hex(data: &[u8]) -> String {
     use sha1::Digest;
     hex::encode(sha1::Sha1::digest(data))
 }
+
+/// Reads `want` whole SIP messages from a stream (TCP or TLS), framing by Content-Length.
+pub fn read_stream_msgs(s: &mut impl Read, want: usize) -> Vec<Msg> {
+    let (mut got, mut msgs, mut buf) = (Vec::new(), Vec::new(), [0u8; 8192]);
+    while msgs.len() < want {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "connection closed");
+        got.extend_from_slice(&buf[..n]);
+        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let m = Msg::parse(&got[..end + 4]);
+            let len: usize = m
+                .header("Content-Length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if got.len() < end + 4 + len {
+                break;
+            }
+            msgs.push(Msg::parse(&got[..end + 4 + len]));
+            got.drain(..end + 4 + len);
+        }
+    }
+    msgs
+}
