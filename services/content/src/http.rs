@@ -293,7 +293,12 @@ async fn handle_provisioning(
             .map(HeaderValue::as_bytes),
         client_cert.as_ref(),
     ) {
-        Err(refusal) => ("provision_auth", refused(&refusal, &mut audit)),
+        Err(refusal) => {
+            // Read (and drop) what the client is still sending, within the document limit,
+            // so that an HTTP/2 client gets the 401 rather than a reset stream.
+            drain(req, service.config().max_document_bytes).await;
+            ("provision_auth", refused(&refusal, &mut audit))
+        }
         Ok(who) => {
             audit.who = Some(who.to_owned());
             let path = req.uri().path().to_owned();
@@ -574,11 +579,27 @@ async fn provision_document(
     if method != Method::PUT && method != Method::DELETE {
         return method_not_allowed("PUT, DELETE");
     }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let query = req.uri().query().map(str::to_owned);
+    // The body is read before any refusal: an HTTP/2 client still sending it would see the
+    // stream reset instead of the answer (curl reports a framing error, not the 403).
+    let body = if method == Method::PUT {
+        match read_body(req, service.config().max_document_bytes).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        }
+    } else {
+        Bytes::new()
+    };
     let key = match guard.key(kind, id, Some(name), Intent::Write) {
         Ok(k) => k,
         Err(resp) => return *resp,
     };
-    let timing = match timing(req.uri().query()) {
+    let timing = match timing(query.as_deref()) {
         Ok(e) => e,
         Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
     };
@@ -586,20 +607,8 @@ async fn provision_document(
         let r = service.delete_document(&key, name, timing).await;
         return written(service, guard, r, false);
     }
-    let content_type = match req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(HeaderValue::to_str)
-    {
-        Some(Ok(ct)) => ct.to_owned(),
-        _ => {
-            return content_error(&ContentError::BadContentType(String::new()));
-        }
-    };
-    let max = service.config().max_document_bytes;
-    let body = match read_body(req, max).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
+    let Some(content_type) = content_type else {
+        return content_error(&ContentError::BadContentType(String::new()));
     };
     let r = service
         .put_document(&key, name, &content_type, body, timing)
@@ -657,6 +666,16 @@ async fn provision_key(
     } else {
         Intent::Write
     };
+    let query = req.uri().query().map(str::to_owned);
+    // Read before any refusal (see provision_document).
+    let body = if method == Method::PUT {
+        match read_body(req, MAX_JSON_BYTES).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        }
+    } else {
+        Bytes::new()
+    };
     let key = match guard.key(kind, id, None, intent) {
         Ok(k) => k,
         Err(resp) => return *resp,
@@ -668,7 +687,7 @@ async fn provision_key(
             Err(e) => content_error(&e),
         };
     }
-    let timing = match timing(req.uri().query()) {
+    let timing = match timing(query.as_deref()) {
         Ok(e) => e,
         Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
     };
@@ -676,10 +695,6 @@ async fn provision_key(
         let r = service.delete_key(&key, timing).await;
         return written(service, guard, r, false);
     }
-    let body = match read_body(req, MAX_JSON_BYTES).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
     let attrs = match parse_device_attributes(&body) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
@@ -688,6 +703,12 @@ async fn provision_key(
         .set_device_attributes(&key, attrs.default_user.as_deref(), timing)
         .await;
     written(service, guard, r, false)
+}
+
+/// Reads and drops a request body of at most `max` bytes (bounded in time too).
+async fn drain(req: Request<Incoming>, max: usize) {
+    let limited = Limited::new(req.into_body(), max);
+    let _ = tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await;
 }
 
 /// Reads a request body of at most `max` bytes: 413 when larger (checked against

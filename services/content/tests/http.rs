@@ -829,7 +829,12 @@ async fn a_client_certificate_is_a_provisioner() {
         "{by_cert:?}"
     );
     let none = put(Vec::new()).await.expect("join");
-    assert_eq!(String::from_utf8_lossy(&none.stdout), "401");
+    assert_eq!(
+        String::from_utf8_lossy(&none.stdout),
+        "401",
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
     let with_token = put(vec!["-H".into(), "Authorization: Bearer oss-secret".into()])
         .await
         .expect("join");
