@@ -6,7 +6,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use profile_event::accept::{AcceptList, BodyMode, EXTERNAL_BODY, MULTIPART_MIXED, body_mode};
+use profile_event::accept::{
+    AcceptList, BodyMode, EXTERNAL_BODY, MULTIPART_MIXED, URL_BODY, body_mode,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -34,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(BodyMode::Inline(inline)) => {
             assert!(!list.allows(EXTERNAL_BODY) && list.allows_anything());
+            assert!(!list.names(URL_BODY));
             assert_eq!(inline, list);
+        }
+        Ok(BodyMode::Url) => {
+            assert!(!list.allows(EXTERNAL_BODY) && list.names(URL_BODY));
         }
         Err(_) => assert!(!list.allows_anything()),
     }

@@ -150,6 +150,7 @@ impl fmt::Display for ProfileKey {
 }
 
 /// Normalises a device identity: a MAC address in any common spelling (`MAC:00DF1E004CD0`,
+/// `MAC00DF1E004CD0`, `MAC=00DF1E004CD0`,
 /// `00:df:1e:00:4c:d0`, `00-DF-1E-00-4C-D0`, `00df1e004cd0`) or an instance URN
 /// (`urn:uuid:...`, as in `+sip.instance`). Percent-escapes (`MAC%3a...`) are decoded first,
 /// since phones put the id in the user part of a SIP URI.
@@ -172,7 +173,11 @@ pub fn normalize_device_id(raw: &str) -> Result<String, KeyError> {
                 .all(|c| c.is_ascii_alphanumeric() || "-:._".contains(c));
         return if valid { Ok(lower) } else { Err(bad()) };
     }
-    let hex_part = lower.strip_prefix("mac:").unwrap_or(&lower);
+    // Phones write `MAC:<mac>`, `MAC%3a<mac>` (decoded above), `MAC=<mac>` or `MAC<mac>`; a
+    // bare MAC cannot start with `m`, so the prefix is never part of the address.
+    let hex_part = lower
+        .strip_prefix("mac")
+        .map_or(lower.as_str(), |r| r.strip_prefix([':', '=']).unwrap_or(r));
     let digits: String = hex_part
         .chars()
         .filter(|c| !matches!(c, ':' | '-' | '.'))
@@ -309,6 +314,10 @@ mod tests {
     fn mac_spellings_are_one_key() {
         for raw in [
             "MAC%3a00DF1E004CD0",
+            "MAC%3A00df1e004cd0",
+            "MAC00DF1E004CD0",
+            "MAC=00df1e004cd0",
+            "mac=00-df-1e-00-4c-d0",
             "MAC:00df1e004cd0",
             "00:DF:1E:00:4C:D0",
             "00-df-1e-00-4c-d0",

@@ -10,6 +10,9 @@
 //! * **Accept allows `message/external-body`** (listed, `message/*` or `*/*`, q > 0) →
 //!   content indirection. `multipart/mixed` is used for several documents only if Accept
 //!   allows it too (see [`BodyMode::ExternalBody`]).
+//! * **Accept names `application/url`** (listed as such, q > 0) and not external-body →
+//!   [`BodyMode::Url`]: the body is one URL, as SIP plug-and-play phones (Snom, Yealink,
+//!   Grandstream, ...) expect it.
 //! * **Accept allows something else** → [`BodyMode::Inline`]: the documents' own bytes, for
 //!   the types the list allows.
 //! * **Accept allows nothing** (an empty value, only q=0 ranges, nothing parseable) →
@@ -24,6 +27,7 @@ use crate::wire::{is_token, trim_lws};
 
 pub const EXTERNAL_BODY: &str = "message/external-body";
 pub const MULTIPART_MIXED: &str = "multipart/mixed";
+pub const URL_BODY: &str = "application/url";
 
 /// Media ranges read from one SUBSCRIBE; ranges beyond this are ignored. Phones list a
 /// handful; the bound caps the work a hostile Accept can cause per match.
@@ -39,6 +43,8 @@ pub enum BodyMode {
     ExternalBody { multipart: bool },
     /// The documents' bytes, for the types this list allows.
     Inline(AcceptList),
+    /// One URL as the whole body (`application/url`): the first document's.
+    Url,
 }
 
 impl BodyMode {
@@ -47,6 +53,7 @@ impl BodyMode {
         match self {
             Self::ExternalBody { multipart } => *multipart,
             Self::Inline(list) => list.allows(MULTIPART_MIXED),
+            Self::Url => false,
         }
     }
 }
@@ -127,6 +134,16 @@ impl AcceptList {
         self.quality(content_type) > 0
     }
 
+    /// Whether `content_type` is listed by name (not only through a wildcard) with q > 0.
+    pub fn names(&self, content_type: &str) -> bool {
+        let Some((top, sub)) = split_type(content_type) else {
+            return false;
+        };
+        self.ranges
+            .iter()
+            .any(|r| r.q > 0 && r.specificity(&top, &sub) == Some(2))
+    }
+
     /// Whether any range has q > 0.
     pub fn allows_anything(&self) -> bool {
         self.ranges.iter().any(|r| r.q > 0)
@@ -187,6 +204,8 @@ pub fn body_mode(accept_values: &[&str]) -> Result<BodyMode, NotAcceptable> {
         Ok(BodyMode::ExternalBody {
             multipart: list.allows(MULTIPART_MIXED),
         })
+    } else if list.names(URL_BODY) {
+        Ok(BodyMode::Url)
     } else if list.allows_anything() {
         Ok(BodyMode::Inline(list))
     } else {
@@ -200,6 +219,28 @@ mod tests {
 
     fn ext(multipart: bool) -> Result<BodyMode, NotAcceptable> {
         Ok(BodyMode::ExternalBody { multipart })
+    }
+
+    #[test]
+    fn a_listed_application_url_without_external_body_is_a_url_body() {
+        assert_eq!(body_mode(&["application/url"]), Ok(BodyMode::Url));
+        assert_eq!(
+            body_mode(&["Application/URL;q=0.8, text/plain"]),
+            Ok(BodyMode::Url)
+        );
+        // External-body wins where both are taken; a wildcard does not name the type.
+        assert_eq!(
+            body_mode(&["application/url, message/external-body"]),
+            ext(false)
+        );
+        assert!(matches!(
+            body_mode(&["application/*"]),
+            Ok(BodyMode::Inline(_))
+        ));
+        assert!(matches!(
+            body_mode(&["application/url;q=0, application/xml"]),
+            Ok(BodyMode::Inline(_))
+        ));
     }
 
     #[test]

@@ -102,6 +102,15 @@ pub fn build_body(
                 }
             }
         }
+        // A URL with whitespace or a control character would break the body's one line.
+        BodyMode::Url => docs
+            .iter()
+            .find(|d| !d.url.is_empty() && !d.url.chars().any(|c| c.is_control() || c == ' '))
+            .map(|d| NotifyBody {
+                content_type: crate::accept::URL_BODY.to_owned(),
+                content_disposition: None,
+                bytes: d.url.as_bytes().to_vec(),
+            }),
         BodyMode::Inline(list) => {
             let mut usable = docs
                 .iter()
@@ -334,6 +343,20 @@ mod tests {
             .strip_prefix("multipart/mixed;boundary=")
             .expect("multipart content type")
             .to_owned()
+    }
+
+    #[test]
+    fn a_url_body_is_the_first_document_url() {
+        let docs = [doc("a.cfg", "text/plain"), doc("b.xml", "application/xml")];
+        let body = build_body(&docs, &BodyMode::Url, &no_inline, 0).expect("body");
+        assert_eq!(body.content_type, "application/url");
+        assert_eq!(body.content_disposition, None);
+        assert_eq!(text(&body), docs[0].url);
+        let mut broken = doc("c.cfg", "text/plain");
+        broken.url = "https://h/a\r\nX: y".into();
+        let body = build_body(&[broken, docs[1].clone()], &BodyMode::Url, &no_inline, 0);
+        assert_eq!(body.map(|b| text(&b)), Some(docs[1].url.clone()));
+        assert_eq!(build_body(&[], &BodyMode::Url, &no_inline, 0), None);
     }
 
     #[test]

@@ -957,3 +957,49 @@ fn a_tcp_subscriber_is_notified_at_its_contact_after_its_connection_closed() {
         .expect("answer");
     assert_eq!(srv.metric("notify_flow_gone_total"), 1.0);
 }
+
+/// A plug-and-play phone's SUBSCRIBE, shaped as Snom documents it (quoted Event parameters,
+/// `Accept: application/url`, the MAC as `MAC%3a<mac>`), gets NOTIFYs whose whole body is one
+/// URL it can fetch.
+#[test]
+fn a_pnp_subscribe_accepting_application_url_gets_a_url_body() {
+    let srv = Server::start(&[]);
+    let mut phone = Phone::new(srv.udp, "MAC%3a000413aabb01");
+    let sub = Sub {
+        event: "ua-profile;profile-type=\"device\";vendor=\"snom\";model=\"snom720\";version=\"8.7.5.35\"",
+        accept: Some("application/url"),
+        ..Sub::default()
+    };
+    let (r, early) = phone.subscribe(&sub);
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    let first = early
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| phone.expect_notify(T, 200));
+    phone.send(&first.response(200, "OK"));
+    let doc = b"<settings><phone-settings/></settings>";
+    let st = put_doc(
+        &srv,
+        "device",
+        "000413aabb01",
+        "snom720.xml",
+        "application/xml",
+        doc,
+    );
+    assert_eq!(st, 201);
+    let n = phone.expect_notify(T, 200);
+    assert_eq!(
+        n.header("Content-Type"),
+        Some("application/url"),
+        "{}",
+        n.raw
+    );
+    let url = String::from_utf8(n.body.clone()).expect("utf-8");
+    assert!(
+        url.ends_with("/snom720.xml") && !url.contains(char::is_whitespace),
+        "{url:?}"
+    );
+    let path = &url[url.find("/profiles/").expect("path")..];
+    let (st, got) = http(srv.http, "GET", path, &[], b"");
+    assert_eq!((st, got.as_slice()), (200, doc.as_slice()));
+}
