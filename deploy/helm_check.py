@@ -295,7 +295,7 @@ CHART_SETS = {
     "": {"role", "data_dir", "admin_listen", "http_listen", "shutdown_grace", "grpc_listen",
          "content_url", "node_id", "redis", "kafka", "notifier", "content",
          "provision_listen", "provisioning", "http_tls", "provision_tls"},
-    "notifier": {"udp", "tcp", "advertise", "tls"},
+    "notifier": {"udp", "tcp", "advertise", "tls", "digest"},
     "content": {"public_base_url", "url_signing_key_files"},
     "redis": {"urls", "cluster"},
     "kafka": {"brokers", "properties"},
@@ -475,6 +475,19 @@ def main() -> int:
         ok("notifier.tls: Secret mounted, [notifier.tls] set, Service port sip-tls")
     else:
         fail(f"notifier.tls: volumes {vols}, Service ports {svc_ports}")
+
+    # Digest on SUBSCRIBE and client certificates for provisioning: Secrets mounted, files set.
+    docs = render(CHART, {"notifier": {"digest": {"existingSecret": "sip-digest", "realm": "voice.example"}},
+                          "content": {"tls": {"existingSecret": "content-tls", "clientCaSecret": "oss-ca"}}})
+    secrets = {v.get("secret", {}).get("secretName") for d in docs if d["kind"] == "Deployment"
+               for v in d["spec"]["template"]["spec"]["volumes"]}
+    cms = "\n".join(v for d in docs if d["kind"] == "ConfigMap" for v in (d.get("data") or {}).values())
+    want = ["[notifier.digest]", 'credentials_file = "/etc/uaprof/sip-digest/credentials"',
+            'client_ca_file = "/etc/uaprof/client-ca/ca.crt"']
+    if {"sip-digest", "oss-ca"} <= secrets and all(w in cms for w in want):
+        ok("notifier.digest and content.tls.clientCaSecret: Secrets mounted, files configured")
+    else:
+        fail(f"digest/client CA: secrets {secrets}, missing {[w for w in want if w not in cms]}")
 
     default_notes = notes(CHART, {})
     for needle in ("NEXT: set notifier.advertise", "NEXT: set content.publicBaseUrl",

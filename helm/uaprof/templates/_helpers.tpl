@@ -159,6 +159,14 @@ keys sorted, null values left out (the binary's default applies).
 {{- if $tv.tls.existingSecret -}}
 {{- $_ := set $n "tls" (dict "listen" (printf "%s:%d" $hp (int $tv.ports.sipTls)) "cert_file" "/etc/uaprof/sip-tls/tls.crt" "key_file" "/etc/uaprof/sip-tls/tls.key") -}}
 {{- end -}}
+{{- with $tv.digest -}}
+{{- if .existingSecret -}}
+{{- if not .realm -}}
+{{- fail "notifier.digest.existingSecret needs notifier.digest.realm" -}}
+{{- end -}}
+{{- $_ := set $n "digest" (dict "realm" .realm "credentials_file" "/etc/uaprof/sip-digest/credentials" "nonce_secret_file" "/etc/uaprof/sip-digest/nonce-secret" "nonce_lifetime" .nonceLifetime) -}}
+{{- end -}}
+{{- end -}}
 {{- $_ := set $cfg "notifier" $n -}}
 {{- $_ := set $cfg "content_url" (include "uaprof.contentGrpcUrl" $root) -}}
 {{- else -}}
@@ -167,7 +175,11 @@ keys sorted, null values left out (the binary's default applies).
 {{- if $tv.tls.existingSecret -}}
 {{- $files := dict "cert_file" "/etc/uaprof/tls/tls.crt" "key_file" "/etc/uaprof/tls/tls.key" -}}
 {{- $_ := set $cfg "http_tls" $files -}}
-{{- $_ := set $cfg "provision_tls" (deepCopy $files) -}}
+{{- $prov := deepCopy $files -}}
+{{- if $tv.tls.clientCaSecret -}}
+{{- $_ := set $prov "client_ca_file" "/etc/uaprof/client-ca/ca.crt" -}}
+{{- end -}}
+{{- $_ := set $cfg "provision_tls" $prov -}}
 {{- end -}}
 {{- with $tv.urlSigning -}}
 {{- if and .existingSecret (not .keys) -}}

@@ -233,6 +233,16 @@ spec:
               mountPath: /etc/uaprof/sip-tls
               readOnly: true
             {{- end }}
+            {{- if and (eq $tier "notifier") $t.digest.existingSecret }}
+            - name: sip-digest
+              mountPath: /etc/uaprof/sip-digest
+              readOnly: true
+            {{- end }}
+            {{- if and (eq $tier "content") $t.tls.clientCaSecret }}
+            - name: client-ca
+              mountPath: /etc/uaprof/client-ca
+              readOnly: true
+            {{- end }}
             {{- if and (eq $tier "content") $t.urlSigning.existingSecret }}
             - name: url-signing
               mountPath: /etc/uaprof/url-signing
@@ -267,6 +277,16 @@ spec:
         - name: {{ ternary "sip-tls" "tls" (eq $tier "notifier") }}
           secret:
             secretName: {{ $t.tls.existingSecret }}
+        {{- end }}
+        {{- if and (eq $tier "notifier") $t.digest.existingSecret }}
+        - name: sip-digest
+          secret:
+            secretName: {{ $t.digest.existingSecret }}
+        {{- end }}
+        {{- if and (eq $tier "content") $t.tls.clientCaSecret }}
+        - name: client-ca
+          secret:
+            secretName: {{ $t.tls.clientCaSecret }}
         {{- end }}
         {{- if and (eq $tier "content") $t.urlSigning.existingSecret }}
         - name: url-signing
