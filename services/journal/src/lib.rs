@@ -31,6 +31,9 @@ pub use crate::crc::crc32;
 pub use crate::error::JournalError;
 use crate::writer::{Reply, Request, Writer};
 
+/// How long [`Journal::open`] waits for a directory lock held by someone else.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A state machine rebuilt by replaying its ops.
 pub trait Replay:
     Default + Serialize + serde::de::DeserializeOwned + Send + Sync + 'static
@@ -155,11 +158,22 @@ impl<S: Replay> Journal<S> {
             .write(true)
             .open(&lock_path)
             .map_err(|e| JournalError::io("open lock", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(JournalError::Locked(dir.to_owned())),
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(JournalError::io("lock", &lock_path, e));
+        // A lock held for a moment is not an owner: a process that forks (to start a helper,
+        // say) shares the lock until its child execs and closes the descriptor. Only a lock
+        // still held after LOCK_WAIT means another journal has the directory.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(JournalError::Locked(dir.to_owned()));
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(JournalError::io("lock", &lock_path, e));
+                }
             }
         }
 
