@@ -226,18 +226,7 @@ impl Ingest {
                 .and_then(|h| h.value)
         });
         if let Err(refused) = self.signatures.verify(&change.producer, payload, sig) {
-            let why = format!(
-                "producer {:?}: {}",
-                change.producer,
-                match refused {
-                    crate::signature::SignatureRefused::Bad => {
-                        "the uaprof-signature header is missing or does not match"
-                    }
-                    crate::signature::SignatureRefused::Unsigned => {
-                        "unsigned, and kafka.require_signed_events is set"
-                    }
-                }
-            );
+            let why = format!("producer {:?}: {}", change.producer, refused.detail());
             return Some(self.dead_letter(msg, refused.reason(), &why));
         }
         if !self.producer_allowed(&change) {

@@ -35,6 +35,14 @@ impl SignatureRefused {
             Self::Unsigned => "unsigned",
         }
     }
+
+    /// What the dead letter's `uaprof-error` says.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::Bad => "the uaprof-signature header is missing or does not match",
+            Self::Unsigned => "unsigned, and kafka.require_signed_events is set",
+        }
+    }
 }
 
 impl EventKeys {

@@ -169,64 +169,44 @@ async fn serve_face(
                         .timer(TokioTimer::new())
                         .header_read_timeout(HEADER_READ_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), make_handler(None));
-                    let mut conn = std::pin::pin!(conn);
-                    let result = tokio::select! {
-                        r = conn.as_mut() => r,
-                        () = shutdown.cancelled() => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with error");
-                    }
+                    drive(conn, |c| c.graceful_shutdown(), &shutdown, peer).await;
                 }
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     let stream = tokio::select! {
-                        () = shutdown.cancelled() => None,
+                        // Shutdown is no handshake failure: nothing is counted.
+                        () = shutdown.cancelled() => Err(None),
                         r = handshake => match r {
-                            Ok(Ok(s)) => Some(s),
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                None
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                None
-                            }
+                            Ok(Ok(s)) => Ok(s),
+                            Ok(Err(e)) => Err(Some(format!("TLS handshake failed: {e}"))),
+                            Err(_) => Err(Some("TLS handshake timed out".to_owned())),
                         },
                     };
-                    if let Some(stream) = stream {
-                        // HTTP/2 or HTTP/1.1, as the client's ALPN (or preface) says.
-                        let mut builder = auto::Builder::new(TokioExecutor::new());
-                        builder
-                            .http1()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_READ_TIMEOUT);
-                        builder.http2().timer(TokioTimer::new());
-                        let client_cert = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(|c| <[u8; 32]>::from(Sha256::digest(c.as_ref())));
-                        let handler = make_handler(client_cert);
-                        let conn = builder.serve_connection(TokioIo::new(stream), handler);
-                        let mut conn = std::pin::pin!(conn);
-                        let result = tokio::select! {
-                            r = conn.as_mut() => r,
-                            () = shutdown.cancelled() => {
-                                conn.as_mut().graceful_shutdown();
-                                conn.await
-                            }
-                        };
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "connection ended with error");
+                    match stream {
+                        Ok(stream) => {
+                            // HTTP/2 or HTTP/1.1, as the client's ALPN (or preface) says.
+                            let mut builder = auto::Builder::new(TokioExecutor::new());
+                            builder
+                                .http1()
+                                .timer(TokioTimer::new())
+                                .header_read_timeout(HEADER_READ_TIMEOUT);
+                            builder.http2().timer(TokioTimer::new());
+                            let client_cert = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| <[u8; 32]>::from(Sha256::digest(c.as_ref())));
+                            let handler = make_handler(client_cert);
+                            let conn = builder.serve_connection(TokioIo::new(stream), handler);
+                            drive(conn, |c| c.graceful_shutdown(), &shutdown, peer).await;
                         }
-                    } else {
-                        metrics::counter!(m::TLS_HANDSHAKE_FAILURES).increment(1);
+                        Err(None) => {}
+                        Err(Some(why)) => {
+                            tracing::debug!(%peer, "{why}");
+                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES).increment(1);
+                        }
                     }
                 }
             }
@@ -244,6 +224,31 @@ async fn serve_face(
         );
     }
     Ok(())
+}
+
+/// Serves one connection until it ends; on shutdown, `graceful` lets its requests in flight
+/// finish first. One loop for HTTP/1.1 and for HTTPS (HTTP/2 or 1.1): hyper's two
+/// connection types share no trait, so the shutdown call comes in as a closure.
+async fn drive<C, E>(
+    conn: C,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+    shutdown: &CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            graceful(conn.as_mut());
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with error");
+    }
 }
 
 /// Routes one phone-facing request and counts it.
