@@ -764,10 +764,17 @@ async fn tombstones_are_forgotten_and_versions_never_go_back() {
         Some(3)
     );
     assert_eq!(put(&svc, &dev, "1").await, 1, "nothing forgotten yet");
+    let version = |svc: &Arc<ContentService>, key: &ProfileKey| {
+        let (svc, key) = (Arc::clone(svc), key.clone());
+        async move { svc.key_version(&key).await.expect("version") }
+    };
+    assert_eq!(version(&svc, &u).await, 3, "the tombstone is remembered");
     put(&svc, &dev, "2").await;
+    assert_eq!(version(&svc, &u).await, 0, "and forgotten with its delete");
     drop(svc);
     // Reopened (replay), the tombstone is still gone and the floor still holds.
     let svc = open_with(dir.path(), cfg);
+    assert_eq!(version(&svc, &u).await, 0, "still forgotten after replay");
     assert_eq!(
         put(&svc, &u, "3").await,
         4,
@@ -803,6 +810,7 @@ async fn tombstones_are_forgotten_and_versions_never_go_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += 1;
     }
+    assert_eq!(version(&svc, &u).await, 0, "forgotten once expired");
     assert_eq!(
         put(&svc, &u, "3").await,
         4,

@@ -211,10 +211,7 @@ fn a_phone_is_notified_of_a_signed_url_it_can_fetch() {
 #[test]
 fn both_listeners_serve_https_and_notified_urls_are_https() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&crt, cert.cert.pem()).expect("write");
-    std::fs::write(&key, cert.signing_key.serialize_pem()).expect("write");
+    let (cert, crt, key) = common::localhost_cert(dir.path());
     let tls = format!(
         "cert_file = {:?}\nkey_file = {:?}\n",
         crt.to_str().expect("path"),

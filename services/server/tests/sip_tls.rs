@@ -29,10 +29,7 @@ fn tls_client(cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> rustls::ClientConne
 #[test]
 fn a_phone_subscribes_over_tls_and_is_notified_over_its_connection() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let (crt, key) = (dir.path().join("sip.crt"), dir.path().join("sip.key"));
-    std::fs::write(&crt, cert.cert.pem()).expect("write");
-    std::fs::write(&key, cert.signing_key.serialize_pem()).expect("write");
+    let (cert, crt, key) = common::localhost_cert(dir.path());
     let cfg = dir.path().join("uaprof.toml");
     std::fs::write(
         &cfg,
@@ -116,10 +113,7 @@ fn a_phone_subscribes_over_tls_and_is_notified_over_its_connection() {
 fn digest_authentication_of_subscribe_over_tls() {
     use sha2::Digest;
     let dir = tempfile::tempdir().expect("tmp");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let (crt, key) = (dir.path().join("sip.crt"), dir.path().join("sip.key"));
-    std::fs::write(&crt, cert.cert.pem()).expect("write");
-    std::fs::write(&key, cert.signing_key.serialize_pem()).expect("write");
+    let (cert, crt, key) = common::localhost_cert(dir.path());
     let h = |s: &str| hex::encode(sha2::Sha256::digest(s.as_bytes()));
     let creds = dir.path().join("credentials");
     std::fs::write(

@@ -755,3 +755,13 @@ pub fn read_stream_msgs(s: &mut impl Read, want: usize) -> Vec<Msg> {
     }
     msgs
 }
+
+/// A certificate for "localhost" made for the test, written as `tls.crt` and `tls.key` in
+/// `dir`; returns it with the two paths.
+pub fn localhost_cert(dir: &Path) -> (rcgen::CertifiedKey<rcgen::KeyPair>, PathBuf, PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&crt, cert.cert.pem()).expect("write");
+    std::fs::write(&key, cert.signing_key.serialize_pem()).expect("write");
+    (cert, crt, key)
+}
