@@ -211,7 +211,7 @@ fn a_phone_is_notified_of_a_signed_url_it_can_fetch() {
 #[test]
 fn both_listeners_serve_https_and_notified_urls_are_https() {
     let dir = tempfile::tempdir().expect("tmp");
-    let (cert, crt, key) = common::localhost_cert(dir.path());
+    let (_, crt, key) = common::localhost_cert(dir.path());
     let tls = format!(
         "cert_file = {:?}\nkey_file = {:?}\n",
         crt.to_str().expect("path"),
