@@ -294,9 +294,10 @@ def parse_seconds(d: str) -> float:
 CHART_SETS = {
     "": {"role", "data_dir", "admin_listen", "http_listen", "shutdown_grace", "grpc_listen",
          "content_url", "node_id", "redis", "kafka", "notifier", "content",
-         "provision_listen", "provisioning", "http_tls", "provision_tls"},
+         "provision_listen", "provisioning", "http_tls", "provision_tls", "http3_listen",
+         "http3_alt_svc_port"},
     "notifier": {"udp", "tcp", "advertise", "tls", "digest"},
-    "content": {"public_base_url", "url_signing_key_files"},
+    "content": {"public_base_url", "url_signing_key_files", "fetch_auth"},
     "redis": {"urls", "cluster"},
     "kafka": {"brokers", "properties"},
 }
@@ -488,6 +489,28 @@ def main() -> int:
         ok("notifier.digest and content.tls.clientCaSecret: Secrets mounted, files configured")
     else:
         fail(f"digest/client CA: secrets {secrets}, missing {[w for w in want if w not in cms]}")
+
+    # HTTP/3 and fetch authentication: UDP ports on the pods and the Service, the phones'
+    # CA on [http_tls] (not only on provisioning), Digest files mounted and configured.
+    docs = render(CHART, {"content": {"tls": {"existingSecret": "content-tls"}, "http3": {"enabled": True},
+                                      "fetchAuth": {"clientCaSecret": "phone-ca",
+                                                    "digest": {"existingSecret": "fetch-digest",
+                                                               "realm": "profiles.example"}}}})
+    content = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-content"))
+    pod = content["spec"]["template"]["spec"]
+    udp = [p for c in pod["containers"] for p in c.get("ports", []) if p.get("protocol") == "UDP"]
+    svc_udp = [p for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-content")
+               for p in d["spec"]["ports"] if p.get("protocol") == "UDP"]
+    secrets = {v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+    cms = "\n".join(v for d in docs if d["kind"] == "ConfigMap" for v in (d.get("data") or {}).values())
+    want = ['http3_listen = "0.0.0.0:8080"', "http3_alt_svc_port = 80", "[content.fetch_auth]",
+            "client_certificates = true", 'client_ca_file = "/etc/uaprof/phone-ca/ca.crt"',
+            'credentials_file = "/etc/uaprof/fetch-digest/credentials"']
+    missing = [w for w in want if w not in cms]
+    if udp and svc_udp and {"phone-ca", "fetch-digest"} <= secrets and not missing:
+        ok("content.http3 and content.fetchAuth: UDP ports, Secrets mounted, files configured")
+    else:
+        fail(f"http3/fetchAuth: pod UDP {udp}, Service UDP {svc_udp}, secrets {secrets}, missing {missing}")
 
     default_notes = notes(CHART, {})
     for needle in ("NEXT: set notifier.advertise", "NEXT: set content.publicBaseUrl",

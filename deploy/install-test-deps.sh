@@ -23,7 +23,8 @@
 #                 grpcio-tools to compile proto/ for it; and the Helm chart's checkers
 #                 (deploy/helm-check.sh): helm-python-sdk (Helm's Go SDK as a library, for
 #                 helm lint and helm template without a helm binary), kubernetes-validate
-#                 (the Kubernetes API schemas, offline) and yamllint.
+#                 (the Kubernetes API schemas, offline) and yamllint; aioquic, an HTTP/3
+#                 client this project did not write, for the content tier's HTTP/3 test.
 # UAPROF_TEST_DEPS="no-kafka" skips tansu and the venv's Kafka packages (the Kafka tests then
 # fail, loudly).
 #
@@ -114,8 +115,9 @@ install_kafka() {
 # --- python: a Kafka producer this project did not write; the Helm chart's checkers ---------
 # Pinned: helm-python-sdk 0.2.2 carries Helm SDK v4.2.3; kubernetes-validate 1.37.0 carries
 # the schemas of Kubernetes 1.25 to 1.37.
-HELM_PY_PACKAGES=('helm-python-sdk==0.2.2' 'kubernetes-validate==1.37.0' 'yamllint==1.38.0')
-HELM_PY_IMPORTS='helm_python, kubernetes_validate, yamllint'
+HELM_PY_PACKAGES=('helm-python-sdk==0.2.2' 'kubernetes-validate==1.37.0' 'yamllint==1.38.0'
+    'aioquic==1.*')
+HELM_PY_IMPORTS='helm_python, kubernetes_validate, yamllint, aioquic'
 KAFKA_PY_PACKAGES=('confluent-kafka==2.*' 'protobuf>=5' 'grpcio-tools>=1.60')
 KAFKA_PY_IMPORTS='confluent_kafka, google.protobuf, grpc_tools'
 install_python() {

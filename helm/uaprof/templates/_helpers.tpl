@@ -172,9 +172,38 @@ keys sorted, null values left out (the binary's default applies).
 {{- else -}}
 {{- $c := default (dict) (get $cfg "content") -}}
 {{- $_ := set $c "public_base_url" (include "uaprof.publicBaseUrl" $root) -}}
+{{- $fa := dict -}}
+{{- if $tv.fetchAuth.clientCaSecret -}}
+{{- if not $tv.tls.existingSecret -}}
+{{- fail "content.fetchAuth.clientCaSecret needs content.tls.existingSecret: client certificates come over HTTPS" -}}
+{{- end -}}
+{{- $_ := set $fa "client_certificates" true -}}
+{{- end -}}
+{{- with $tv.fetchAuth.digest -}}
+{{- if .existingSecret -}}
+{{- if not .realm -}}
+{{- fail "content.fetchAuth.digest.existingSecret needs content.fetchAuth.digest.realm" -}}
+{{- end -}}
+{{- $_ := set $fa "digest" (dict "realm" .realm "credentials_file" "/etc/uaprof/fetch-digest/credentials" "nonce_secret_file" "/etc/uaprof/fetch-digest/nonce-secret" "nonce_lifetime" .nonceLifetime) -}}
+{{- end -}}
+{{- end -}}
+{{- if $fa -}}
+{{- $_ := set $c "fetch_auth" $fa -}}
+{{- end -}}
+{{- if $tv.http3.enabled -}}
+{{- if not $tv.tls.existingSecret -}}
+{{- fail "content.http3.enabled needs content.tls.existingSecret: HTTP/3 is always encrypted" -}}
+{{- end -}}
+{{- $_ := set $cfg "http3_listen" (printf "%s:%d" $hp (int $tv.ports.http)) -}}
+{{- $_ := set $cfg "http3_alt_svc_port" (int $tv.service.httpPort) -}}
+{{- end -}}
 {{- if $tv.tls.existingSecret -}}
 {{- $files := dict "cert_file" "/etc/uaprof/tls/tls.crt" "key_file" "/etc/uaprof/tls/tls.key" -}}
-{{- $_ := set $cfg "http_tls" $files -}}
+{{- $phones := deepCopy $files -}}
+{{- if $tv.fetchAuth.clientCaSecret -}}
+{{- $_ := set $phones "client_ca_file" "/etc/uaprof/phone-ca/ca.crt" -}}
+{{- end -}}
+{{- $_ := set $cfg "http_tls" $phones -}}
 {{- $prov := deepCopy $files -}}
 {{- if $tv.tls.clientCaSecret -}}
 {{- $_ := set $prov "client_ca_file" "/etc/uaprof/client-ca/ca.crt" -}}

@@ -187,6 +187,11 @@ spec:
             - name: http
               containerPort: {{ $t.ports.http }}
               protocol: TCP
+            {{- if $t.http3.enabled }}
+            - name: http3
+              containerPort: {{ $t.ports.http }}
+              protocol: UDP
+            {{- end }}
             - name: provision
               containerPort: {{ $t.ports.provision }}
               protocol: TCP
@@ -248,6 +253,16 @@ spec:
               mountPath: /etc/uaprof/url-signing
               readOnly: true
             {{- end }}
+            {{- if dig "fetchAuth" "clientCaSecret" "" $t }}
+            - name: phone-ca
+              mountPath: /etc/uaprof/phone-ca
+              readOnly: true
+            {{- end }}
+            {{- if dig "fetchAuth" "digest" "existingSecret" "" $t }}
+            - name: fetch-digest
+              mountPath: /etc/uaprof/fetch-digest
+              readOnly: true
+            {{- end }}
       volumes:
         - name: config-template
           configMap:
@@ -292,6 +307,16 @@ spec:
         - name: url-signing
           secret:
             secretName: {{ $t.urlSigning.existingSecret }}
+        {{- end }}
+        {{- with dig "fetchAuth" "clientCaSecret" "" $t }}
+        - name: phone-ca
+          secret:
+            secretName: {{ . }}
+        {{- end }}
+        {{- with dig "fetchAuth" "digest" "existingSecret" "" $t }}
+        - name: fetch-digest
+          secret:
+            secretName: {{ . }}
         {{- end }}
 {{- end -}}
 

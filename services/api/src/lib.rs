@@ -7,12 +7,14 @@
 //! * [`admission`]: fetch credits, the content tier's pacing of NOTIFYs that cause fetches.
 //! * [`change`]: a change request (provisioning API or Kafka event) before the content tier
 //!   applies it.
+//! * [`digest`]: Digest authentication (SHA-256), shared by SIP and HTTP.
 //! * [`feed`]: the change feed (applied changes → notifier fan-out): in-process, the content
 //!   tier's gRPC long-poll, or Kafka's applied topic; all are [`feed::ChangeSource`]s with
 //!   explicit commit.
 
 pub mod admission;
 pub mod change;
+pub mod digest;
 pub mod feed;
 pub mod key;
 pub mod resolve;

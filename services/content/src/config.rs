@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ContentError;
+use crate::fetch_auth::FetchAuthConfig;
 
 /// Largest document size an operator may configure: documents live in memory and in the
 /// journal, and a profile document is a few KiB to a few hundred KiB in practice.
@@ -73,6 +74,8 @@ pub struct ContentConfig {
     /// then read only the small metadata from Redis; prewarm fills it ahead of a fan-out).
     /// 0 turns the cache off.
     pub cache_bytes: usize,
+    /// Client authentication of document fetches (certificates, Digest); off by default.
+    pub fetch_auth: FetchAuthConfig,
 }
 
 /// The document store a content node uses (`content.store`).
@@ -120,6 +123,7 @@ impl Default for ContentConfig {
             // Hundreds of class and firmware documents; a city's device documents are
             // fetched once each and gain nothing from it.
             cache_bytes: 64 << 20,
+            fetch_auth: FetchAuthConfig::default(),
         }
     }
 }
@@ -141,6 +145,7 @@ impl ContentConfig {
         }
         crate::signing::UrlSigner::load(&self.url_signing_key_files)
             .map_err(ContentError::Config)?;
+        crate::fetch_auth::FetchAuth::load(&self.fetch_auth).map_err(ContentError::Config)?;
         if self.max_document_bytes == 0 || self.max_document_bytes > MAX_DOCUMENT_BYTES_CEILING {
             return bad(format!(
                 "max_document_bytes must be 1..={MAX_DOCUMENT_BYTES_CEILING}"

@@ -26,7 +26,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -37,6 +36,7 @@ use uaprof_api::{ProfileKey, Timing};
 
 use crate::access::{Access, Intent, Refusal};
 use crate::error::ContentError;
+use crate::fetch_auth::{self, FetchAuth, PeerCert, Principal, Unauthenticated};
 use crate::service::{ContentService, WriteReceipt, WriteStatus};
 use crate::telemetry as m;
 
@@ -69,6 +69,7 @@ enum Face {
 pub struct HttpListener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
+    alt_svc: Option<HeaderValue>,
 }
 
 impl HttpListener {
@@ -77,14 +78,26 @@ impl HttpListener {
         Self {
             tcp,
             tls: Some(TlsAcceptor::from(config)),
+            alt_svc: None,
         }
+    }
+
+    /// Advertises HTTP/3 on UDP `port` of the same host (RFC 7838 `Alt-Svc`, RFC 9114
+    /// §3.1.1) on every response, for a day.
+    pub fn with_http3(mut self, port: u16) -> Self {
+        self.alt_svc = HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok();
+        self
     }
 }
 
 impl From<TcpListener> for HttpListener {
     /// Plain HTTP/1.1.
     fn from(tcp: TcpListener) -> Self {
-        Self { tcp, tls: None }
+        Self {
+            tcp,
+            tls: None,
+            alt_svc: None,
+        }
     }
 }
 
@@ -118,7 +131,11 @@ async fn serve_face(
     face: Arc<Face>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let HttpListener { tcp: listener, tls } = listener;
+    let HttpListener {
+        tcp: listener,
+        tls,
+        alt_svc,
+    } = listener;
     let slots = Arc::new(Semaphore::new(service.config().max_connections));
     let tracker = TaskTracker::new();
     loop {
@@ -144,21 +161,28 @@ async fn serve_face(
         let face = Arc::clone(&face);
         let shutdown = shutdown.clone();
         let tls = tls.clone();
+        let alt_svc = alt_svc.clone();
         tracker.spawn(async move {
             let _slot = slot;
             metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).increment(1.0);
-            // `client_cert`: SHA-256 of the connection's verified client certificate.
-            let make_handler = move |client_cert: Option<[u8; 32]>| {
+            // `client_cert`: the connection's verified client certificate.
+            let make_handler = move |client_cert: Option<Arc<PeerCert>>| {
                 service_fn(move |req| {
                     let service = Arc::clone(&service);
                     let face = Arc::clone(&face);
+                    let client_cert = client_cert.clone();
+                    let alt_svc = alt_svc.clone();
                     async move {
-                        let response = match &*face {
-                            Face::Phones => handle(&service, req).await,
+                        let mut response = match &*face {
+                            Face::Phones => handle(&service, client_cert.as_deref(), &req).await,
                             Face::Provisioning(access) => {
-                                handle_provisioning(&service, access, client_cert, req).await
+                                let hash = client_cert.as_ref().map(|c| c.sha256);
+                                handle_provisioning(&service, access, hash, req).await
                             }
                         };
+                        if let Some(v) = alt_svc {
+                            response.headers_mut().insert(header::ALT_SVC, v);
+                        }
                         Ok::<_, Infallible>(response)
                     }
                 })
@@ -197,7 +221,7 @@ async fn serve_face(
                                 .1
                                 .peer_certificates()
                                 .and_then(|c| c.first())
-                                .map(|c| <[u8; 32]>::from(Sha256::digest(c.as_ref())));
+                                .map(|c| Arc::new(PeerCert::from_der(c.as_ref())));
                             let handler = make_handler(client_cert);
                             let conn = builder.serve_connection(TokioIo::new(stream), handler);
                             drive(conn, |c| c.graceful_shutdown(), &shutdown, peer).await;
@@ -251,12 +275,20 @@ async fn drive<C, E>(
     }
 }
 
-/// Routes one phone-facing request and counts it.
-async fn handle(service: &ContentService, req: Request<Incoming>) -> Response<Body> {
+/// Routes one phone-facing request (HTTP/1.1, HTTP/2 or HTTP/3: only its head is read) and
+/// counts it.
+pub(crate) async fn handle<B>(
+    service: &ContentService,
+    client_cert: Option<&PeerCert>,
+    req: &Request<B>,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (route, response) = match segments.as_slice() {
-        ["profiles", kind, id, name] => ("document", fetch(service, &req, kind, id, name).await),
+        ["profiles", kind, id, name] => (
+            "document",
+            fetch(service, client_cert, req, kind, id, name).await,
+        ),
         _ => ("unknown", error(StatusCode::NOT_FOUND, "no such resource")),
     };
     count_request(route, &response);
@@ -432,9 +464,10 @@ fn key_from_path(kind: &str, id: &str) -> Result<ProfileKey, ContentError> {
 }
 
 #[tracing::instrument(name = "content.fetch", skip_all, fields(kind = %kind, id = %id, name = %name))]
-async fn fetch(
+async fn fetch<B>(
     service: &ContentService,
-    req: &Request<Incoming>,
+    client_cert: Option<&PeerCert>,
+    req: &Request<B>,
     kind: &str,
     id: &str,
     name: &str,
@@ -464,6 +497,11 @@ async fn fetch(
             }
         }
     };
+    if let Some(auth) = service.fetch_auth()
+        && let Err(refusal) = authorize_fetch(service, auth, client_cert, req, &key).await
+    {
+        return refusal;
+    }
     // Phones are paced by fetch credits; this ceiling holds even when they are not.
     let Some(_fetch) = service.admission().admit_fetch() else {
         let mut resp = error(
@@ -509,6 +547,81 @@ async fn fetch(
         .header(header::CONTENT_TYPE, doc.content_type)
         .body(Body::new(doc.bytes))
         .unwrap_or_else(|_| internal())
+}
+
+/// Checks a fetch's client authentication (`content.fetch_auth`): 401 with a Digest
+/// challenge, or 403, when the client is not the device or user the document is for.
+async fn authorize_fetch<B>(
+    service: &ContentService,
+    auth: &FetchAuth,
+    client_cert: Option<&PeerCert>,
+    req: &Request<B>,
+    key: &ProfileKey,
+) -> Result<(), Response<Body>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path(), |p| p.as_str());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principals = match auth.authenticate(
+        client_cert,
+        req.method().as_str(),
+        target,
+        authorization,
+        now,
+    ) {
+        Ok(p) => p,
+        Err(Unauthenticated::Challenge(challenge, why)) => {
+            metrics::counter!(m::FETCH_AUTH, "result" => why.label()).increment(1);
+            let mut resp = error(StatusCode::UNAUTHORIZED, "authentication required");
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            return Err(resp);
+        }
+        Err(Unauthenticated::CertificateRequired) => {
+            metrics::counter!(m::FETCH_AUTH, "result" => "no_certificate").increment(1);
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "a client certificate naming this device or user is required",
+            ));
+        }
+    };
+    // A user's documents are also its default device's: look the devices' users up only
+    // for a user key.
+    let mut users = Vec::new();
+    if matches!(key, ProfileKey::User(_)) {
+        for p in &principals {
+            if let Principal::Named(d @ ProfileKey::Device(_)) = p {
+                let user = service
+                    .default_user(d)
+                    .await
+                    .map_err(|e| content_error(&e))?;
+                users.push((d.clone(), user));
+            }
+        }
+    }
+    let user_of = |d: &ProfileKey| {
+        users
+            .iter()
+            .find(|(k, _)| k == d)
+            .and_then(|(_, u)| u.clone())
+    };
+    if !fetch_auth::may_read(&principals, key, user_of) {
+        metrics::counter!(m::FETCH_AUTH, "result" => "forbidden").increment(1);
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "this client may not read this device's or user's documents",
+        ));
+    }
+    metrics::counter!(m::FETCH_AUTH, "result" => "ok").increment(1);
+    Ok(())
 }
 
 /// RFC 9110 §13.1.2: weak comparison, `*` matches any current representation.

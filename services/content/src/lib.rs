@@ -27,7 +27,9 @@ mod config;
 mod doc_cache;
 mod error;
 mod feed;
+mod fetch_auth;
 mod http;
+mod http3;
 mod model;
 mod redis_docs;
 mod service;
@@ -42,9 +44,11 @@ pub use crate::admission::{FetchAdmission, FetchGuard};
 pub use crate::config::{ContentConfig, MAX_DOCUMENT_BYTES_CEILING, StoreKind};
 pub use crate::error::ContentError;
 pub use crate::feed::InProcessFeed;
+pub use crate::fetch_auth::{FetchAuthConfig, FetchDigestConfig, PeerCert};
 pub use crate::http::{
     DeviceAttributes, HttpListener, parse_device_attributes, serve, serve_provisioning,
 };
+pub use crate::http3::{Http3Listener, serve_http3};
 pub use crate::service::{
     ChangeLog, ContentService, DocumentInfo, KeyListing, PROVISIONING_API, StoredDocument,
     WriteReceipt, WriteStatus, new_change_id,

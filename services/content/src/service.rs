@@ -22,6 +22,7 @@ use crate::admission::FetchAdmission;
 use crate::config::ContentConfig;
 use crate::doc_cache::DocCache;
 use crate::error::ContentError;
+use crate::fetch_auth::FetchAuth;
 use crate::model::{Decision, DocMeta, KeyMeta, Prepared, PreparedOp};
 use crate::redis_docs::RedisDocs;
 use crate::signing::UrlSigner;
@@ -140,6 +141,7 @@ pub struct ContentService {
     cache: Option<DocCache>,
     /// Signs document URLs (`url_signing_key_files`).
     signer: Option<UrlSigner>,
+    fetch_auth: Option<FetchAuth>,
 }
 
 impl std::fmt::Debug for ContentService {
@@ -241,6 +243,7 @@ impl ContentService {
     ) -> Result<Self, ContentError> {
         let signer =
             UrlSigner::load(&config.url_signing_key_files).map_err(ContentError::Config)?;
+        let fetch_auth = FetchAuth::load(&config.fetch_auth).map_err(ContentError::Config)?;
         let base_url = config.public_base_url.trim_end_matches('/').to_owned();
         let admission = Arc::new(FetchAdmission::new(
             config.max_fetch_rate,
@@ -257,7 +260,18 @@ impl ContentService {
             admission,
             cache,
             signer,
+            fetch_auth,
         })
+    }
+
+    /// Authenticates fetches, when `content.fetch_auth` asks for it.
+    pub(crate) fn fetch_auth(&self) -> Option<&FetchAuth> {
+        self.fetch_auth.as_ref()
+    }
+
+    /// The default user of a device, if it has one.
+    pub async fn default_user(&self, key: &ProfileKey) -> Result<Option<String>, ContentError> {
+        Ok(self.meta(key).await?.and_then(|m| m.default_user))
     }
 
     /// Signs URLs, when keys are configured.

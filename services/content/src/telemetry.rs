@@ -15,6 +15,8 @@ pub const DOCUMENT_BYTES_SERVED: &str = "content_document_bytes_served_total";
 pub const FETCHES_ADMITTED: &str = "content_fetches_admitted_total";
 pub const FETCHES_REFUSED: &str = "content_fetches_refused_total";
 pub const FETCHES_FORBIDDEN: &str = "content_fetches_forbidden_total";
+pub const FETCH_AUTH: &str = "content_fetch_auth_total";
+pub const HTTP3_CONNECTIONS: &str = "content_http3_connections_total";
 pub const FETCHES_IN_FLIGHT: &str = "content_fetches_in_flight";
 pub const FETCHES_IN_FLIGHT_PEAK: &str = "content_fetches_in_flight_peak";
 pub const FETCH_SECONDS: &str = "content_fetch_seconds";
@@ -96,6 +98,15 @@ pub fn describe_metrics() {
         FETCHES_FORBIDDEN,
         "Document fetches refused with 403 because the URL's signature was missing, wrong or \
          expired, by reason"
+    );
+    describe_counter!(
+        FETCH_AUTH,
+        "Client authentication of document fetches (content.fetch_auth), by result: ok, \
+         forbidden, no_certificate, or why Digest credentials did not pass"
+    );
+    describe_counter!(
+        HTTP3_CONNECTIONS,
+        "HTTP/3 (QUIC) connections, by outcome: accepted, refused (max_connections), failed"
     );
     describe_gauge!(FETCHES_IN_FLIGHT, "Document fetches being served");
     describe_gauge!(

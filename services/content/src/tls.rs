@@ -1,4 +1,5 @@
-//! HTTPS for the content tier's listeners: rustls (ring), HTTP/2 and HTTP/1.1 by ALPN.
+//! TLS for the content tier's listeners: rustls (ring); HTTP/2 and HTTP/1.1 by ALPN over
+//! TCP, HTTP/3 over QUIC.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,14 +25,34 @@ pub struct TlsConfig {
 }
 
 impl TlsConfig {
-    /// Reads the files and builds the rustls configuration; the error names the file.
+    /// Reads the files and builds the rustls configuration of an HTTPS listener (HTTP/2 and
+    /// HTTP/1.1 by ALPN); the error names the file.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, String> {
+        let mut config = self.build(rustls::DEFAULT_VERSIONS)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The same certificate for HTTP/3: TLS 1.3 only (QUIC has no other), ALPN `h3`.
+    pub fn quic_server_config(&self) -> Result<Arc<ServerConfig>, String> {
+        let mut config = self.build(&[&rustls::version::TLS13])?;
+        config.alpn_protocols = vec![b"h3".to_vec()];
+        // QUIC carries 0-RTT itself; early data stays off (a replayed GET is harmless, but
+        // nothing gains from it either).
+        config.max_early_data_size = 0;
+        Ok(Arc::new(config))
+    }
+
+    fn build(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<ServerConfig, String> {
         let certs = read_certs(&self.cert_file)?;
         let key = PrivateKeyDer::from_pem_file(&self.key_file)
             .map_err(|e| format!("tls key_file {}: {e}", self.key_file.display()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|e| format!("tls: {e}"))?;
         let builder = match &self.client_ca_file {
             None => builder.with_no_client_auth(),
@@ -53,15 +74,13 @@ impl TlsConfig {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        builder.with_single_cert(certs, key).map_err(|e| {
             format!(
                 "tls cert_file {} and key_file {}: {e}",
                 self.cert_file.display(),
                 self.key_file.display()
             )
-        })?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        })
     }
 }
 

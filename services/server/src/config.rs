@@ -44,6 +44,12 @@ pub struct Config {
     pub provisioning: ProvisioningConfig,
     /// HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on `http_listen`: certificate and key files.
     pub http_tls: Option<TlsConfig>,
+    /// HTTP/3 (QUIC) listener for document fetches, UDP; needs `http_tls` (its certificate),
+    /// and the HTTPS listener then advertises it (`Alt-Svc`). Off when unset.
+    pub http3_listen: Option<SocketAddr>,
+    /// The UDP port clients reach HTTP/3 at, as `Alt-Svc` names it, when a load balancer
+    /// maps ports (a Kubernetes Service); default: `http3_listen`'s port.
+    pub http3_alt_svc_port: Option<u16>,
     /// HTTPS on `provision_listen`, so bearer tokens never cross the network in clear.
     pub provision_tls: Option<TlsConfig>,
     /// How long SIGTERM waits for in-flight work before exiting.
@@ -100,6 +106,8 @@ impl Default for Config {
             provision_listen: ([127, 0, 0, 1], 8081).into(),
             provisioning: ProvisioningConfig::default(),
             http_tls: None,
+            http3_listen: None,
+            http3_alt_svc_port: None,
             provision_tls: None,
             shutdown_grace: Duration::from_secs(10),
             grpc_listen: None,
@@ -143,6 +151,9 @@ pub struct Cli {
     /// Content tier HTTP listen address (document fetches).
     #[arg(long, env = "UAPROF_HTTP")]
     pub http: Option<SocketAddr>,
+    /// HTTP/3 (QUIC, UDP) listen address for document fetches, or `off`; needs `[http_tls]`.
+    #[arg(long, env = "UAPROF_HTTP3")]
+    pub http3: Option<String>,
     /// Provisioning API listen address.
     #[arg(long, env = "UAPROF_PROVISION")]
     pub provision: Option<SocketAddr>,
@@ -247,6 +258,9 @@ impl Cli {
         if let Some(a) = self.http {
             cfg.http_listen = a;
         }
+        if let Some(v) = &self.http3 {
+            cfg.http3_listen = parse_listen(v, "--http3")?;
+        }
         if let Some(a) = self.provision {
             cfg.provision_listen = a;
         }
@@ -323,6 +337,27 @@ impl Cli {
         cfg.provisioning.validate()?;
         for tls in [&cfg.http_tls, &cfg.provision_tls].into_iter().flatten() {
             tls.server_config()?;
+        }
+        match (&cfg.http3_listen, &cfg.http_tls) {
+            (Some(_), None) => {
+                return Err("http3_listen needs http_tls: HTTP/3 is always encrypted".into());
+            }
+            (Some(_), Some(t)) => {
+                t.quic_server_config()?;
+            }
+            (None, _) => {}
+        }
+        let fa = &cfg.content.fetch_auth;
+        let client_ca = cfg
+            .http_tls
+            .as_ref()
+            .and_then(|t| t.client_ca_file.as_ref());
+        if fa.client_certificates && client_ca.is_none() {
+            return Err(
+                "content.fetch_auth.client_certificates needs http_tls.client_ca_file: \
+                 without a CA no client certificate is verified"
+                    .into(),
+            );
         }
         let open = cfg.provisioning.tokens.is_empty() && !cfg.provisioning.allow_open;
         if cfg.role != Role::Notifier && open && !cfg.provision_listen.ip().is_loopback() {

@@ -73,11 +73,31 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
         if cfg.content.public_base_url == ContentConfig::default().public_base_url {
             cfg.content.public_base_url = format!("{http_scheme}://{http_addr}");
         }
-        let http_listener = match &cfg.http_tls {
-            Some(t) => content::HttpListener::tls(
-                http_listener,
-                t.server_config().map_err(RunError::Config)?,
+        let http3 = match (&cfg.http_tls, cfg.http3_listen) {
+            (Some(t), Some(addr)) => Some(
+                content::Http3Listener::bind(
+                    addr,
+                    t.quic_server_config().map_err(RunError::Config)?,
+                )
+                .map_err(RunError::Config)?,
             ),
+            _ => None,
+        };
+        let http3_addr = match &http3 {
+            Some(l) => Some(l.local_addr().context("http3 address")?),
+            None => None,
+        };
+        let http_listener = match &cfg.http_tls {
+            Some(t) => {
+                let l = content::HttpListener::tls(
+                    http_listener,
+                    t.server_config().map_err(RunError::Config)?,
+                );
+                match http3_addr {
+                    Some(a) => l.with_http3(cfg.http3_alt_svc_port.unwrap_or(a.port())),
+                    None => l,
+                }
+            }
             None => http_listener.into(),
         };
         let service = match (cfg.content_store(), &cfg.redis) {
@@ -122,6 +142,14 @@ pub async fn run(mut cfg: Config) -> Result<(), RunError> {
             }
         });
         line.push_str(&format!(" http={http_scheme}://{http_addr}"));
+        if let (Some(l), Some(addr)) = (http3, http3_addr) {
+            tasks.spawn(content::serve_http3(
+                l,
+                Arc::clone(&service),
+                http_stop.clone(),
+            ));
+            line.push_str(&format!(" http3=udp://{addr}"));
+        }
         let provision_listener = TcpListener::bind(cfg.provision_listen)
             .await
             .with_context(|| format!("bind provisioning {}", cfg.provision_listen))?;

@@ -1,6 +1,7 @@
 //! Test support: real `redis-server` processes and a real Kafka-protocol broker on loopback.
 //!
 //! * [`kafka`]: [`KafkaBroker`] (tansu) and the test virtualenv's [`kafka::python`].
+//! * [`pki`]: a CA and the certificates it issues, made at test time.
 //!
 //! [`RedisServer`] is one standalone server, [`RedisCluster`] is N cluster masters joined with
 //! `redis-cli --cluster create`. Each runs on free ports of 127.0.0.1 with its data directory and
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod kafka;
+pub mod pki;
 pub use kafka::KafkaBroker;
 
 const HOST: &str = "127.0.0.1";

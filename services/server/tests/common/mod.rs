@@ -17,6 +17,8 @@ pub struct Server {
     /// SIP over TLS, when configured (`[notifier.tls]`).
     pub tls: Option<SocketAddr>,
     pub http: SocketAddr,
+    /// HTTP/3 (UDP), when configured (`http3_listen`).
+    pub http3: Option<SocketAddr>,
     /// The provisioning API.
     pub provision: SocketAddr,
     pub admin: SocketAddr,
@@ -97,7 +99,8 @@ impl Server {
                 .find_map(|w| w.strip_prefix(&format!("{name}=")))?;
             let v = v
                 .trim_start_matches("https://")
-                .trim_start_matches("http://");
+                .trim_start_matches("http://")
+                .trim_start_matches("udp://");
             Some(v.parse().expect("address"))
         };
         let field = |name: &str| opt(name).unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
@@ -106,6 +109,7 @@ impl Server {
             tcp: field("sip-tcp"),
             tls: opt("sip-tls"),
             http: field("http"),
+            http3: opt("http3"),
             provision: field("provision"),
             admin: field("admin"),
             grpc: opt("grpc"),

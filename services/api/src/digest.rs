@@ -1,0 +1,366 @@
+//! Digest access authentication, server side, for SIP (RFC 3261 §22, RFC 8760) and HTTP
+//! (RFC 7616) alike: SHA-256 only, `qop=auth`.
+//!
+//! A credentials file holds, per user, the SHA-256 of `user:realm:password` (HA1), never the
+//! password. Nonces are stateless: the issue time and an HMAC of it under the tier's nonce
+//! secret, so any node of a tier that shares the secret accepts them, and a client reuses
+//! one until it expires (then `stale=true` asks for a new one without asking for the
+//! password again). MD5 is not offered.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest as _, Sha256};
+
+/// Why a request's credentials did not authenticate it; every one is answered with a new
+/// challenge (the caller counts them by [`Failure::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No `Digest` credentials, or ones missing a parameter, for another realm or algorithm.
+    NoCredentials,
+    UnknownUser,
+    /// The response does not match the user's HA1: a wrong password.
+    BadResponse,
+    /// Right password, but a nonce this tier issued has expired.
+    StaleNonce,
+    /// A nonce this tier never issued.
+    UnknownNonce,
+}
+
+impl Failure {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoCredentials => "no_credentials",
+            Self::UnknownUser => "unknown_user",
+            Self::BadResponse => "bad_response",
+            Self::StaleNonce => "stale_nonce",
+            Self::UnknownNonce => "unknown_nonce",
+        }
+    }
+}
+
+/// One realm's users and nonces.
+pub struct DigestRealm {
+    realm: String,
+    ha1: HashMap<String, String>,
+    secret: Vec<u8>,
+    lifetime: Duration,
+}
+
+impl DigestRealm {
+    /// Loads the credentials file (one `user:<hex SHA-256 of user:realm:password>` a line,
+    /// `#` starts a comment) and the nonce secret (at least 32 bytes; unset: a random one per
+    /// process). Errors name the setting: `what` is the configuration table (`notifier.digest`).
+    pub fn load(
+        what: &str,
+        realm: &str,
+        credentials_file: &Path,
+        nonce_secret_file: Option<&Path>,
+        nonce_lifetime: Duration,
+    ) -> Result<Self, String> {
+        if realm.is_empty() || realm.contains('"') {
+            return Err(format!("{what}.realm must be non-empty and hold no quote"));
+        }
+        if nonce_lifetime.is_zero() {
+            return Err(format!("{what}.nonce_lifetime must be positive"));
+        }
+        let text = std::fs::read_to_string(credentials_file).map_err(|e| {
+            format!(
+                "{what}.credentials_file {}: {e}",
+                credentials_file.display()
+            )
+        })?;
+        let mut ha1 = HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let bad = || {
+                format!(
+                    "{what}.credentials_file line {}: want user:<64 hex digits of SHA-256(user:realm:password)>",
+                    n + 1
+                )
+            };
+            let (user, h) = line.rsplit_once(':').ok_or_else(bad)?;
+            let hex_ok = h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit());
+            if user.is_empty() || !hex_ok {
+                return Err(bad());
+            }
+            ha1.insert(user.to_owned(), h.to_ascii_lowercase());
+        }
+        let secret = match nonce_secret_file {
+            Some(f) => {
+                let s = std::fs::read(f)
+                    .map_err(|e| format!("{what}.nonce_secret_file {}: {e}", f.display()))?;
+                if s.len() < 32 {
+                    return Err(format!("{what}.nonce_secret_file: at least 32 bytes"));
+                }
+                s
+            }
+            None => (0..32).map(|_| rand::random::<u8>()).collect(),
+        };
+        Ok(Self {
+            realm: realm.to_owned(),
+            ha1,
+            secret,
+            lifetime: nonce_lifetime,
+        })
+    }
+
+    /// The users the credentials file names.
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.ha1.keys().map(String::as_str)
+    }
+
+    fn nonce_mac(&self, issued: u64) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(&issued.to_be_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..12])
+    }
+
+    /// A nonce issued at `now_unix`.
+    pub fn nonce(&self, now_unix: u64) -> String {
+        format!("{now_unix:x}-{}", self.nonce_mac(now_unix))
+    }
+
+    /// `Some(true)` for a nonce this tier issued that is still good, `Some(false)` for one
+    /// it issued that has expired, `None` for one it never issued.
+    fn nonce_fresh(&self, nonce: &str, now_unix: u64) -> Option<bool> {
+        let (ts, mac) = nonce.split_once('-')?;
+        let issued = u64::from_str_radix(ts, 16).ok()?;
+        if !constant_eq(mac.as_bytes(), self.nonce_mac(issued).as_bytes()) {
+            return None;
+        }
+        Some(issued <= now_unix && now_unix - issued < self.lifetime.as_secs())
+    }
+
+    /// The `WWW-Authenticate` value of a 401.
+    pub fn challenge(&self, now_unix: u64, stale: bool) -> String {
+        let mut v = format!(
+            "Digest realm=\"{}\", nonce=\"{}\", algorithm=SHA-256, qop=\"auth\"",
+            self.realm,
+            self.nonce(now_unix)
+        );
+        if stale {
+            v.push_str(", stale=true");
+        }
+        v
+    }
+
+    /// The user a request `method` with `authorization` (the Authorization header's value)
+    /// authenticates, or why it does not.
+    pub fn check(
+        &self,
+        method: &str,
+        authorization: Option<&str>,
+        now_unix: u64,
+    ) -> Result<String, Failure> {
+        let params = authorization
+            .and_then(parse_digest)
+            .ok_or(Failure::NoCredentials)?;
+        let get = |k: &str| params.get(k).map(String::as_str);
+        let (Some(user), Some(nonce), Some(uri), Some(response)) =
+            (get("username"), get("nonce"), get("uri"), get("response"))
+        else {
+            return Err(Failure::NoCredentials);
+        };
+        if get("realm") != Some(self.realm.as_str())
+            || !get("algorithm").is_some_and(|a| a.eq_ignore_ascii_case("SHA-256"))
+        {
+            return Err(Failure::NoCredentials);
+        }
+        let ha1 = self.ha1.get(user).ok_or(Failure::UnknownUser)?;
+        let h = |s: String| hex::encode(Sha256::digest(s.as_bytes()));
+        let ha2 = h(format!("{method}:{uri}"));
+        let expected = match get("qop") {
+            Some("auth") => {
+                let (Some(nc), Some(cnonce)) = (get("nc"), get("cnonce")) else {
+                    return Err(Failure::NoCredentials);
+                };
+                h(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
+            }
+            None => h(format!("{ha1}:{nonce}:{ha2}")),
+            Some(_) => return Err(Failure::NoCredentials),
+        };
+        if !constant_eq(
+            expected.as_bytes(),
+            response.to_ascii_lowercase().as_bytes(),
+        ) {
+            return Err(Failure::BadResponse);
+        }
+        match self.nonce_fresh(nonce, now_unix) {
+            Some(true) => Ok(user.to_owned()),
+            Some(false) => Err(Failure::StaleNonce),
+            None => Err(Failure::UnknownNonce),
+        }
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The parameters of a `Digest` credentials value (names lowercased, quotes removed).
+pub fn parse_digest(value: &str) -> Option<HashMap<String, String>> {
+    let rest = value.trim();
+    let rest = rest
+        .strip_prefix("Digest ")
+        .or_else(|| rest.strip_prefix("digest "))?;
+    let mut out = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let name: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_ascii_lowercase();
+        if name.is_empty() {
+            break;
+        }
+        let mut v = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut escaped = false;
+            for c in chars.by_ref() {
+                match (escaped, c) {
+                    (false, '\\') => escaped = true,
+                    (false, '"') => break,
+                    _ => {
+                        v.push(c);
+                        escaped = false;
+                    }
+                }
+            }
+        } else {
+            v = chars
+                .by_ref()
+                .take_while(|c| *c != ',')
+                .collect::<String>()
+                .trim()
+                .to_owned();
+        }
+        out.insert(name, v);
+    }
+    Some(out)
+}
+
+/// What a client sends: the RFC 7616 / RFC 8760 answer to `challenge` (`qop=auth`).
+/// For tests and the load generator.
+pub fn answer(
+    challenge: &str,
+    method: &str,
+    uri: &str,
+    user: &str,
+    password: &str,
+    nc: u32,
+) -> Option<String> {
+    let p = parse_digest(challenge)?;
+    let (realm, nonce) = (p.get("realm")?, p.get("nonce")?);
+    let h = |s: String| hex::encode(Sha256::digest(s.as_bytes()));
+    let ha1 = h(format!("{user}:{realm}:{password}"));
+    let ha2 = h(format!("{method}:{uri}"));
+    let cnonce = format!("{:016x}", rand::random::<u64>());
+    let resp = h(format!("{ha1}:{nonce}:{nc:08x}:{cnonce}:auth:{ha2}"));
+    Some(format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{resp}\", algorithm=SHA-256, qop=auth, nc={nc:08x}, cnonce=\"{cnonce}\""
+    ))
+}
+
+/// A credentials file line for `user` with `password` in `realm`.
+pub fn credentials_line(user: &str, realm: &str, password: &str) -> String {
+    let ha1 = hex::encode(Sha256::digest(
+        format!("{user}:{realm}:{password}").as_bytes(),
+    ));
+    format!("{user}:{ha1}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn realm(lifetime: u64) -> (DigestRealm, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let creds = dir.path().join("creds");
+        let line = credentials_line("alice", "voice.example", "s3cret");
+        std::fs::write(&creds, format!("# lines\n{line}\n")).expect("write");
+        let r = DigestRealm::load(
+            "t",
+            "voice.example",
+            &creds,
+            None,
+            Duration::from_secs(lifetime),
+        )
+        .expect("load");
+        (r, dir)
+    }
+
+    const URI: &str = "sips:dev@voice.example";
+
+    #[test]
+    fn the_right_password_passes_and_the_nonce_serves_until_it_expires() {
+        let (r, _d) = realm(60);
+        assert_eq!(
+            r.check("SUBSCRIBE", None, 1000),
+            Err(Failure::NoCredentials)
+        );
+        let c = r.challenge(1000, false);
+        assert!(
+            c.contains("algorithm=SHA-256") && c.contains("qop=\"auth\""),
+            "{c}"
+        );
+        let first = answer(&c, "SUBSCRIBE", URI, "alice", "s3cret", 1).expect("answer");
+        assert_eq!(r.check("SUBSCRIBE", Some(&first), 1001), Ok("alice".into()));
+        let refresh = answer(&c, "SUBSCRIBE", URI, "alice", "s3cret", 2).expect("answer");
+        assert_eq!(
+            r.check("SUBSCRIBE", Some(&refresh), 1059),
+            Ok("alice".into())
+        );
+        assert_eq!(
+            r.check("SUBSCRIBE", Some(&refresh), 1060),
+            Err(Failure::StaleNonce)
+        );
+        // Signed for another method: not this request's answer.
+        assert_eq!(
+            r.check("GET", Some(&first), 1001),
+            Err(Failure::BadResponse)
+        );
+        let wrong = answer(&c, "SUBSCRIBE", URI, "alice", "guess", 3).expect("answer");
+        assert_eq!(
+            r.check("SUBSCRIBE", Some(&wrong), 1002),
+            Err(Failure::BadResponse)
+        );
+        let bob = answer(&c, "SUBSCRIBE", URI, "bob", "s3cret", 1).expect("answer");
+        assert_eq!(
+            r.check("SUBSCRIBE", Some(&bob), 1002),
+            Err(Failure::UnknownUser)
+        );
+        // A nonce this tier never issued is no nonce (the response is computed over it).
+        let forged_challenge = c.replace(&r.nonce(1000), "3e8-000000000000000000000000");
+        let forged =
+            answer(&forged_challenge, "SUBSCRIBE", URI, "alice", "s3cret", 1).expect("answer");
+        assert_eq!(
+            r.check("SUBSCRIBE", Some(&forged), 1002),
+            Err(Failure::UnknownNonce)
+        );
+    }
+
+    #[test]
+    fn credentials_files_are_checked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let creds = dir.path().join("creds");
+        std::fs::write(&creds, "alice:plaintext-password\n").expect("write");
+        let err = DigestRealm::load("x.digest", "r", &creds, None, Duration::from_secs(60))
+            .err()
+            .expect("refused");
+        assert!(err.contains("x.digest.credentials_file line 1"), "{err}");
+    }
+}
