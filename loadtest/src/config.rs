@@ -7,10 +7,30 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::fetch::FetchProtocol;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS (RFC 3261 §26): TCP connections with rustls, trusting `ca_file`.
+    Tls,
+}
+
+impl Transport {
+    /// Over a connection: no retransmissions, only Timer F.
+    pub fn reliable(self) -> bool {
+        self != Self::Udp
+    }
+
+    /// As a Via header names it.
+    pub fn via(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+            Self::Tls => "TLS",
+        }
+    }
 }
 
 /// RFC 6080 profile types a phone subscribes to, in this order.
@@ -132,6 +152,14 @@ pub struct Config {
     pub tcp_conns: usize,
     /// Keep-alive HTTP connections per shard.
     pub http_conns: usize,
+    /// How phones fetch documents.
+    pub fetch: FetchProtocol,
+    /// HTTP/3's UDP address (loopback only); default `http`'s.
+    pub http3: Option<SocketAddr>,
+    /// CA certificates (PEM) the content tier's certificate is checked against (TLS fetches).
+    pub ca_file: Option<PathBuf>,
+    /// The name the content tier's certificate is checked for.
+    pub tls_name: String,
     pub profiles: Vec<ProfileKind>,
     /// Randomise back-off (RFC 5626 §4.5 style, 50–100 %); without it phones retry in lockstep.
     pub jitter: bool,
@@ -187,6 +215,10 @@ impl Config {
             ports_per_ip: 4,
             tcp_conns: 256,
             http_conns: 64,
+            fetch: FetchProtocol::Http1,
+            http3: None,
+            ca_file: None,
+            tls_name: "localhost".into(),
             profiles: vec![ProfileKind::Device],
             jitter: true,
             time_scale: 1.0,
@@ -214,6 +246,7 @@ impl Config {
             ("--server", self.server),
             ("--http", self.http),
             ("--provision", self.provision),
+            ("--http3", self.http3.unwrap_or(self.http)),
         ] {
             match a {
                 SocketAddr::V4(v4) if v4.ip().is_loopback() => {}
@@ -251,6 +284,15 @@ impl Config {
         if !(self.time_scale > 0.0 && self.time_scale <= 100.0) {
             bail!("--time-scale must be in (0, 100]");
         }
+        if self.transport == Transport::Tls && self.ca_file.is_none() {
+            bail!("--server tls:// needs --ca (the SIP server's CA certificate)");
+        }
+        if self.fetch.is_tls() && self.ca_file.is_none() {
+            bail!(
+                "--fetch {} needs --ca (the content tier's CA certificate)",
+                self.fetch.name()
+            );
+        }
         if self.profiles.is_empty() {
             bail!("--profiles is empty");
         }
@@ -266,12 +308,15 @@ impl Config {
     }
 }
 
-/// Parses `udp://127.0.0.1:5060` / `tcp://...` (scheme optional, UDP by default).
+/// Parses `udp://127.0.0.1:5060` / `tcp://...` / `tls://...` (scheme optional, UDP by
+/// default).
 pub fn parse_server(s: &str) -> anyhow::Result<(Transport, SocketAddr)> {
     let (t, rest) = if let Some(r) = s.strip_prefix("udp://") {
         (Transport::Udp, r)
     } else if let Some(r) = s.strip_prefix("tcp://") {
         (Transport::Tcp, r)
+    } else if let Some(r) = s.strip_prefix("tls://") {
+        (Transport::Tls, r)
     } else {
         (Transport::Udp, s)
     };
@@ -282,9 +327,10 @@ pub fn parse_server(s: &str) -> anyhow::Result<(Transport, SocketAddr)> {
     Ok((t, addr))
 }
 
-/// Parses `http://127.0.0.1:8080`.
+/// Parses `http://127.0.0.1:8080` (or `https://`: the scheme is `--fetch`'s business).
 pub fn parse_http(s: &str) -> anyhow::Result<SocketAddr> {
     s.strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
         .unwrap_or(s)
         .trim_end_matches('/')
         .parse()

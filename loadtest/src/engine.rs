@@ -23,7 +23,8 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::body::parse_body;
 use crate::config::{Config, ProfileKind, Scenario, Transport};
-use crate::http::{Conn, url_path};
+use crate::fetch::{FetchProtocol, Fetcher, TlsClient};
+use crate::http::url_path;
 use crate::sip::{self, SipMsg, Subscribe, param};
 use crate::stats::{Counters, Latencies, Timeline};
 use crate::timers::{ClientTx, MS, Rng, SEC, SipTimers, TimerQueue, TxAction, backoff};
@@ -328,10 +329,7 @@ impl Shard {
         };
         let instance = format!("urn:uuid:00000000-0000-4000-8000-{mac}");
         let contact_user = format!("p{mac}");
-        let transport = match self.cfg.transport {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        };
+        let transport = self.cfg.transport.via();
         sip::write_subscribe(
             &mut self.out,
             &Subscribe {
@@ -356,7 +354,7 @@ impl Shard {
 
     /// Starts a transaction of `kind` for dialog `d` (a fresh Call-ID for `Initial`).
     fn start_tx(&mut self, d: usize, now: u64, kind: TxKind) {
-        let reliable = self.cfg.transport == Transport::Tcp;
+        let reliable = self.cfg.transport.reliable();
         {
             let dl = &mut self.dialogs[d];
             if kind == TxKind::Initial {
@@ -1049,6 +1047,10 @@ fn source_ip(shard: usize, i: usize) -> Ipv4Addr {
 }
 
 /// Runs shard `index` of `nshards` until the controller sets `stop`.
+/// A SIP connection: TCP, or TLS over it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
+
 pub fn run_shard(
     cfg: Arc<Config>,
     shared: Arc<Shared>,
@@ -1112,11 +1114,15 @@ async fn shard_main(
             }
             (Link::Udp(senders), locals, socks, Vec::new())
         }
-        Transport::Tcp => {
+        Transport::Tcp | Transport::Tls => {
             let n = cfg.tcp_conns.min(n_local.max(1));
+            let tls = match (&cfg.ca_file, cfg.transport) {
+                (Some(ca), Transport::Tls) => Some(TlsClient::new(ca, &cfg.tls_name, &[])?),
+                _ => None,
+            };
             let mut txs = Vec::new();
             let mut locals = Vec::new();
-            let mut streams = Vec::new();
+            let mut streams: Vec<(Box<dyn Stream>, _)> = Vec::new();
             for i in 0..n {
                 let sock = tokio::net::TcpSocket::new_v4()?;
                 sock.bind(SocketAddrV4::new(source_ip(index, i % cfg.source_ips), 0).into())?;
@@ -1125,7 +1131,10 @@ async fn shard_main(
                 locals.push(s.local_addr()?.to_string());
                 let (tx, rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
                 txs.push(tx);
-                streams.push((s, rx));
+                match &tls {
+                    Some(t) => streams.push((Box::new(t.connect(s).await?), rx)),
+                    None => streams.push((Box::new(s), rx)),
+                }
             }
             (Link::Tcp(txs), locals, Vec::new(), streams)
         }
@@ -1199,7 +1208,7 @@ async fn shard_main(
         }));
     }
     for (i, (stream, mut rx)) in tcp_streams.into_iter().enumerate() {
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         tasks.push(tokio::task::spawn_local(async move {
             while let Some(frame) = rx.recv().await {
                 if wr.write_all(&frame).await.is_err() {
@@ -1245,13 +1254,27 @@ async fn shard_main(
         }));
     }
     let http_workers = (cfg.http_conns / nshards).max(1);
+    let tls = match &cfg.ca_file {
+        Some(ca) if cfg.fetch.is_tls() => {
+            let alpn: &[u8] = match cfg.fetch {
+                FetchProtocol::H2 => b"h2",
+                FetchProtocol::H3 => b"h3",
+                _ => b"http/1.1",
+            };
+            Some(TlsClient::new(ca, &cfg.tls_name, &[alpn])?)
+        }
+        _ => None,
+    };
     for _ in 0..http_workers {
         let shard = shard.clone();
         let shared = shared.clone();
         let notify = ready_notify.clone();
-        let addr = cfg.http;
+        let addr = match cfg.fetch {
+            FetchProtocol::H3 => cfg.http3.unwrap_or(cfg.http),
+            _ => cfg.http,
+        };
+        let mut conn = Fetcher::new(cfg.fetch, addr, tls.as_ref())?;
         tasks.push(tokio::task::spawn_local(async move {
-            let mut conn = Conn::new(addr);
             loop {
                 let job = shard.borrow_mut().ready.pop_front();
                 let Some(job) = job else {

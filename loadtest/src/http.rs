@@ -158,9 +158,11 @@ fn dechunk(mut b: &[u8]) -> Result<Option<(Vec<u8>, usize)>, HttpError> {
     }
 }
 
-/// The path (and query) of an `http://` URL; `None` for other schemes.
+/// The path (and query) of an `http://` or `https://` URL; `None` for other schemes.
 pub fn url_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("http://")?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
     Some(rest.find('/').map_or("/", |i| &rest[i..]))
 }
 
@@ -311,6 +313,7 @@ mod tests {
             Some("/profiles/a?x=1")
         );
         assert_eq!(url_path("http://h"), Some("/"));
-        assert_eq!(url_path("https://h/x"), None);
+        assert_eq!(url_path("https://h/x"), Some("/x"));
+        assert_eq!(url_path("ftp://h/x"), None);
     }
 }

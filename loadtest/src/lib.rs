@@ -9,6 +9,7 @@
 //! * [`sip`] — the small allocation-free SIP reader/writer used on the hot path.
 //! * [`body`] — NOTIFY bodies: external-body, multipart/mixed, inline.
 //! * [`http`] — a keep-alive HTTP/1.1 client and its sans-IO response parser.
+//! * [`fetch`] — fetches by protocol: that client, HTTPS (HTTP/1.1, HTTP/2), HTTP/3.
 //! * [`timers`] — RFC 3261 transaction timers, RFC 6080 back-off, the timer queue, RNG.
 //! * [`stats`] — counters, HDR-style histograms, the timeline.
 //! * [`report`] — summary table, JSON, HTML with SVG plots, PNG.
@@ -17,6 +18,7 @@
 pub mod body;
 pub mod config;
 pub mod engine;
+pub mod fetch;
 pub mod http;
 pub mod raster;
 pub mod report;

@@ -19,11 +19,12 @@ pub fn summary(r: &RunResult) -> String {
     let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3} s"));
     let _ = writeln!(
         s,
-        "uaprof-storm {} — {} phones ({} of them go silent) over {}, profiles {}, {} shard(s)",
+        "uaprof-storm {} — {} phones ({} of them go silent) over {}, fetching over {}, profiles {}, {} shard(s)",
         r.scenario,
         r.phones,
         r.ghosts,
         r.transport,
+        r.fetch,
         r.profiles.join(","),
         r.threads
     );
@@ -811,6 +812,7 @@ mod tests {
             phones: 2000,
             ghosts: 0,
             transport: "udp".into(),
+            fetch: "http1".into(),
             profiles: vec!["device".into()],
             seed: 1,
             threads: 1,

@@ -31,6 +31,8 @@ pub struct RunResult {
     /// Of which went silent once provisioned (`--ghosts`).
     pub ghosts: u64,
     pub transport: String,
+    /// How phones fetched their documents: http1, https, h2 or h3.
+    pub fetch: String,
     pub profiles: Vec<String>,
     pub seed: u64,
     pub threads: usize,
@@ -375,7 +377,9 @@ pub fn run(cfg: Config) -> anyhow::Result<RunResult> {
         transport: match cfg.transport {
             Transport::Udp => "udp".into(),
             Transport::Tcp => "tcp".into(),
+            Transport::Tls => "tls".into(),
         },
+        fetch: cfg.fetch.name().into(),
         profiles: cfg.profiles.iter().map(|p| p.token().to_owned()).collect(),
         seed: cfg.seed,
         threads,

@@ -77,7 +77,8 @@ struct Common {
     /// Number of phones (ignored by `steady`, which uses rate × duration).
     #[arg(long, default_value_t = 1000)]
     phones: u64,
-    /// SIP server: udp://IP:PORT or tcp://IP:PORT (127.0.0.0/8 only).
+    /// SIP server: udp://IP:PORT, tcp://IP:PORT or tls://IP:PORT (127.0.0.0/8 only; TLS
+    /// trusts --ca).
     #[arg(long, default_value = "udp://127.0.0.1:5060")]
     server: String,
     /// Content tier: where phones fetch documents.
@@ -103,12 +104,26 @@ struct Common {
     /// UDP sockets per source address.
     #[arg(long, default_value_t = 4)]
     ports_per_ip: usize,
-    /// TCP connections per shard (tcp:// only).
+    /// TCP connections per shard (tcp:// and tls:// only).
     #[arg(long, default_value_t = 256)]
     tcp_conns: usize,
     /// Keep-alive HTTP connections for document fetches.
     #[arg(long, default_value_t = 64)]
     http_conns: usize,
+    /// How phones fetch documents: http1 (clear), https (HTTP/1.1 over TLS), h2, or h3
+    /// (QUIC, to --http3).
+    #[arg(long, default_value = "http1")]
+    fetch: String,
+    /// HTTP/3's UDP address (IP:PORT); default: --http's.
+    #[arg(long)]
+    http3: Option<String>,
+    /// CA certificate (PEM) of the content tier, for --fetch https, h2 and h3, and of the
+    /// SIP server, for tls://.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The name the content tier's certificate is checked for.
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
     /// Profile types each phone subscribes to.
     #[arg(long, default_value = "device")]
     profiles: String,
@@ -173,6 +188,10 @@ fn config(c: Common, scenario: Scenario, phones: u64) -> anyhow::Result<Config> 
     cfg.ports_per_ip = c.ports_per_ip;
     cfg.tcp_conns = c.tcp_conns;
     cfg.http_conns = c.http_conns;
+    cfg.fetch = loadtest::fetch::FetchProtocol::parse(&c.fetch)?;
+    cfg.ca_file = c.ca;
+    cfg.http3 = c.http3.as_deref().map(parse_http).transpose()?;
+    cfg.tls_name = c.tls_name;
     cfg.profiles = ProfileKind::parse_list(&c.profiles)?;
     cfg.jitter = match c.jitter.as_str() {
         "on" | "true" => true,

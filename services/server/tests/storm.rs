@@ -46,6 +46,50 @@ fn assert_clean(r: &loadtest::RunResult) {
     assert_eq!(c.hashes_verified, c.fetches_ok);
 }
 
+/// Phones fetch over HTTPS (HTTP/1.1), HTTP/2 and HTTP/3 (`--fetch`), and subscribe over
+/// SIP over TLS: every one is provisioned and every document verified, whichever protocols
+/// carried them.
+#[test]
+fn phones_fetch_over_https_http2_and_http3_and_subscribe_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, crt, key) = common::localhost_cert(dir.path());
+    let cfg_file = dir.path().join("uaprof.toml");
+    std::fs::write(
+        &cfg_file,
+        format!(
+            "http3_listen = \"127.0.0.1:0\"\n[http_tls]\ncert_file = {c:?}\nkey_file = {k:?}\n\
+             [notifier.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = {c:?}\nkey_file = {k:?}\n",
+            c = crt.to_str().unwrap(),
+            k = key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let srv = Server::start(&["--config", cfg_file.to_str().unwrap()]);
+    for (i, fetch) in ["https", "h2", "h3", "h3"].into_iter().enumerate() {
+        let mut cfg = config(
+            &srv,
+            Scenario::PowerUp {
+                over: Duration::from_millis(500),
+            },
+        );
+        cfg.fetch = loadtest::fetch::FetchProtocol::parse(fetch).unwrap();
+        cfg.ca_file = Some(crt.clone());
+        cfg.http3 = srv.http3;
+        if i == 3 {
+            cfg.transport = loadtest::Transport::Tls;
+            cfg.server = srv.tls.unwrap();
+            cfg.tcp_conns = 16;
+        }
+        // A population of its own per protocol: each run boots phones never seen before.
+        cfg.id_offset = PHONES * (1 + i as u64);
+        let r = loadtest::run(cfg).unwrap();
+        assert_eq!(r.fetch, fetch);
+        assert_eq!(r.transport, if i == 3 { "tls" } else { "udp" });
+        assert_clean(&r);
+    }
+    assert!(srv.metric("content_http3_connections_total{outcome=\"accepted\"}") >= 1.0);
+}
+
 #[test]
 fn power_up_and_change_storm_provision_every_phone() {
     let srv = Server::start(&[]);
