@@ -31,7 +31,8 @@ trap cleanup EXIT
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -keyout "$work/tls.key" -out "$work/tls.crt" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -addext basicConstraints=critical,CA:FALSE 2>/dev/null
 cat > "$work/tls.toml" <<EOF
 http3_listen = "127.0.0.1:0"
 [http_tls]

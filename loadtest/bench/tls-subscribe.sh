@@ -28,7 +28,8 @@ cleanup() {
 trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -keyout "$work/tls.key" -out "$work/tls.crt" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -addext basicConstraints=critical,CA:FALSE 2>/dev/null
 cat > "$work/uaprof.toml" <<EOF
 [notifier.tls]
 listen = "127.0.0.1:0"

@@ -97,7 +97,18 @@ fn main() -> anyhow::Result<()> {
                     let t = Instant::now();
                     match f.get(&path).await {
                         Ok(r) if r.status == 200 => lat.push(t.elapsed().as_micros() as u32),
-                        _ => failed += 1,
+                        other => {
+                            if failed == 0 {
+                                match other {
+                                    Ok(r) => eprintln!(
+                                        "uaprof-fetch: first failure: status {}",
+                                        r.status
+                                    ),
+                                    Err(e) => eprintln!("uaprof-fetch: first failure: {e}"),
+                                }
+                            }
+                            failed += 1;
+                        }
                     }
                 }
                 (lat, failed)
