@@ -143,11 +143,19 @@ impl Fetcher {
 trait Reconnecting {
     fn connected(&self) -> bool;
     fn reset(&mut self);
+    async fn connect(&mut self) -> std::io::Result<()>;
+    /// One GET on the connection.
     async fn get_once(&mut self, path: &str) -> std::io::Result<Response>;
 }
 
 async fn once(c: &mut impl Reconnecting, path: &str) -> std::io::Result<Response> {
-    match tokio::time::timeout(FETCH_TIMEOUT, c.get_once(path)).await {
+    let attempt = async {
+        if !c.connected() {
+            c.connect().await?;
+        }
+        c.get_once(path).await
+    };
+    match tokio::time::timeout(FETCH_TIMEOUT, attempt).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
@@ -219,7 +227,15 @@ pub struct TlsFetcher {
     sender: Option<Sender>,
 }
 
-impl TlsFetcher {
+impl Reconnecting for TlsFetcher {
+    fn connected(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    fn reset(&mut self) {
+        self.sender = None;
+    }
+
     async fn connect(&mut self) -> std::io::Result<()> {
         let tcp = TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
@@ -240,21 +256,8 @@ impl TlsFetcher {
         });
         Ok(())
     }
-}
-
-impl Reconnecting for TlsFetcher {
-    fn connected(&self) -> bool {
-        self.sender.is_some()
-    }
-
-    fn reset(&mut self) {
-        self.sender = None;
-    }
 
     async fn get_once(&mut self, path: &str) -> std::io::Result<Response> {
-        if self.sender.is_none() {
-            self.connect().await?;
-        }
         let authority = self.addr.to_string();
         let resp = match self.sender.as_mut() {
             Some(Sender::H1(s)) => {
@@ -299,6 +302,16 @@ impl H3Fetcher {
             sender: None,
         })
     }
+}
+
+impl Reconnecting for H3Fetcher {
+    fn connected(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    fn reset(&mut self) {
+        self.sender = None;
+    }
 
     async fn connect(&mut self) -> std::io::Result<()> {
         let crypto =
@@ -321,21 +334,8 @@ impl H3Fetcher {
         self.sender = Some(sender);
         Ok(())
     }
-}
-
-impl Reconnecting for H3Fetcher {
-    fn connected(&self) -> bool {
-        self.sender.is_some()
-    }
-
-    fn reset(&mut self) {
-        self.sender = None;
-    }
 
     async fn get_once(&mut self, path: &str) -> std::io::Result<Response> {
-        if self.sender.is_none() {
-            self.connect().await?;
-        }
         let Some(sender) = self.sender.as_mut() else {
             return Err(std::io::ErrorKind::NotConnected.into());
         };

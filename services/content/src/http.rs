@@ -237,6 +237,12 @@ async fn serve_face(
             metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).decrement(1.0);
         });
     }
+    drain_connections(&tracker, "HTTP").await;
+    Ok(())
+}
+
+/// Waits for `tracker`'s connections to finish, for at most [`DRAIN_GRACE`].
+pub(crate) async fn drain_connections(tracker: &TaskTracker, what: &str) {
     tracker.close();
     if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
         .await
@@ -244,10 +250,9 @@ async fn serve_face(
     {
         tracing::warn!(
             open = tracker.len(),
-            "connections still open after the drain grace period"
+            "{what} connections still open after the drain grace period"
         );
     }
-    Ok(())
 }
 
 /// Serves one connection until it ends; on shutdown, `graceful` lets its requests in flight

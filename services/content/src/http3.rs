@@ -22,8 +22,6 @@ use crate::fetch_auth::PeerCert;
 use crate::service::ContentService;
 use crate::telemetry as m;
 
-/// How long open connections get to finish their requests after shutdown.
-const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// A connection with no packets for this long is closed (phones fetch and go).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests one connection may have open at once.
@@ -63,7 +61,7 @@ impl Http3Listener {
 }
 
 /// Serves document fetches over HTTP/3 until `shutdown`, then sends GOAWAY and lets
-/// requests in flight finish (for at most [`DRAIN_GRACE`]). At most
+/// requests in flight finish (within the HTTP listener's drain grace). At most
 /// `content.max_connections` connections at once, counting apart from TCP's.
 pub async fn serve_http3(
     listener: Http3Listener,
@@ -108,16 +106,7 @@ pub async fn serve_http3(
             metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).decrement(1.0);
         });
     }
-    tracker.close();
-    if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            open = tracker.len(),
-            "HTTP/3 connections still open after the drain grace period"
-        );
-    }
+    crate::http::drain_connections(&tracker, "HTTP/3").await;
     endpoint.close(H3_NO_ERROR.into(), b"shutdown");
     // Lets the closes reach the peers; bounded, as a peer may be gone.
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
