@@ -51,6 +51,12 @@ pub struct Resolution {
     /// Whether the subject itself is known to the content tier (drives the optional 403
     /// policy for unknown devices and users).
     pub known: bool,
+    /// For a device: the URL of its provisioning folder, under which every document of the
+    /// composed set (device, default user, class) is served by its name. Plug-and-play
+    /// phones that append their own file names to the URL they are notified of get this.
+    /// Not part of the entity tag: the folder's contents are the documents'.
+    #[serde(default)]
+    pub folder_url: Option<String>,
 }
 
 impl Resolution {

@@ -129,6 +129,7 @@ pub(crate) fn resolution_to_wire(r: &Resolution) -> proto::Resolution {
             .collect(),
         depends_on: r.depends_on.iter().map(ToString::to_string).collect(),
         known: r.known,
+        folder_url: r.folder_url.clone().unwrap_or_default(),
     }
 }
 
@@ -159,6 +160,7 @@ pub(crate) fn resolution_from_wire(r: proto::Resolution) -> Result<Resolution, W
         documents,
         depends_on,
         known: r.known,
+        folder_url: Some(r.folder_url).filter(|u| !u.is_empty()),
     })
 }
 
@@ -311,6 +313,7 @@ mod tests {
             }],
             depends_on: keys,
             known: true,
+            folder_url: Some("http://h/profiles/set/-/mac%3A00df1e004cd0/-/".into()),
         };
         assert_eq!(resolution_from_wire(resolution_to_wire(&res)), Ok(res));
     }

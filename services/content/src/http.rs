@@ -290,9 +290,19 @@ pub(crate) async fn handle<B>(
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (route, response) = match segments.as_slice() {
+        ["profiles", "set", token, id, class, name] => (
+            "folder",
+            match Target::folder(token, id, class, name) {
+                Some(t) => fetch(service, client_cert, req, t).await,
+                None => error(StatusCode::NOT_FOUND, "no such document"),
+            },
+        ),
         ["profiles", kind, id, name] => (
             "document",
-            fetch(service, client_cert, req, kind, id, name).await,
+            match Target::document(kind, id, name, req.uri().query()) {
+                Some(t) => fetch(service, client_cert, req, t).await,
+                None => error(StatusCode::NOT_FOUND, "no such document"),
+            },
         ),
         _ => ("unknown", error(StatusCode::NOT_FOUND, "no such resource")),
     };
@@ -468,22 +478,65 @@ fn key_from_path(kind: &str, id: &str) -> Result<ProfileKey, ContentError> {
     Ok(ProfileKey::from_parts(kind, &id)?)
 }
 
-#[tracing::instrument(name = "content.fetch", skip_all, fields(kind = %kind, id = %id, name = %name))]
+/// What a fetch asks for.
+struct Target<'a> {
+    /// The key the URL names: what its signature and the client's authentication cover.
+    key: ProfileKey,
+    /// What the signature covers besides the key: the document's name, or the folder's.
+    signed_name: String,
+    /// The signature: a document URL's query, a folder URL's path token.
+    token: Option<&'a str>,
+    name: &'a str,
+    /// A folder (`/profiles/set/...`): its class, if the phone named its model. The name
+    /// is looked up in the device's documents, its default user's, then the class's.
+    folder: Option<Option<ProfileKey>>,
+}
+
+impl<'a> Target<'a> {
+    /// `/profiles/{kind}/{id}/{name}?{query}`.
+    fn document(kind: &str, id: &str, name: &'a str, query: Option<&'a str>) -> Option<Self> {
+        Some(Self {
+            key: key_from_path(kind, id).ok()?,
+            signed_name: name.to_owned(),
+            token: query,
+            name,
+            folder: None,
+        })
+    }
+
+    /// `/profiles/set/{token}/{device id}/{class or -}/{name}`.
+    fn folder(token: &'a str, id: &str, class: &str, name: &'a str) -> Option<Self> {
+        let key = key_from_path("device", id).ok()?;
+        let class_key = match class {
+            "-" => None,
+            c => Some(key_from_path("class", c).ok()?),
+        };
+        // The segment as the tier wrote it, which the signature covers.
+        let segment = class_key
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |c| crate::validate::url_encode(&c.id()));
+        Some(Self {
+            key,
+            signed_name: crate::service::folder_name(&segment),
+            token: Some(token).filter(|t| *t != "-"),
+            name,
+            folder: Some(class_key),
+        })
+    }
+}
+
+#[tracing::instrument(name = "content.fetch", skip_all, fields(key = %target.key, name = %target.name))]
 async fn fetch<B>(
     service: &ContentService,
     client_cert: Option<&PeerCert>,
     req: &Request<B>,
-    kind: &str,
-    id: &str,
-    name: &str,
+    target: Target<'_>,
 ) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return method_not_allowed("GET, HEAD");
     }
     let not_found = || error(StatusCode::NOT_FOUND, "no such document");
-    let Ok(key) = key_from_path(kind, id) else {
-        return not_found();
-    };
+    let key = &target.key;
     // A signed URL is checked before anything is looked up: a guessed or expired one learns
     // nothing, not even whether the document exists.
     let signed_until = match service.signer() {
@@ -492,7 +545,7 @@ async fn fetch<B>(
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            match signer.verify(&key, name, req.uri().query(), now) {
+            match signer.verify(key, &target.signed_name, target.token, now) {
                 Ok(exp) => Some(exp.saturating_sub(now)),
                 Err(refused) => {
                     metrics::counter!(m::FETCHES_FORBIDDEN, "reason" => format!("{refused:?}").to_lowercase())
@@ -503,7 +556,7 @@ async fn fetch<B>(
         }
     };
     if let Some(auth) = service.fetch_auth()
-        && let Err(refusal) = authorize_fetch(service, auth, client_cert, req, &key).await
+        && let Err(refusal) = authorize_fetch(service, auth, client_cert, req, key).await
     {
         return refusal;
     }
@@ -519,10 +572,27 @@ async fn fetch<B>(
         }
         return resp;
     };
-    let doc = match service.get_document(&key, name).await {
-        Ok(Some(doc)) => doc,
-        Ok(None) => return not_found(),
-        Err(e) => return content_error(&e),
+    let mut lookup = vec![key.clone()];
+    if let Some(class) = &target.folder {
+        match service.default_user(key).await {
+            Ok(user) => lookup.extend(user.map(ProfileKey::User)),
+            Err(e) => return content_error(&e),
+        }
+        lookup.extend(class.clone());
+    }
+    let mut found = None;
+    for owner in &lookup {
+        match service.get_document(owner, target.name).await {
+            Ok(Some(doc)) => {
+                found = Some(doc);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => return content_error(&e),
+        }
+    }
+    let Some(doc) = found else {
+        return not_found();
     };
     let etag = format!("\"{}\"", doc.sha1_hex);
     let last_modified =

@@ -790,6 +790,28 @@ impl ContentService {
         url
     }
 
+    /// The provisioning folder of `device` (its class's documents too when `class` is known),
+    /// signed until `expires_unix` when URLs are signed: `{base}/profiles/set/{token}/
+    /// {device}/{class or -}/`, the token in the path (`-` unsigned), since phones append
+    /// their file names to the URL.
+    fn folder_url_until(
+        &self,
+        device: &ProfileKey,
+        class: Option<&ProfileKey>,
+        expires_unix: u64,
+    ) -> String {
+        let class_segment = class.map_or_else(|| "-".to_owned(), |c| validate::url_encode(&c.id()));
+        let token = match &self.signer {
+            Some(s) => s.query(device, &folder_name(&class_segment), expires_unix),
+            None => "-".to_owned(),
+        };
+        format!(
+            "{}/profiles/set/{token}/{}/{class_segment}/",
+            self.base_url,
+            validate::url_encode(&device.id()),
+        )
+    }
+
     /// Seq of the newest durable change (journal backend; 0 for Redis).
     pub fn last_seq(&self) -> u64 {
         *self.last_seq.borrow()
@@ -868,8 +890,11 @@ impl ContentService {
         let matches = subject_matches(request);
         let expires_unix = now_unix.saturating_add(self.config.url_lifetime.as_secs());
         let subject_meta = lookup(subject);
+        let folder_url = (matches && matches!(subject, ProfileKey::Device(_)))
+            .then(|| self.folder_url_until(subject, class.as_ref(), expires_unix));
         let mut depends_on = vec![subject.clone()];
-        depends_on.extend(class);
+        // A device that named no identity subscribes to its class itself.
+        depends_on.extend(class.filter(|c| c != subject));
         if matches
             && request.profile_type == ProfileType::Device
             && let Some(user) = subject_meta.and_then(|m| m.default_user.as_ref())
@@ -893,6 +918,7 @@ impl ContentService {
             documents,
             depends_on,
             known: subject_meta.is_some_and(KeyMeta::is_live),
+            folder_url,
         }
     }
 
@@ -926,11 +952,21 @@ impl ContentService {
     }
 }
 
+/// What a folder URL's signature covers besides the device: its class segment (no document
+/// name holds a `:` after `set`, so no document URL signs the same).
+pub(crate) fn folder_name(class_segment: &str) -> String {
+    format!("set:{class_segment}")
+}
+
+/// Whether the subject is one the profile type can name: a device subscription names a
+/// device, or, for a device that sends no identity, its class or its network.
 fn subject_matches(request: &ResolveRequest) -> bool {
     matches!(
         (request.profile_type, &request.subject),
-        (ProfileType::Device, ProfileKey::Device(_))
-            | (ProfileType::User, ProfileKey::User(_))
+        (
+            ProfileType::Device,
+            ProfileKey::Device(_) | ProfileKey::Class { .. } | ProfileKey::LocalNetwork(_)
+        ) | (ProfileType::User, ProfileKey::User(_))
             | (ProfileType::LocalNetwork, ProfileKey::LocalNetwork(_))
     )
 }

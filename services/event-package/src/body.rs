@@ -75,9 +75,24 @@ pub struct NotifyBody {
     pub bytes: Vec<u8>,
 }
 
+/// An `application/url` body: `url` as the whole body, or `None` for an empty URL or one
+/// with whitespace or a control character, which would break the body's one line.
+pub fn url_body(url: &str) -> Option<NotifyBody> {
+    if url.is_empty() || url.chars().any(|c| c.is_control() || c == ' ') {
+        return None;
+    }
+    Some(NotifyBody {
+        content_type: crate::accept::URL_BODY.to_owned(),
+        content_disposition: None,
+        bytes: url.as_bytes().to_vec(),
+    })
+}
+
 /// Builds the NOTIFY body for `docs` (see the module docs for the rules). `inline` supplies
 /// a document's bytes in [`BodyMode::Inline`] (`None` skips the document); `now_unix` only
-/// fills a missing `expiration`. `None` when nothing is left to send: the NOTIFY goes out
+/// fills a missing `expiration`.
+/// (For [`BodyMode::Url`] towards a phone that takes the URL as its folder, see
+/// [`url_body`].) `None` when nothing is left to send: the NOTIFY goes out
 /// without a body, which RFC 6080 requires phones to accept.
 pub fn build_body(
     docs: &[DocumentRef],
@@ -102,15 +117,7 @@ pub fn build_body(
                 }
             }
         }
-        // A URL with whitespace or a control character would break the body's one line.
-        BodyMode::Url => docs
-            .iter()
-            .find(|d| !d.url.is_empty() && !d.url.chars().any(|c| c.is_control() || c == ' '))
-            .map(|d| NotifyBody {
-                content_type: crate::accept::URL_BODY.to_owned(),
-                content_disposition: None,
-                bytes: d.url.as_bytes().to_vec(),
-            }),
+        BodyMode::Url => docs.iter().find_map(|d| url_body(&d.url)),
         BodyMode::Inline(list) => {
             let mut usable = docs
                 .iter()

@@ -69,6 +69,9 @@ pub struct NotifierConfig {
     pub tls: Option<SipTlsConfig>,
     /// Digest authentication of SUBSCRIBE (RFC 8760 SHA-256); off when unset.
     pub digest: Option<crate::digest::DigestConfig>,
+    /// Per-vendor plug-and-play behaviour, over the built-in table
+    /// ([`crate::dialect`]): whether a notified URL is a file or a folder.
+    pub dialects: Vec<crate::dialect::DialectConfig>,
     /// Kernel send/receive buffer of the UDP socket, in bytes (absorbs power-up bursts;
     /// capped by the kernel's net.core.rmem_max / wmem_max).
     pub udp_buffer_bytes: usize,
@@ -154,6 +157,7 @@ impl Default for NotifierConfig {
             tcp: Some(([127, 0, 0, 1], 5060).into()),
             tls: None,
             digest: None,
+            dialects: Vec::new(),
             advertise: None,
             // 4 MiB holds ~8000 SUBSCRIBEs: a building's worth of phones booting at once.
             udp_buffer_bytes: 4 << 20,

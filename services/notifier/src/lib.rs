@@ -16,6 +16,7 @@
 //! [`run`] wires these together for one node, and [`publish_held`] samples what it holds.
 
 pub mod config;
+pub mod dialect;
 pub mod digest;
 pub mod engine;
 pub mod expiry;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use metrics::counter;
 use profile_event::accept::{BodyMode, body_mode};
-use profile_event::body::build_body;
+use profile_event::body::{build_body, url_body};
 use profile_event::event::{Package, notify_event_header};
 use profile_event::notify::{NotifyParams, build_notify};
 use profile_event::state::SubState;
@@ -144,13 +144,22 @@ pub async fn prepare(
         }
     }
     let now_unix = ctx.clock.now_ms() / 1000;
-    let body_in = |mode: &BodyMode| {
-        build_body(
+    // A plug-and-play phone that appends its own file names gets its provisioning folder
+    // (while the answer has documents: a bodiless NOTIFY stays bodiless).
+    let folder = (matches!(mode, BodyMode::Url)
+        && crate::dialect::url_form(&ctx.config.dialects, sub.vendor.as_deref())
+            == crate::dialect::UrlForm::Folder)
+        .then_some(resolution.folder_url.as_deref())
+        .flatten()
+        .filter(|_| !resolution.documents.is_empty());
+    let body_in = |mode: &BodyMode| match folder {
+        Some(url) => url_body(url),
+        None => build_body(
             &resolution.documents,
             mode,
             &|d| inline.get(&(d.owner.to_string(), d.name.clone())).cloned(),
             now_unix,
-        )
+        ),
     };
     let package = match sub.package {
         PackageName::UaProfile => Package::UaProfile,

@@ -285,17 +285,32 @@ fn instance_id(req: &rsip::Request) -> Option<String> {
 
 /// The subject of a new subscription, from the Request-URI (RFC 6080 §4.1): the device id
 /// in the user part (MAC or instance URN), the AoR for `user`, the host for `local-network`.
-fn subject(req: &rsip::Request, profile_type: ProfileType) -> Result<ProfileKey, Reject> {
+///
+/// A device that names no identity (plug-and-play phones that send `sip:224.0.1.75` with
+/// only their model) subscribes to its model's defaults (the class of the Event's `vendor`
+/// and `model`), or, without those, to its network's (the Request-URI's host); it is never
+/// refused for it.
+fn subject(
+    req: &rsip::Request,
+    profile_type: ProfileType,
+    event: &ProfileEvent,
+) -> Result<ProfileKey, Reject> {
     let uri = req.uri.to_string();
     let (user, host) = split_uri(&uri);
     match profile_type {
         ProfileType::Device => user
             .and_then(|u| ProfileKey::device(u).ok())
             .or_else(|| instance_id(req).and_then(|i| ProfileKey::device(&i).ok()))
+            .or_else(|| match (&event.vendor, &event.model) {
+                (Some(v), Some(m)) => ProfileKey::class(v, m).ok(),
+                _ => None,
+            })
+            .or_else(|| ProfileKey::local_network(host).ok())
             .ok_or_else(|| {
                 Reject::new(
                     400,
-                    "Request-URI does not name a device (MAC or instance id)",
+                    "Request-URI names no device (MAC or instance id), and the SUBSCRIBE no \
+                     model or network",
                 )
             }),
         ProfileType::User => user
@@ -385,7 +400,7 @@ async fn create(
     peer: Peer,
     p: Request<'_>,
 ) -> Result<Accepted, Reject> {
-    let subject = subject(req, p.profile_type)?;
+    let subject = subject(req, p.profile_type, &p.event)?;
     if p.expires > 0
         && let Some(busy) = Reject::pacing(ctx)
     {
@@ -542,10 +557,11 @@ fn has_credit(ctx: &Ctx, resolution: &Resolution, confirmed: Option<&str>) -> bo
         || ctx.pipeline.credits().try_take(Instant::now())
 }
 
-/// The same answer without its documents (a bodiless NOTIFY).
+/// The same answer without its documents (a bodiless NOTIFY): no folder either.
 fn bodiless(resolution: Resolution) -> Resolution {
     Resolution {
         documents: Vec::new(),
+        folder_url: None,
         ..resolution
     }
 }

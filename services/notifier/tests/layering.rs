@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     "limits",
     "digest",
+    "dialect",
     "config",
     "metrics_desc",
     "store",

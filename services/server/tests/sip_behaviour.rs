@@ -1003,3 +1003,231 @@ fn a_pnp_subscribe_accepting_application_url_gets_a_url_body() {
     let (st, got) = http(srv.http, "GET", path, &[], b"");
     assert_eq!((st, got.as_slice()), (200, doc.as_slice()));
 }
+
+/// Subscribes `phone` with `sub`, answers the first NOTIFY, and returns it.
+fn pnp_subscribe(phone: &mut Phone, sub: &Sub<'_>) -> common::Msg {
+    let (r, early) = phone.subscribe(sub);
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+    let first = early
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| phone.expect_notify(T, 200));
+    phone.send(&first.response(200, "OK"));
+    first
+}
+
+/// Yealink and Grandstream phones treat the notified URL as a folder and append their own
+/// file names (`<mac>.cfg`, `y000000000000.boot`, `cfg<mac>.xml`): they are notified of the
+/// device's provisioning folder, under which the device's, its default user's and its
+/// class's documents are served by name, with the folder's signature in its path.
+#[test]
+fn folder_vendors_are_notified_of_a_provisioning_folder() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = dir.path().join("url-key");
+    std::fs::write(&key, "a-secret-of-at-least-thirty-two-bytes\n").expect("write");
+    let cfg = dir.path().join("uaprof.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[content]\nurl_signing_key_files = [{:?}]\n",
+            key.to_str().expect("path")
+        ),
+    )
+    .expect("write");
+    let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
+    let boot = b"#!version:1.0.0.1\nconfig_files = \"001565aabb02.cfg\"\n";
+    let own = b"#!version:1.0.0.1\naccount.1.enable = 1\n";
+    let line = b"#!version:1.0.0.1\naccount.1.user_name = 2001\n";
+    // Class keys are the Event's vendor and model as the phone spells them.
+    let class = "Yealink:SIP-T46S";
+    assert_eq!(
+        put_doc(
+            &srv,
+            "class",
+            class,
+            "y000000000000.boot",
+            "text/plain",
+            boot
+        ),
+        201
+    );
+    assert_eq!(
+        put_doc(
+            &srv,
+            "device",
+            "001565aabb02",
+            "001565aabb02.cfg",
+            "text/plain",
+            own
+        ),
+        201
+    );
+    assert_eq!(
+        put_doc(
+            &srv,
+            "user",
+            "2001@example.com",
+            "line.cfg",
+            "text/plain",
+            line
+        ),
+        201
+    );
+    let (st, _) = http(
+        srv.provision,
+        "PUT",
+        "/provision/v1/device/001565aabb02",
+        &[("Content-Type", "application/json")],
+        br#"{"default_user": "sip:2001@example.com"}"#,
+    );
+    assert_eq!(st, 200);
+
+    let mut phone = Phone::new(srv.udp, "MAC%3A001565AABB02");
+    let first = pnp_subscribe(
+        &mut phone,
+        &Sub {
+            event: "ua-profile;profile-type=\"device\";vendor=\"Yealink\";model=\"SIP-T46S\";version=\"66.86.0.15\"",
+            accept: Some("application/url"),
+            expires: Some(0),
+            ..Sub::default()
+        },
+    );
+    assert_eq!(
+        first.header("Content-Type"),
+        Some("application/url"),
+        "{}",
+        first.raw
+    );
+    let folder = String::from_utf8(first.body.clone()).expect("utf-8");
+    assert!(
+        folder.ends_with('/') && folder.contains("/profiles/set/exp="),
+        "{folder}"
+    );
+    let base = &folder[folder.find("/profiles/").expect("path")..];
+    for (name, want) in [
+        ("y000000000000.boot", &boot[..]),
+        ("001565aabb02.cfg", &own[..]),
+        ("line.cfg", &line[..]),
+    ] {
+        let (st, got) = http(srv.http, "GET", &format!("{base}{name}"), &[], b"");
+        assert_eq!((st, got.as_slice()), (200, want), "{name} in {folder}");
+    }
+    let (st, _) = http(srv.http, "GET", &format!("{base}nothing.cfg"), &[], b"");
+    assert_eq!(st, 404);
+    // The folder's signature covers the device and the class: another device's folder, or
+    // a forged token, is refused before anything is looked up.
+    let other = base.replacen("001565aabb02", "001565aabb03", 1);
+    assert_eq!(
+        http(
+            srv.http,
+            "GET",
+            &format!("{other}001565aabb02.cfg"),
+            &[],
+            b""
+        )
+        .0,
+        403
+    );
+    let forged = base.replacen("sig=", "sig=0", 1);
+    assert_eq!(
+        http(
+            srv.http,
+            "GET",
+            &format!("{forged}y000000000000.boot"),
+            &[],
+            b""
+        )
+        .0,
+        403
+    );
+
+    // Grandstream appends names too; Snom (the file form) is covered above.
+    let mut gs = Phone::new(srv.udp, "MAC%3a000b82aabb04");
+    assert_eq!(
+        put_doc(
+            &srv,
+            "device",
+            "000b82aabb04",
+            "cfg000b82aabb04.xml",
+            "application/xml",
+            b"<gs/>"
+        ),
+        201
+    );
+    let first = pnp_subscribe(
+        &mut gs,
+        &Sub {
+            event: "ua-profile;profile-type=\"device\";vendor=\"Grandstream\";model=\"GXP2170\";version=\"1.0.11.3\"",
+            accept: Some("application/url"),
+            expires: Some(0),
+            ..Sub::default()
+        },
+    );
+    let folder = String::from_utf8(first.body.clone()).expect("utf-8");
+    let base = &folder[folder.find("/profiles/").expect("path")..];
+    let (st, got) = http(
+        srv.http,
+        "GET",
+        &format!("{base}cfg000b82aabb04.xml"),
+        &[],
+        b"",
+    );
+    assert_eq!((st, got.as_slice()), (200, &b"<gs/>"[..]), "{folder}");
+}
+
+/// A plug-and-play SUBSCRIBE that names no device (AudioCodes: `sip:224.0.1.75`, the model
+/// only) is not refused: it subscribes to its model's defaults, and without a model to its
+/// network's.
+#[test]
+fn a_device_without_identity_gets_its_models_or_its_networks_defaults() {
+    let srv = Server::start(&[]);
+    assert_eq!(
+        put_doc(
+            &srv,
+            "class",
+            "AudioCodes:405HD",
+            "405HD.cfg",
+            "text/plain",
+            b"model"
+        ),
+        201
+    );
+    assert_eq!(
+        put_doc(
+            &srv,
+            "local-network",
+            "example.com",
+            "net.cfg",
+            "text/plain",
+            b"network"
+        ),
+        201
+    );
+    for (event, want) in [
+        (
+            "ua-profile;profile-type=\"device\";vendor=\"AudioCodes\";model=\"405HD\";version=\"3.4.4\"",
+            "/405HD.cfg",
+        ),
+        ("ua-profile;profile-type=device", "/net.cfg"),
+    ] {
+        let mut phone = Phone::new(srv.udp, "unused");
+        phone.uri = if want == "/net.cfg" {
+            "sip:example.com".into()
+        } else {
+            "sip:224.0.1.75".into()
+        };
+        let first = pnp_subscribe(
+            &mut phone,
+            &Sub {
+                event,
+                accept: Some("application/url"),
+                expires: Some(0),
+                ..Sub::default()
+            },
+        );
+        let url = String::from_utf8(first.body.clone()).expect("utf-8");
+        assert!(url.ends_with(want), "{event}: {url:?}\n{}", first.raw);
+        let path = &url[url.find("/profiles/").expect("path")..];
+        assert_eq!(http(srv.http, "GET", path, &[], b"").0, 200);
+    }
+}
