@@ -302,7 +302,7 @@ CHART_SETS = {
     "kafka": {"brokers", "properties"},
 }
 # Keys whose default is unset, so --check-config does not print them.
-UNSET_BY_DEFAULT = {"content": {"max_fetch_rate"}}
+UNSET_BY_DEFAULT = {"content": {"max_fetch_rate"}, "notifier": {"pnp_multicast"}}
 
 
 def check_schema_keys(binary: Path) -> None:

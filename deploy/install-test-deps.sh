@@ -18,6 +18,8 @@
 #                 (SQLite storage, so a restarted broker keeps its records). Building it takes
 #                 about 15 minutes once; an installed binary (PATH, ~/.cargo/bin or $TANSU) is
 #                 reused.
+#   iproute2      `ip netns` and veth pairs: the multicast plug-and-play test puts a phone
+#                 on a LAN of its own (needs root, as the rest of this script)
 #   python venv   $UAPROF_VENV (default ~/.cache/uaprof/venv) with confluent-kafka and
 #                 protobuf from PyPI: an OSS-side producer this project did not write, and
 #                 grpcio-tools to compile proto/ for it; and the Helm chart's checkers
@@ -68,6 +70,15 @@ install_sipp() {
     apt_install sip-tester
     command -v sipp >/dev/null 2>&1 || { log "sip-tester installed but no sipp on PATH" >&2; exit 1; }
     log "installed sipp: $(command -v sipp)"
+}
+
+# --- iproute2: network namespaces and veth pairs (the multicast plug-and-play test) ----------
+install_iproute() {
+    if command -v ip >/dev/null && ip netns list >/dev/null 2>&1; then
+        log "iproute2 present: $(command -v ip)"
+        return
+    fi
+    apt_install iproute2
 }
 
 # --- redis: always (services/testkit starts real redis-server processes) ----------------------
@@ -144,6 +155,7 @@ install_python() {
 
 bash "$(dirname "${BASH_SOURCE[0]}")/install-build-deps.sh"
 install_sipp
+install_iproute
 install_redis
 install_promtool
 if wants no-kafka; then

@@ -1,6 +1,6 @@
 //! Notifier configuration (the `[notifier]` table of the config file).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use profile_event::expiry::ExpiryPolicy;
@@ -69,6 +69,11 @@ pub struct NotifierConfig {
     pub tls: Option<SipTlsConfig>,
     /// Digest authentication of SUBSCRIBE (RFC 8760 SHA-256); off when unset.
     pub digest: Option<crate::digest::DigestConfig>,
+    /// Listen for SIP plug-and-play SUBSCRIBEs sent to a multicast group on the phones' LAN
+    /// (RFC 6080 §4.1.4: 224.0.1.75, `sip.mcast.net`); they are answered by unicast, like
+    /// any other. Needs `udp` on the unspecified address (`0.0.0.0:<port>`), whose socket
+    /// joins the group. Off when unset.
+    pub pnp_multicast: Option<PnpMulticastConfig>,
     /// Per-vendor plug-and-play behaviour, over the built-in table
     /// ([`crate::dialect`]): whether a notified URL is a file or a folder.
     pub dialects: Vec<crate::dialect::DialectConfig>,
@@ -158,6 +163,7 @@ impl Default for NotifierConfig {
             tls: None,
             digest: None,
             dialects: Vec::new(),
+            pnp_multicast: None,
             advertise: None,
             // 4 MiB holds ~8000 SUBSCRIBEs: a building's worth of phones booting at once.
             udp_buffer_bytes: 4 << 20,
@@ -251,6 +257,23 @@ impl NotifierConfig {
         if self.udp.is_none() && self.tcp.is_none() {
             return Err("notifier: enable at least one of udp, tcp".into());
         }
+        if let Some(m) = &self.pnp_multicast {
+            if !m.group.is_multicast() {
+                return Err(format!(
+                    "notifier.pnp_multicast.group {} is not a multicast address",
+                    m.group
+                ));
+            }
+            match self.udp {
+                Some(SocketAddr::V4(a)) if a.ip().is_unspecified() => {}
+                other => {
+                    return Err(format!(
+                        "notifier.pnp_multicast needs notifier.udp on 0.0.0.0:<port> (its \
+                         socket joins the group; it is {other:?})"
+                    ));
+                }
+            }
+        }
         if !(self.credit_fallback_rate.is_finite() && self.credit_fallback_rate > 0.0) {
             return Err("notifier: credit_fallback_rate must be a positive number".into());
         }
@@ -284,4 +307,19 @@ impl NotifierConfig {
         }
         Ok(())
     }
+}
+
+/// `[notifier.pnp_multicast]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PnpMulticastConfig {
+    /// The group phones send to.
+    #[serde(default = "default_pnp_group")]
+    pub group: Ipv4Addr,
+    /// The address of the local interface on the phones' LAN (the group is joined there).
+    pub interface: Ipv4Addr,
+}
+
+fn default_pnp_group() -> Ipv4Addr {
+    Ipv4Addr::new(224, 0, 1, 75)
 }

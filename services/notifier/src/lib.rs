@@ -125,7 +125,26 @@ pub struct Bound {
 impl Bound {
     pub async fn bind(config: &NotifierConfig) -> std::io::Result<Self> {
         let udp = match config.udp {
-            Some(a) => Some(Arc::new(bind_udp(a, config.udp_buffer_bytes)?)),
+            Some(a) => {
+                let sock = bind_udp(a, config.udp_buffer_bytes)?;
+                if let Some(m) = &config.pnp_multicast {
+                    // Plug-and-play SUBSCRIBEs to the group arrive on this socket and are
+                    // answered from it: by unicast, to the phone's own address.
+                    socket2::SockRef::from(&sock)
+                        .join_multicast_v4(&m.group, &m.interface)
+                        .map_err(|e| {
+                            std::io::Error::new(
+                                e.kind(),
+                                format!(
+                                    "notifier.pnp_multicast: join {} on {}: {e}",
+                                    m.group, m.interface
+                                ),
+                            )
+                        })?;
+                    tracing::info!(group = %m.group, interface = %m.interface, "listening for plug-and-play SUBSCRIBEs");
+                }
+                Some(Arc::new(sock))
+            }
             None => None,
         };
         let tcp = match config.tcp {

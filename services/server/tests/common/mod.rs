@@ -40,7 +40,17 @@ impl Server {
     /// Starts on an existing data directory (restart tests).
     pub fn start_in(data: &Path, extra: &[&str]) -> Server {
         let log = std::env::var("UAPROF_TEST_LOG").unwrap_or_else(|_| "warn".into());
-        Self::spawn(data, extra, &log, Stdio::inherit())
+        Self::spawn(data, "127.0.0.1:0", extra, &log, Stdio::inherit())
+    }
+
+    /// Starts with SIP over UDP on `udp` instead of a loopback port.
+    pub fn start_udp(udp: &str, extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let log = std::env::var("UAPROF_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let mut s = Self::spawn(&data, udp, extra, &log, Stdio::inherit());
+        s._tmp = Some(tmp);
+        s
     }
 
     /// Starts with stderr written to `data`'s sibling file `stderr.log` (log format tests),
@@ -50,18 +60,18 @@ impl Server {
         let data = tmp.path().join("data");
         let path = tmp.path().join("stderr.log");
         let file = std::fs::File::create(&path).expect("stderr file");
-        let mut s = Self::spawn(&data, extra, filter, Stdio::from(file));
+        let mut s = Self::spawn(&data, "127.0.0.1:0", extra, filter, Stdio::from(file));
         s._tmp = Some(tmp);
         (s, path)
     }
 
-    fn spawn(data: &Path, extra: &[&str], log: &str, stderr: Stdio) -> Server {
+    fn spawn(data: &Path, udp: &str, extra: &[&str], log: &str, stderr: Stdio) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_uaprof"));
         cmd.args([
             "--data-dir",
             data.to_str().expect("utf-8 path"),
             "--sip-udp",
-            "127.0.0.1:0",
+            udp,
             "--sip-tcp",
             "127.0.0.1:0",
             "--http",
