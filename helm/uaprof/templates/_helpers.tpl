@@ -173,13 +173,13 @@ keys sorted, null values left out (the binary's default applies).
 {{- $c := default (dict) (get $cfg "content") -}}
 {{- $_ := set $c "public_base_url" (include "uaprof.publicBaseUrl" $root) -}}
 {{- $fa := dict -}}
-{{- if $tv.fetchAuth.clientCaSecret -}}
+{{- if (dig "fetchAuth" "clientCaSecret" "" $tv) -}}
 {{- if not $tv.tls.existingSecret -}}
 {{- fail "content.fetchAuth.clientCaSecret needs content.tls.existingSecret: client certificates come over HTTPS" -}}
 {{- end -}}
 {{- $_ := set $fa "client_certificates" true -}}
 {{- end -}}
-{{- with $tv.fetchAuth.digest -}}
+{{- with (dig "fetchAuth" "digest" (dict) $tv) -}}
 {{- if .existingSecret -}}
 {{- if not .realm -}}
 {{- fail "content.fetchAuth.digest.existingSecret needs content.fetchAuth.digest.realm" -}}
@@ -190,7 +190,7 @@ keys sorted, null values left out (the binary's default applies).
 {{- if $fa -}}
 {{- $_ := set $c "fetch_auth" $fa -}}
 {{- end -}}
-{{- if $tv.http3.enabled -}}
+{{- if (dig "http3" "enabled" false $tv) -}}
 {{- if not $tv.tls.existingSecret -}}
 {{- fail "content.http3.enabled needs content.tls.existingSecret: HTTP/3 is always encrypted" -}}
 {{- end -}}
@@ -200,7 +200,7 @@ keys sorted, null values left out (the binary's default applies).
 {{- if $tv.tls.existingSecret -}}
 {{- $files := dict "cert_file" "/etc/uaprof/tls/tls.crt" "key_file" "/etc/uaprof/tls/tls.key" -}}
 {{- $phones := deepCopy $files -}}
-{{- if $tv.fetchAuth.clientCaSecret -}}
+{{- if (dig "fetchAuth" "clientCaSecret" "" $tv) -}}
 {{- $_ := set $phones "client_ca_file" "/etc/uaprof/phone-ca/ca.crt" -}}
 {{- end -}}
 {{- $_ := set $cfg "http_tls" $phones -}}

@@ -187,7 +187,7 @@ spec:
             - name: http
               containerPort: {{ $t.ports.http }}
               protocol: TCP
-            {{- if $t.http3.enabled }}
+            {{- if dig "http3" "enabled" false $t }}
             - name: http3
               containerPort: {{ $t.ports.http }}
               protocol: UDP

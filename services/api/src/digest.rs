@@ -176,16 +176,15 @@ impl DigestRealm {
         let ha1 = self.ha1.get(user).ok_or(Failure::UnknownUser)?;
         let h = |s: String| hex::encode(Sha256::digest(s.as_bytes()));
         let ha2 = h(format!("{method}:{uri}"));
-        let expected = match get("qop") {
-            Some("auth") => {
-                let (Some(nc), Some(cnonce)) = (get("nc"), get("cnonce")) else {
-                    return Err(Failure::NoCredentials);
-                };
-                h(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
-            }
-            None => h(format!("{ha1}:{nonce}:{ha2}")),
-            Some(_) => return Err(Failure::NoCredentials),
+        // The challenge offers `qop="auth"` only; an answer without it (RFC 2069) would
+        // skip the client nonce and count.
+        if get("qop") != Some("auth") {
+            return Err(Failure::NoCredentials);
+        }
+        let (Some(nc), Some(cnonce)) = (get("nc"), get("cnonce")) else {
+            return Err(Failure::NoCredentials);
         };
+        let expected = h(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
         if !constant_eq(
             expected.as_bytes(),
             response.to_ascii_lowercase().as_bytes(),
@@ -337,6 +336,12 @@ mod tests {
         assert_eq!(
             r.check("SUBSCRIBE", Some(&wrong), 1002),
             Err(Failure::BadResponse)
+        );
+        // RFC 2069 style, without qop: not an answer to this challenge.
+        let no_qop = first.replace(", qop=auth", "");
+        assert_eq!(
+            r.check("SUBSCRIBE", Some(&no_qop), 1001),
+            Err(Failure::NoCredentials)
         );
         let bob = answer(&c, "SUBSCRIBE", URI, "bob", "s3cret", 1).expect("answer");
         assert_eq!(

@@ -152,24 +152,26 @@ impl FetchAuth {
         }))
     }
 
-    /// Who sent a request: its certificate's names first, else its Digest credentials
-    /// (`authorization`, for `method` on `uri`, the request target).
-    pub fn authenticate(
+    /// Who a verified client certificate says the client is, when certificates
+    /// authenticate fetches (`None` otherwise, or without one).
+    pub fn certificate_principals(&self, cert: Option<&PeerCert>) -> Option<Vec<Principal>> {
+        let c = cert.filter(|_| self.certificates)?;
+        if c.names.is_empty() {
+            return Some(vec![Principal::Anonymous]);
+        }
+        Some(c.names.iter().cloned().map(Principal::Named).collect())
+    }
+
+    /// Who a request's Digest credentials say the client is (`authorization`, for `method`
+    /// on `uri`, the request target). A certificate that does not cover the request leaves
+    /// the client this way too.
+    pub fn digest_principals(
         &self,
-        cert: Option<&PeerCert>,
         method: &str,
         uri: &str,
         authorization: Option<&str>,
         now_unix: u64,
     ) -> Result<Vec<Principal>, Unauthenticated> {
-        if self.certificates
-            && let Some(c) = cert
-        {
-            if c.names.is_empty() {
-                return Ok(vec![Principal::Anonymous]);
-            }
-            return Ok(c.names.iter().cloned().map(Principal::Named).collect());
-        }
         let Some(realm) = &self.digest else {
             return Err(Unauthenticated::CertificateRequired);
         };

@@ -42,12 +42,12 @@ use crate::telemetry as m;
 
 /// A client has this long to send its request headers; cuts off slow-loris connections
 /// that would otherwise hold one of the bounded connection slots forever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound on receiving a request body: a 1 MiB document at a modest 64 KiB/s.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `serve` waits for open connections to finish after shutdown is signalled; well
 /// inside the pod's termination grace period.
-const DRAIN_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// A client has this long to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after an accept error (typically EMFILE) so the loop does not spin.
@@ -644,13 +644,16 @@ async fn authorize_fetch<B>(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principals = match auth.authenticate(
-        client_cert,
-        req.method().as_str(),
-        target,
-        authorization,
-        now,
-    ) {
+    // A certificate that covers the request is enough; one that does not (a factory
+    // certificate naming nobody, another device) leaves Digest to try.
+    if let Some(p) = auth.certificate_principals(client_cert)
+        && readable(service, &p, key).await?
+    {
+        metrics::counter!(m::FETCH_AUTH, "result" => "ok").increment(1);
+        return Ok(());
+    }
+    let principals = match auth.digest_principals(req.method().as_str(), target, authorization, now)
+    {
         Ok(p) => p,
         Err(Unauthenticated::Challenge(challenge, why)) => {
             metrics::counter!(m::FETCH_AUTH, "result" => why.label()).increment(1);
@@ -661,18 +664,39 @@ async fn authorize_fetch<B>(
             return Err(resp);
         }
         Err(Unauthenticated::CertificateRequired) => {
-            metrics::counter!(m::FETCH_AUTH, "result" => "no_certificate").increment(1);
+            let result = if client_cert.is_some() {
+                "forbidden"
+            } else {
+                "no_certificate"
+            };
+            metrics::counter!(m::FETCH_AUTH, "result" => result).increment(1);
             return Err(error(
                 StatusCode::FORBIDDEN,
                 "a client certificate naming this device or user is required",
             ));
         }
     };
-    // A user's documents are also its default device's: look the devices' users up only
-    // for a user key.
+    if !readable(service, &principals, key).await? {
+        metrics::counter!(m::FETCH_AUTH, "result" => "forbidden").increment(1);
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "this client may not read this device's or user's documents",
+        ));
+    }
+    metrics::counter!(m::FETCH_AUTH, "result" => "ok").increment(1);
+    Ok(())
+}
+
+/// Whether `principals` may read `key`'s documents. A user's documents are also its
+/// default device's: the devices' users are looked up only for a user key.
+async fn readable(
+    service: &ContentService,
+    principals: &[Principal],
+    key: &ProfileKey,
+) -> Result<bool, Response<Body>> {
     let mut users = Vec::new();
     if matches!(key, ProfileKey::User(_)) {
-        for p in &principals {
+        for p in principals {
             if let Principal::Named(d @ ProfileKey::Device(_)) = p {
                 let user = service
                     .default_user(d)
@@ -688,15 +712,7 @@ async fn authorize_fetch<B>(
             .find(|(k, _)| k == d)
             .and_then(|(_, u)| u.clone())
     };
-    if !fetch_auth::may_read(&principals, key, user_of) {
-        metrics::counter!(m::FETCH_AUTH, "result" => "forbidden").increment(1);
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "this client may not read this device's or user's documents",
-        ));
-    }
-    metrics::counter!(m::FETCH_AUTH, "result" => "ok").increment(1);
-    Ok(())
+    Ok(fetch_auth::may_read(principals, key, user_of))
 }
 
 /// RFC 9110 §13.1.2: weak comparison, `*` matches any current representation.

@@ -87,7 +87,6 @@ pub async fn serve_http3(
         };
         let service = Arc::clone(&service);
         let shutdown = shutdown.clone();
-        let requests = tracker.clone();
         tracker.spawn(async move {
             let _slot = slot;
             let peer = incoming.remote_address();
@@ -102,7 +101,7 @@ pub async fn serve_http3(
             metrics::counter!(m::HTTP3_CONNECTIONS, "outcome" => "accepted").increment(1);
             metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).increment(1.0);
             let cert = client_cert(&conn).map(Arc::new);
-            connection(conn, service, cert, &shutdown, &requests).await;
+            connection(conn, service, cert, &shutdown).await;
             metrics::gauge!(m::HTTP_CONNECTIONS_OPEN).decrement(1.0);
         });
     }
@@ -122,13 +121,13 @@ fn client_cert(conn: &quinn::Connection) -> Option<PeerCert> {
 }
 
 /// Serves one connection's requests, each on a task, until the client closes it or
-/// shutdown sends GOAWAY.
+/// shutdown sends GOAWAY; then lets the requests already accepted finish (within
+/// [`crate::http::DRAIN_GRACE`]) before the connection goes (dropping it closes it).
 async fn connection(
     conn: quinn::Connection,
     service: Arc<ContentService>,
     cert: Option<Arc<PeerCert>>,
     shutdown: &CancellationToken,
-    requests: &TaskTracker,
 ) {
     let peer = conn.remote_address();
     let mut h3 =
@@ -139,6 +138,7 @@ async fn connection(
                 return;
             }
         };
+    let mut requests = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => {
@@ -165,7 +165,15 @@ async fn connection(
                 tracing::debug!(%peer, error = %e, "HTTP/3 request failed");
             }
         });
+        while requests.try_join_next().is_some() {}
     }
+    let drained = tokio::time::timeout(crate::http::DRAIN_GRACE, async {
+        while requests.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tracing::debug!(%peer, "HTTP/3 requests still open after the drain grace period");
+    }
+    drop(h3);
 }
 
 /// Answers one request: the phones' routes, as over HTTP/1.1 and HTTP/2.
@@ -177,14 +185,27 @@ async fn request<C>(
 where
     C: h3::quic::Connection<Bytes>,
 {
-    let (req, mut stream) = resolver.resolve_request().await?;
-    // Documents are only read: a request body is drained and ignored, within a bound.
-    let mut drained = 0usize;
-    while drained < service.config().max_document_bytes {
-        match stream.recv_data().await? {
-            Some(chunk) => drained += chunk.remaining(),
-            None => break,
-        }
+    // A client has as long to send its request head as over HTTP/1.1.
+    let (req, mut stream) =
+        tokio::time::timeout(crate::http::HEADER_READ_TIMEOUT, resolver.resolve_request())
+            .await
+            .map_err(|_| "request head timed out")??;
+    // Documents are only read: a GET or HEAD is answered without waiting for the end of its
+    // stream; any other request's body is drained and ignored, within a size and a time.
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let drain = async {
+            let mut drained = 0usize;
+            while drained < service.config().max_document_bytes {
+                match stream.recv_data().await? {
+                    Some(chunk) => drained += chunk.remaining(),
+                    None => break,
+                }
+            }
+            Ok::<_, h3::error::StreamError>(())
+        };
+        tokio::time::timeout(crate::http::BODY_READ_TIMEOUT, drain)
+            .await
+            .map_err(|_| "request body timed out")??;
     }
     let response = crate::http::handle(service, cert, &req).await;
     let (mut parts, body) = response.into_parts();
@@ -193,8 +214,10 @@ where
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    // HTTP/3 has no connection-level framing of lengths; say it, for HEAD too.
-    if let Ok(v) = HeaderValue::from_str(&bytes.len().to_string()) {
+    // The length, for HEAD too (the representation's); never on a 304 or 204 (RFC 9110
+    // §8.6).
+    let bodiless_status = matches!(parts.status.as_u16(), 204 | 304);
+    if !bodiless_status && let Ok(v) = HeaderValue::from_str(&bytes.len().to_string()) {
         parts.headers.insert(header::CONTENT_LENGTH, v);
     }
     stream

@@ -297,20 +297,26 @@ fn subject(
 ) -> Result<ProfileKey, Reject> {
     let uri = req.uri.to_string();
     let (user, host) = split_uri(&uri);
+    // A user part that is no device id is a mistake, not a device without identity.
+    let no_identity = user.is_none_or(|u| u.is_empty() || u.eq_ignore_ascii_case("anonymous"));
     match profile_type {
         ProfileType::Device => user
             .and_then(|u| ProfileKey::device(u).ok())
             .or_else(|| instance_id(req).and_then(|i| ProfileKey::device(&i).ok()))
             .or_else(|| match (&event.vendor, &event.model) {
+                _ if !no_identity => None,
                 (Some(v), Some(m)) => ProfileKey::class(v, m).ok(),
                 _ => None,
             })
-            .or_else(|| ProfileKey::local_network(host).ok())
+            .or_else(|| {
+                no_identity
+                    .then(|| ProfileKey::local_network(host).ok())
+                    .flatten()
+            })
             .ok_or_else(|| {
                 Reject::new(
                     400,
-                    "Request-URI names no device (MAC or instance id), and the SUBSCRIBE no \
-                     model or network",
+                    "Request-URI does not name a device (MAC or instance id)",
                 )
             }),
         ProfileType::User => user

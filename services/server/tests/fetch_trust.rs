@@ -150,9 +150,9 @@ fn aioquic_fetches_a_signed_url_over_http3() {
 }
 
 /// `content.fetch_auth`: a device's certificate (its MAC as CN) reads its own documents, its
-/// default user's and its class's, over HTTPS and HTTP/3, and not another device's; a client
-/// without one is challenged for Digest (SHA-256), which curl answers; a wrong password is
-/// refused again.
+/// default user's and its class's, over HTTPS and HTTP/3; for another device's, as without a
+/// certificate, the client is challenged for Digest (SHA-256), which curl answers; a wrong
+/// password is refused again, and Digest credentials for another device get 403.
 #[test]
 fn fetches_need_the_devices_certificate_or_its_digest_credentials() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -224,14 +224,15 @@ fn fetches_need_the_devices_certificate_or_its_digest_credentials() {
     };
     let phone_args = cert(&phone);
     let phone_args: Vec<&str> = phone_args.iter().map(String::as_str).collect();
-    for (url, want) in [(&own, 200), (&user, 200), (&class, 200), (&other, 403)] {
+    // A certificate that does not cover the request leaves Digest to try: a challenge.
+    for (url, want) in [(&own, 200), (&user, 200), (&class, 200), (&other, 401)] {
         let (st, text) = curl(port, &pki.ca, &phone_args, url);
         assert_eq!(st, want, "{url}: {text}");
     }
     let alice_args = cert(&alice_cert);
     let alice_args: Vec<&str> = alice_args.iter().map(String::as_str).collect();
     assert_eq!(curl(port, &pki.ca, &alice_args, &user).0, 200);
-    assert_eq!(curl(port, &pki.ca, &alice_args, &own).0, 403);
+    assert_eq!(curl(port, &pki.ca, &alice_args, &own).0, 401);
 
     // No certificate: a Digest challenge, answered by curl with the device's credentials.
     let (st, text) = curl(port, &pki.ca, &[], &other);
@@ -249,13 +250,17 @@ fn fetches_need_the_devices_certificate_or_its_digest_credentials() {
     assert_eq!(curl(port, &pki.ca, &good, &own).0, 403);
     let wrong = ["--digest", "-u", "0004f200000c:guess"];
     assert_eq!(curl(port, &pki.ca, &wrong, &other).0, 401);
+    // The phone's certificate does not cover device C; C's credentials beside it do.
+    let both: Vec<&str> = phone_args.iter().copied().chain(good).collect();
+    assert_eq!(curl(port, &pki.ca, &both, &other).0, 200);
 
     // HTTP/3 carries the same certificate rules.
     let over_h3 = |url: &str| url.replacen(&format!(":{port}/"), &format!(":{h3_port}/"), 1);
     assert_eq!(h3(&over_h3(&own), &pki.ca, Some(&phone)).status, 200);
-    assert_eq!(h3(&over_h3(&other), &pki.ca, Some(&phone)).status, 403);
+    assert_eq!(h3(&over_h3(&other), &pki.ca, Some(&phone)).status, 401);
     assert_eq!(h3(&over_h3(&own), &pki.ca, None).status, 401);
-    // Passed: own, user, class (phone), user (Alice), other (Digest), own (HTTP/3).
-    assert_eq!(srv.metric("content_fetch_auth_total{result=\"ok\"}"), 6.0);
+    // Passed: own, user, class (phone), user (Alice), other (Digest, alone and beside the
+    // phone's certificate), own (HTTP/3).
+    assert_eq!(srv.metric("content_fetch_auth_total{result=\"ok\"}"), 7.0);
     assert!(srv.metric("content_fetch_auth_total{result=\"bad_response\"}") >= 1.0);
 }

@@ -1230,4 +1230,11 @@ fn a_device_without_identity_gets_its_models_or_its_networks_defaults() {
         let path = &url[url.find("/profiles/").expect("path")..];
         assert_eq!(http(srv.http, "GET", path, &[], b"").0, 200);
     }
+    // A user part that is no device id is a mistake, not a device without identity.
+    let mut typo = Phone::new(srv.udp, "00df1e00zz01");
+    let (r, _) = typo.subscribe(&Sub {
+        event: "ua-profile;profile-type=device;vendor=\"AudioCodes\";model=\"405HD\"",
+        ..Sub::default()
+    });
+    assert_eq!(r.status(), Some(400), "{}", r.raw);
 }
