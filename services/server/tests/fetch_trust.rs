@@ -104,18 +104,13 @@ fn tls_toml(pki: &Pki, client_ca: bool) -> String {
 fn aioquic_fetches_a_signed_url_over_http3() {
     let dir = tempfile::tempdir().expect("tmp");
     let pki = Pki::new(dir.path(), "h3");
-    let key = dir.path().join("url-key");
-    std::fs::write(&key, "a-secret-of-at-least-thirty-two-bytes\n").expect("write");
     let cfg = dir.path().join("uaprof.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}[content]\nurl_signing_key_files = [{:?}]\n",
-            tls_toml(&pki, false),
-            key.to_str().expect("path")
-        ),
-    )
-    .expect("write");
+    let toml = format!(
+        "{}{}",
+        tls_toml(&pki, false),
+        common::url_signing_toml(dir.path())
+    );
+    std::fs::write(&cfg, toml).expect("write");
     let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
     let h3_port = srv.http3.expect("the ready line names http3").port();
     let doc = "<profile>over QUIC</profile>";
@@ -205,13 +200,7 @@ fn fetches_need_the_devices_certificate_or_its_digest_credentials() {
         "line.xml",
         "<line/>",
     ));
-    let (st, _) = http(
-        srv.provision,
-        "PUT",
-        "/provision/v1/device/0004f2abcdef",
-        &[("Content-Type", "application/json")],
-        br#"{"default_user": "sip:alice@example.net"}"#,
-    );
+    let st = common::set_default_user(&srv, "0004f2abcdef", "sip:alice@example.net");
     assert!(st == 200 || st == 201, "{st}");
 
     let cert = |c: &CertFiles| {

@@ -171,17 +171,8 @@ fn subscribed(srv: &Server, uri_user: &str) -> common::Phone {
 fn a_phone_is_notified_of_a_signed_url_it_can_fetch() {
     use common::put_doc;
     let dir = tempfile::tempdir().expect("tmp");
-    let key = dir.path().join("url-key");
-    std::fs::write(&key, "a-secret-of-at-least-thirty-two-bytes\n").expect("write");
     let cfg = dir.path().join("uaprof.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[content]\nurl_signing_key_files = [{:?}]\n",
-            key.to_str().expect("path")
-        ),
-    )
-    .expect("write");
+    std::fs::write(&cfg, common::url_signing_toml(dir.path())).expect("write");
     let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
     let phone = subscribed(&srv, "MAC%3a00df1e0051a1");
     let t = std::time::Duration::from_secs(10);

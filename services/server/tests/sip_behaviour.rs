@@ -413,13 +413,7 @@ fn device_subscription_gets_device_class_and_default_user_documents() {
         ),
         201
     );
-    let (st, _) = http(
-        srv.provision,
-        "PUT",
-        "/provision/v1/device/0000000000a1",
-        &[("Content-Type", "application/json")],
-        br#"{"default_user": "sip:alice@example.com"}"#,
-    );
+    let st = common::set_default_user(&srv, "0000000000a1", "sip:alice@example.com");
     assert!(st == 200 || st == 201, "attributes: {st}");
     let mut phone = Phone::new(srv.udp, "MAC%3a0000000000a1");
     let (r, _) = phone.subscribe(&Sub::default());
@@ -1023,17 +1017,8 @@ fn pnp_subscribe(phone: &mut Phone, sub: &Sub<'_>) -> common::Msg {
 #[test]
 fn folder_vendors_are_notified_of_a_provisioning_folder() {
     let dir = tempfile::tempdir().expect("tmp");
-    let key = dir.path().join("url-key");
-    std::fs::write(&key, "a-secret-of-at-least-thirty-two-bytes\n").expect("write");
     let cfg = dir.path().join("uaprof.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[content]\nurl_signing_key_files = [{:?}]\n",
-            key.to_str().expect("path")
-        ),
-    )
-    .expect("write");
+    std::fs::write(&cfg, common::url_signing_toml(dir.path())).expect("write");
     let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
     let boot = b"#!version:1.0.0.1\nconfig_files = \"001565aabb02.cfg\"\n";
     let own = b"#!version:1.0.0.1\naccount.1.enable = 1\n";
@@ -1073,13 +1058,7 @@ fn folder_vendors_are_notified_of_a_provisioning_folder() {
         ),
         201
     );
-    let (st, _) = http(
-        srv.provision,
-        "PUT",
-        "/provision/v1/device/001565aabb02",
-        &[("Content-Type", "application/json")],
-        br#"{"default_user": "sip:2001@example.com"}"#,
-    );
+    let st = common::set_default_user(&srv, "001565aabb02", "sip:2001@example.com");
     assert_eq!(st, 200);
 
     let mut phone = Phone::new(srv.udp, "MAC%3A001565AABB02");

@@ -666,6 +666,29 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Writes a URL-signing secret into `dir` and returns the `[content]` table that uses it.
+pub fn url_signing_toml(dir: &Path) -> String {
+    let key = dir.join("url-key");
+    std::fs::write(&key, "a-secret-of-at-least-thirty-two-bytes\n").expect("write");
+    format!(
+        "[content]\nurl_signing_key_files = [{:?}]\n",
+        key.to_str().expect("path")
+    )
+}
+
+/// Makes `aor` the default user of device `mac` through the provisioning API; the status.
+pub fn set_default_user(server: &Server, mac: &str, aor: &str) -> u16 {
+    let body = format!("{{\"default_user\": \"{aor}\"}}");
+    http(
+        server.provision,
+        "PUT",
+        &format!("/provision/v1/device/{mac}"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .0
+}
+
 /// Provisions a document through the API; returns the HTTP status.
 pub fn put_doc(server: &Server, kind: &str, id: &str, name: &str, ctype: &str, body: &[u8]) -> u16 {
     let path = format!("/provision/v1/{kind}/{id}/documents/{name}");
