@@ -964,13 +964,7 @@ fn a_pnp_subscribe_accepting_application_url_gets_a_url_body() {
         accept: Some("application/url"),
         ..Sub::default()
     };
-    let (r, early) = phone.subscribe(&sub);
-    assert_eq!(r.status(), Some(200), "{}", r.raw);
-    let first = early
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| phone.expect_notify(T, 200));
-    phone.send(&first.response(200, "OK"));
+    pnp_subscribe(&mut phone, &sub);
     let doc = b"<settings><phone-settings/></settings>";
     let st = put_doc(
         &srv,
