@@ -74,6 +74,12 @@ pub struct NotifierConfig {
     /// any other. Needs `udp` on the unspecified address (`0.0.0.0:<port>`), whose socket
     /// joins the group. Off when unset.
     pub pnp_multicast: Option<PnpMulticastConfig>,
+    /// How long a phone that sent a plug-and-play SUBSCRIBE (`Expires: 0`) is remembered as
+    /// a check-sync target: while it is, a change to its documents sends it one out-of-dialog
+    /// NOTIFY with its vendor's resync Event. Each plug-and-play SUBSCRIBE starts it again;
+    /// zero: not remembered.
+    #[serde(with = "humantime_serde")]
+    pub pnp_remember: Duration,
     /// Per-vendor plug-and-play behaviour, over the built-in table
     /// ([`crate::dialect`]): whether a notified URL is a file or a folder.
     pub dialects: Vec<crate::dialect::DialectConfig>,
@@ -164,6 +170,7 @@ impl Default for NotifierConfig {
             digest: None,
             dialects: Vec::new(),
             pnp_multicast: None,
+            pnp_remember: Duration::from_secs(90 * 86_400),
             advertise: None,
             // 4 MiB holds ~8000 SUBSCRIBEs: a building's worth of phones booting at once.
             udp_buffer_bytes: 4 << 20,

@@ -6,6 +6,10 @@
 //! issue 10 collects them: Yealink (`<mac>.cfg`, `y000000000000.boot`) and Grandstream
 //! (`cfg<mac>.xml`) append names, Snom fetches the URL as it is. `[[notifier.dialects]]`
 //! entries add vendors or override these; a vendor named in neither gets the file form.
+//!
+//! The same table names the Event a vendor's phones take as "fetch your configuration
+//! again" in an out-of-dialog NOTIFY (check-sync): `check-sync` for most, `resync` for Cisco
+//! SPA/Sipura, `sys-control` for older Grandstream firmware (configurable per vendor).
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +31,34 @@ pub struct DialectConfig {
     /// The Event header's `vendor` parameter it applies to (case-insensitive).
     pub vendor: String,
     pub url_form: UrlForm,
+    /// The Event of the out-of-dialog NOTIFY that makes these phones re-fetch
+    /// (`check-sync`, `resync`, `sys-control`); unset: the built-in one, else `check-sync`.
+    #[serde(default)]
+    pub resync_event: Option<String>,
+}
+
+/// The resync Event every vendor without an entry gets.
+pub const DEFAULT_RESYNC_EVENT: &str = "check-sync";
+
+const BUILT_IN_RESYNC: &[(&str, &str)] = &[("cisco", "resync"), ("sipura", "resync")];
+
+/// The Event of the check-sync NOTIFY for `vendor` (always with `reboot=false`: a change
+/// that wants a reboot is the operator's to ask for, never this server's default).
+pub fn resync_event<'a>(configured: &'a [DialectConfig], vendor: Option<&str>) -> &'a str {
+    let Some(vendor) = vendor else {
+        return DEFAULT_RESYNC_EVENT;
+    };
+    configured
+        .iter()
+        .find(|d| d.vendor.eq_ignore_ascii_case(vendor))
+        .and_then(|d| d.resync_event.as_deref())
+        .or_else(|| {
+            BUILT_IN_RESYNC
+                .iter()
+                .find(|(v, _)| v.eq_ignore_ascii_case(vendor))
+                .map(|(_, e)| *e)
+        })
+        .unwrap_or(DEFAULT_RESYNC_EVENT)
 }
 
 const BUILT_IN: &[(&str, UrlForm)] = &[
@@ -67,14 +99,30 @@ mod tests {
             DialectConfig {
                 vendor: "YEALINK".into(),
                 url_form: UrlForm::File,
+                resync_event: None,
             },
             DialectConfig {
                 vendor: "fanvil".into(),
                 url_form: UrlForm::Folder,
+                resync_event: Some("sys-control".into()),
             },
         ];
         assert_eq!(url_form(&cfg, Some("yealink")), UrlForm::File);
         assert_eq!(url_form(&cfg, Some("Fanvil")), UrlForm::Folder);
         assert_eq!(url_form(&cfg, Some("grandstream")), UrlForm::Folder);
+    }
+
+    #[test]
+    fn the_resync_event_follows_the_vendor() {
+        assert_eq!(resync_event(&[], None), "check-sync");
+        assert_eq!(resync_event(&[], Some("Yealink")), "check-sync");
+        assert_eq!(resync_event(&[], Some("Cisco")), "resync");
+        let cfg = [DialectConfig {
+            vendor: "grandstream".into(),
+            url_form: UrlForm::Folder,
+            resync_event: Some("sys-control".into()),
+        }];
+        assert_eq!(resync_event(&cfg, Some("Grandstream")), "sys-control");
+        assert_eq!(resync_event(&cfg, Some("cisco")), "resync");
     }
 }

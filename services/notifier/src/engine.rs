@@ -533,10 +533,17 @@ impl Engine {
             }
             None => None,
         };
-        let remove = match status {
-            None => true,
-            Some(s) => profile_event::state::removes_subscription(s),
-        };
+        let check_sync = sent.kind == NotifyKind::CheckSync;
+        if check_sync {
+            counter!("check_sync_notifies_total", "outcome" => outcome).increment(1);
+        }
+        // A check-sync record is no dialog a failure could end: it stays for the next change
+        // (and is forgotten when its time is up).
+        let remove = !check_sync
+            && match status {
+                None => true,
+                Some(s) => profile_event::state::removes_subscription(s),
+            };
         if let Some(next) = queued {
             self.start_notify(next);
         }

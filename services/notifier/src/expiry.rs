@@ -11,6 +11,7 @@ use tracing::warn;
 use uaprof_api::Resolution;
 
 use crate::Ctx;
+use crate::store::PackageName;
 use crate::wire::{EngineMsg, NotifyKind};
 
 /// Subscriptions ended per store call: bounds one write and one burst of NOTIFYs.
@@ -31,6 +32,11 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         };
         let full = due.len() == SWEEP_BATCH;
         for sub in due {
+            if sub.package == PackageName::CheckSync {
+                // A remembered plug-and-play phone has no dialog to end: it is forgotten.
+                counter!("check_sync_forgotten_total").increment(1);
+                continue;
+            }
             counter!("subscriptions_removed_total", "reason" => "expired").increment(1);
             let state = SubState::Terminated {
                 reason: TerminationReason::Timeout,

@@ -54,6 +54,18 @@ pub fn describe() {
         "NOTIFY retransmissions (Timer E)"
     );
     describe_counter!(
+        "check_sync_remembered_total",
+        "Plug-and-play phones remembered as check-sync targets (one per Expires: 0 SUBSCRIBE of a device)"
+    );
+    describe_counter!(
+        "check_sync_notifies_total",
+        "Out-of-dialog resync NOTIFYs to remembered plug-and-play phones that ended, by outcome (2xx, failure, timeout)"
+    );
+    describe_counter!(
+        "check_sync_forgotten_total",
+        "Check-sync targets forgotten after notifier.pnp_remember without a new plug-and-play SUBSCRIBE"
+    );
+    describe_counter!(
         "notify_coalesced_total",
         "NOTIFYs merged into one already queued or in flight for the same dialog"
     );

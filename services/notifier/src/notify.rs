@@ -163,7 +163,7 @@ pub async fn prepare(
     };
     let package = match sub.package {
         PackageName::UaProfile => Package::UaProfile,
-        PackageName::SipProfile => Package::SipProfile,
+        PackageName::SipProfile | PackageName::CheckSync => Package::SipProfile,
     };
     let event = notify_event_header(
         package,
@@ -234,6 +234,66 @@ pub async fn prepare(
         } else {
             crate::wire::Origin::Subscribe
         },
+        budget: None,
+    }
+}
+
+/// The out-of-dialog NOTIFY that makes a remembered plug-and-play phone (a
+/// [`PackageName::CheckSync`] record) fetch its configuration again: its vendor's resync
+/// Event with `reboot=false`, no body, sent to the Contact of its plug-and-play SUBSCRIBE
+/// along `route`. A request of its own (new Call-ID, no To tag), like the check-sync NOTIFYs
+/// phones take from PBXs; `Subscription-State: terminated;reason=invariant` because RFC 6665
+/// wants the header in every NOTIFY and there is no subscription to continue. `etag` is the
+/// state the phone is told of, recorded as fetched when it answers 2xx.
+pub fn check_sync(
+    ctx: &Ctx,
+    sub: &Subscription,
+    route: &Route,
+    cseq: u32,
+    etag: String,
+) -> OutNotify {
+    let (t, peer) = (&route.target, route.peer);
+    let event = format!(
+        "{};reboot=false",
+        crate::dialect::resync_event(&ctx.config.dialects, sub.vendor.as_deref())
+    );
+    let branch = sip_core::message::new_branch();
+    let d = &sub.dialog;
+    let from = format!("<{}>;tag={:016x}", d.local_uri, rand::random::<u64>());
+    let to = format!("<{}>", d.remote_uri);
+    let call_id = format!("{:032x}@uaprof", rand::random::<u128>());
+    let contact = ctx.local.contact(peer.transport);
+    let state = SubState::Terminated {
+        reason: profile_event::state::TerminationReason::Invariant,
+        retry_after: None,
+    };
+    let bytes = build_notify(&NotifyParams {
+        request_uri: &t.request_uri,
+        routes: &[],
+        via_transport: peer.transport.via_token(),
+        via_sent_by: ctx.local.sent_by(peer.transport),
+        branch: &branch,
+        from: &from,
+        to: &to,
+        call_id: &call_id,
+        cseq,
+        contact: &contact,
+        event: &event,
+        state: &state,
+        etag: "",
+        body: None,
+        max_forwards: MAX_FORWARDS,
+        user_agent: None,
+    });
+    OutNotify {
+        sub: sub.id,
+        peer,
+        branch,
+        bytes: Bytes::from(bytes),
+        etag: Some(etag),
+        terminal: false,
+        kind: NotifyKind::CheckSync,
+        origin: crate::wire::Origin::Subscribe,
         budget: None,
     }
 }

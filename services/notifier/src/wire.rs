@@ -91,6 +91,8 @@ pub enum NotifyKind {
     Refresh,
     Change,
     Terminate,
+    /// An out-of-dialog resync NOTIFY to a remembered plug-and-play phone.
+    CheckSync,
 }
 
 impl NotifyKind {
@@ -100,6 +102,7 @@ impl NotifyKind {
             Self::Refresh => "refresh",
             Self::Change => "change",
             Self::Terminate => "terminate",
+            Self::CheckSync => "check_sync",
         }
     }
 }

@@ -1211,3 +1211,78 @@ fn a_device_without_identity_gets_its_models_or_its_networks_defaults() {
     });
     assert_eq!(r.status(), Some(400), "{}", r.raw);
 }
+
+/// A phone that fetched its profile with a plug-and-play SUBSCRIBE (`Expires: 0`) is
+/// remembered: a change to its documents sends it one out-of-dialog NOTIFY with its vendor's
+/// resync Event (`check-sync` for Snom, `resync` for Cisco), `reboot=false`, on a Call-ID
+/// of its own and without a To tag; a write that leaves its documents as they were sends
+/// nothing, and a NOTIFY the phone refuses does not make the server forget it.
+#[test]
+fn a_plug_and_play_phone_is_sent_check_sync_when_its_documents_change() {
+    let srv = Server::start(&[]);
+    let mut phones = Vec::new();
+    for (mac, vendor, model, event) in [
+        ("000413aabb05", "snom", "D785", "check-sync;reboot=false"),
+        ("0008feaabb06", "Cisco", "SPA504G", "resync;reboot=false"),
+    ] {
+        assert_eq!(
+            put_doc(&srv, "device", mac, "phone.cfg", "text/plain", b"v1"),
+            201
+        );
+        let mut phone = Phone::new(srv.udp, &format!("MAC%3a{mac}"));
+        let ev = format!(
+            "ua-profile;profile-type=\"device\";vendor=\"{vendor}\";model=\"{model}\";version=\"1\""
+        );
+        let first = pnp_subscribe(
+            &mut phone,
+            &Sub {
+                event: &ev,
+                accept: Some("application/url"),
+                expires: Some(0),
+                ..Sub::default()
+            },
+        );
+        assert!(!first.body.is_empty(), "{}", first.raw);
+        phones.push((mac, phone, event, first));
+    }
+    for (mac, phone, event, first) in &phones {
+        assert_eq!(
+            put_doc(&srv, "device", mac, "phone.cfg", "text/plain", b"v2"),
+            200
+        );
+        let n = phone.expect_notify(T, 200);
+        assert_eq!(n.header("Event"), Some(*event), "{}", n.raw);
+        assert_eq!(n.tag("To"), None, "{}", n.raw);
+        assert_ne!(n.header("Call-ID"), first.header("Call-ID"), "{}", n.raw);
+        assert!(
+            n.header("Subscription-State")
+                .is_some_and(|s| s.starts_with("terminated")),
+            "{}",
+            n.raw
+        );
+        assert!(n.body.is_empty(), "{}", n.raw);
+    }
+    // The same bytes again: a new version, the same documents; the phones have them.
+    let (mac, phone, event, _) = &phones[0];
+    assert_eq!(
+        put_doc(&srv, "device", mac, "phone.cfg", "text/plain", b"v2"),
+        200
+    );
+    if let Some(m) = phone.expect_silence(Duration::from_secs(2)) {
+        assert!(!m.is_request("NOTIFY"), "unchanged documents: {}", m.raw);
+    }
+    // Refused (481: no such dialog, as a phone may well answer): still remembered.
+    assert_eq!(
+        put_doc(&srv, "device", mac, "phone.cfg", "text/plain", b"v3"),
+        200
+    );
+    let n = phone.expect_notify(T, 481);
+    assert_eq!(n.header("Event"), Some(*event));
+    assert_eq!(
+        put_doc(&srv, "device", mac, "phone.cfg", "text/plain", b"v4"),
+        200
+    );
+    let n = phone.expect_notify(T, 200);
+    assert_eq!(n.header("Event"), Some(*event));
+    assert!(srv.metric("check_sync_notifies_total") >= 4.0);
+}

@@ -12,8 +12,8 @@ use uaprof_api::{ResolveError, ResolveRequest};
 
 use super::{MAX_ATTEMPTS, Priority, Want, Why, backoff};
 use crate::Ctx;
-use crate::store::{StoreError, SubId, Turn};
-use crate::wire::{EngineMsg, NotifyKind, Origin};
+use crate::store::{PackageName, StoreError, SubId, Turn};
+use crate::wire::{EngineMsg, NotifyKind, Origin, OutNotify};
 
 /// How soon to try again when another NOTIFY of the dialog is in flight: about a round trip.
 const TURN_RETRY: Duration = Duration::from_millis(250);
@@ -159,11 +159,15 @@ pub(crate) async fn deliver(ctx: &Ctx, want: Want, priority: Priority, credited:
         }
     };
     let expires = u32::try_from(remaining).unwrap_or(u32::MAX);
+    if sub.package == PackageName::CheckSync {
+        let out = crate::notify::check_sync(ctx, &sub, &route, cseq, etag);
+        return send(ctx, out, want, priority).await;
+    }
     let kind = match want.why {
         Why::Change => NotifyKind::Change,
         _ => NotifyKind::Refresh,
     };
-    let mut out = crate::notify::prepare(
+    let out = crate::notify::prepare(
         ctx,
         &sub,
         &route,
@@ -174,6 +178,11 @@ pub(crate) async fn deliver(ctx: &Ctx, want: Want, priority: Priority, credited:
         kind,
     )
     .await;
+    send(ctx, out, want, priority).await;
+}
+
+/// Hands a built NOTIFY to the engine, with its share of the in-flight budget.
+async fn send(ctx: &Ctx, mut out: OutNotify, want: Want, priority: Priority) {
     // In-flight memory is a budget of bytes: a NOTIFY to a phone that is gone holds its
     // share until Timer F, without stopping the others.
     let kib = u32::try_from(out.bytes.len() / 1024 + 1).unwrap_or(u32::MAX);

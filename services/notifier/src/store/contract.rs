@@ -91,6 +91,7 @@ where
     case!(insert_rejects_existing_id);
     case!(instance_replaces_older_subscription);
     case!(instance_replacement_is_global);
+    case!(check_sync_records_are_indexed_and_replaced_by_the_next);
     case!(index_pages_cover_every_member_once);
     case!(cseq_is_strictly_increasing_and_refresh_never_lowers_it);
     case!(cseqs_are_at_least_the_clock_floor);
@@ -165,6 +166,36 @@ async fn instance_replaces_older_subscription(store: &impl SubscriptionStore) {
         .await
         .expect("by_key");
     assert_eq!(page.ids, vec![new.id]);
+}
+
+/// A check-sync record (a remembered plug-and-play phone) lives beside the device's real
+/// subscription: both in its key's index, and the next record of the device replaces it.
+async fn check_sync_records_are_indexed_and_replaced_by_the_next(store: &impl SubscriptionStore) {
+    let device = "mac:000000000009";
+    let real = sample(90, device);
+    let record = |n: u64| {
+        let mut r = sample(n, device);
+        r.package = PackageName::CheckSync;
+        r.instance = Some(format!("check-sync:{device}"));
+        r.confirmed_etag = Some("0123456789abcdef0123".into());
+        r
+    };
+    store
+        .insert(real.clone())
+        .await
+        .expect("insert subscription");
+    let first = record(91);
+    store.insert(first.clone()).await.expect("insert record");
+    assert_eq!(store.get(first.id).await.expect("get"), Some(first.clone()));
+    let second = record(92);
+    let up = store.insert(second.clone()).await.expect("insert record");
+    assert_eq!(up.replaced, vec![first.clone()]);
+    let key = ProfileKey::Device(device.into());
+    let mut ids = store.by_key(&key, None, 10).await.expect("by_key").ids;
+    ids.sort();
+    let mut want = vec![real.id, second.id];
+    want.sort();
+    assert_eq!(ids, want);
 }
 
 /// Replacement is by (instance, profile type) across the whole store: a phone that comes

@@ -51,6 +51,13 @@ impl fmt::Display for SubId {
 pub enum PackageName {
     UaProfile,
     SipProfile,
+    /// Not a subscription: a phone remembered from its plug-and-play SUBSCRIBE, which a
+    /// change to its documents makes re-fetch by an out-of-dialog NOTIFY with its vendor's
+    /// resync Event (check-sync). Indexed, partitioned, walked and paced like a subscription;
+    /// `confirmed_etag` is the state it last fetched, `expires_at_ms` when it is forgotten,
+    /// and `instance` is `check-sync:<device key>`, so the next plug-and-play SUBSCRIBE of
+    /// the device replaces it. A failed NOTIFY never removes it.
+    CheckSync,
 }
 
 /// Everything needed to send a NOTIFY for a subscription from any node.
