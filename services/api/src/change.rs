@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::key::ProfileKey;
+use crate::resync::ResyncTarget;
 
 /// Longest change id accepted. Ids are kept per key for idempotency, so they must be small;
 /// a UUID in text form is 36 bytes.
@@ -49,6 +50,15 @@ pub enum ChangeOp {
     /// Sets (`Some`) or clears (`None`) a device's default user, whose documents become part
     /// of the device's profile.
     SetDefaultUser(Option<String>),
+    /// Sets (`Some`) or clears (`None`) a device's resync target (its check-sync NOTIFY's
+    /// destination and credentials).
+    SetResync(Option<ResyncTarget>),
+    /// Replaces every attribute of a device: its default user and its resync target (what
+    /// the provisioning API's `PUT /provision/v1/device/<id>` asks for; absent is cleared).
+    SetAttributes {
+        default_user: Option<String>,
+        resync: Option<ResyncTarget>,
+    },
 }
 
 impl ChangeOp {
@@ -59,14 +69,27 @@ impl ChangeOp {
             Self::DeleteDocument { .. } => "delete_document",
             Self::DeleteKey => "delete_key",
             Self::SetDefaultUser(_) => "set_default_user",
+            Self::SetResync(_) => "set_resync",
+            Self::SetAttributes { .. } => "set_attributes",
         }
+    }
+
+    /// Whether the change can change a device's resync target.
+    pub fn touches_resync(&self) -> bool {
+        matches!(
+            self,
+            Self::SetResync(_) | Self::SetAttributes { .. } | Self::DeleteKey
+        )
     }
 
     /// The document the change is about, if any.
     pub fn document(&self) -> Option<&str> {
         match self {
             Self::PutDocument { name, .. } | Self::DeleteDocument { name } => Some(name),
-            Self::DeleteKey | Self::SetDefaultUser(_) => None,
+            Self::DeleteKey
+            | Self::SetDefaultUser(_)
+            | Self::SetResync(_)
+            | Self::SetAttributes { .. } => None,
         }
     }
 }

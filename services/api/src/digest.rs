@@ -261,17 +261,71 @@ pub fn answer(
     password: &str,
     nc: u32,
 ) -> Option<String> {
-    let p = parse_digest(challenge)?;
-    let (realm, nonce) = (p.get("realm")?, p.get("nonce")?);
-    let h = |s: String| hex::encode(Sha256::digest(s.as_bytes()));
-    let ha1 = h(format!("{user}:{realm}:{password}"));
-    let ha2 = h(format!("{method}:{uri}"));
+    answer_challenge(challenge, method, uri, user, password, nc).ok()
+}
+
+/// The answer to a server's (or a phone's) Digest `challenge` (RFC 7616, RFC 3261 §22):
+/// `algorithm` MD5 (the default) or SHA-256, `qop=auth` when offered, the RFC 2069 form
+/// when no qop is; `opaque` is echoed. `auth-int` alone and other algorithms are refused
+/// with the reason.
+pub fn answer_challenge(
+    challenge: &str,
+    method: &str,
+    uri: &str,
+    user: &str,
+    password: &str,
+    nc: u32,
+) -> Result<String, &'static str> {
     let cnonce = format!("{:016x}", rand::random::<u64>());
-    let resp = h(format!("{ha1}:{nonce}:{nc:08x}:{cnonce}:auth:{ha2}"));
-    Some(format!(
-        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-         response=\"{resp}\", algorithm=SHA-256, qop=auth, nc={nc:08x}, cnonce=\"{cnonce}\""
-    ))
+    answer_with_cnonce(challenge, method, uri, user, password, nc, &cnonce)
+}
+
+fn answer_with_cnonce(
+    challenge: &str,
+    method: &str,
+    uri: &str,
+    user: &str,
+    password: &str,
+    nc: u32,
+    cnonce: &str,
+) -> Result<String, &'static str> {
+    let p = parse_digest(challenge).ok_or("not a Digest challenge")?;
+    let realm = p.get("realm").ok_or("challenge without realm")?;
+    let nonce = p.get("nonce").ok_or("challenge without nonce")?;
+    let algorithm = p.get("algorithm").map_or("MD5", String::as_str);
+    let h: fn(&str) -> String = if algorithm.eq_ignore_ascii_case("MD5") {
+        |s| hex::encode(<md5::Md5 as md5::Digest>::digest(s.as_bytes()))
+    } else if algorithm.eq_ignore_ascii_case("SHA-256") {
+        |s| hex::encode(Sha256::digest(s.as_bytes()))
+    } else {
+        return Err("unsupported digest algorithm");
+    };
+    let qop = match p.get("qop") {
+        None => None,
+        Some(q) if q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth")) => Some("auth"),
+        Some(_) => return Err("challenge offers no qop=auth"),
+    };
+    let ha1 = h(&format!("{user}:{realm}:{password}"));
+    let ha2 = h(&format!("{method}:{uri}"));
+    let mut out =
+        format!("Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\"");
+    match qop {
+        Some(qop) => {
+            let resp = h(&format!("{ha1}:{nonce}:{nc:08x}:{cnonce}:{qop}:{ha2}"));
+            out.push_str(&format!(
+                ", response=\"{resp}\", algorithm={algorithm}, qop={qop}, nc={nc:08x}, \
+                 cnonce=\"{cnonce}\""
+            ));
+        }
+        None => {
+            let resp = h(&format!("{ha1}:{nonce}:{ha2}"));
+            out.push_str(&format!(", response=\"{resp}\", algorithm={algorithm}"));
+        }
+    }
+    if let Some(opaque) = p.get("opaque") {
+        out.push_str(&format!(", opaque=\"{opaque}\""));
+    }
+    Ok(out)
 }
 
 /// A credentials file line for `user` with `password` in `realm`.
@@ -285,6 +339,68 @@ pub fn credentials_line(user: &str, realm: &str, password: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn response_of(answer: &str) -> String {
+        parse_digest(answer).expect("digest")["response"].clone()
+    }
+
+    #[test]
+    fn answers_match_the_rfc_examples() {
+        // RFC 2617 §3.5 (MD5, qop=auth).
+        let c = "Digest realm=\"testrealm@host.com\", qop=\"auth,auth-int\", \
+                 nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", \
+                 opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"";
+        let a = answer_with_cnonce(
+            c,
+            "GET",
+            "/dir/index.html",
+            "Mufasa",
+            "Circle Of Life",
+            1,
+            "0a4f113b",
+        )
+        .expect("answer");
+        assert_eq!(response_of(&a), "6629fae49393a05397450978507c4ef1");
+        assert!(
+            a.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\""),
+            "{a}"
+        );
+        assert!(a.contains("qop=auth,") && a.contains("nc=00000001"), "{a}");
+        // RFC 7616 §3.9.1 (SHA-256).
+        let c = "Digest realm=\"http-auth@example.org\", qop=\"auth, auth-int\", \
+                 algorithm=SHA-256, nonce=\"7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v\", \
+                 opaque=\"FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS\"";
+        let a = answer_with_cnonce(
+            c,
+            "GET",
+            "/dir/index.html",
+            "Mufasa",
+            "Circle of Life",
+            1,
+            "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+        )
+        .expect("answer");
+        assert_eq!(
+            response_of(&a),
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+    }
+
+    #[test]
+    fn challenges_without_qop_or_with_unusable_ones() {
+        // RFC 2069 form: H(HA1:nonce:HA2), no cnonce.
+        let c = "Digest realm=\"r\", nonce=\"n\"";
+        let a = answer_challenge(c, "NOTIFY", "sip:p@h", "u", "pw", 1).expect("answer");
+        let h = |s: &str| hex::encode(<md5::Md5 as md5::Digest>::digest(s.as_bytes()));
+        let want = h(&format!("{}:n:{}", h("u:r:pw"), h("NOTIFY:sip:p@h")));
+        assert_eq!(response_of(&a), want);
+        assert!(!a.contains("cnonce"), "{a}");
+        let only_int = "Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\"";
+        assert!(answer_challenge(only_int, "NOTIFY", "sip:p@h", "u", "pw", 1).is_err());
+        let sha512 = "Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512-256";
+        assert!(answer_challenge(sha512, "NOTIFY", "sip:p@h", "u", "pw", 1).is_err());
+        assert!(answer_challenge("Basic realm=x", "NOTIFY", "sip:p@h", "u", "pw", 1).is_err());
+    }
 
     fn realm(lifetime: u64) -> (DigestRealm, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tmp");

@@ -29,6 +29,10 @@ pub struct ProfileChange {
     /// fan-out batch it causes joins that trace.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// The change set or cleared the device's resync target (or deleted the device): the
+    /// notifier brings its check-sync record in line with the target.
+    #[serde(default)]
+    pub resync: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

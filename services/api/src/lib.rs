@@ -8,6 +8,8 @@
 //! * [`change`]: a change request (provisioning API or Kafka event) before the content tier
 //!   applies it.
 //! * [`digest`]: Digest authentication (SHA-256), shared by SIP and HTTP.
+//! * [`resync`]: a device's resync target (where its check-sync NOTIFY goes, with which
+//!   credentials).
 //! * [`feed`]: the change feed (applied changes → notifier fan-out): in-process, the content
 //!   tier's gRPC long-poll, or Kafka's applied topic; all are [`feed::ChangeSource`]s with
 //!   explicit commit.
@@ -18,9 +20,11 @@ pub mod digest;
 pub mod feed;
 pub mod key;
 pub mod resolve;
+pub mod resync;
 
 pub use admission::{Accrual, CreditSource, FixedRate, Unlimited};
 pub use change::{Change, ChangeOp, Timing};
 pub use feed::{ChangeSource, FeedError, ProfileChange};
 pub use key::{KeyError, ProfileKey, ProfileType};
 pub use resolve::{ContentResolver, DocumentRef, Resolution, ResolveError, ResolveRequest};
+pub use resync::ResyncTarget;

@@ -57,6 +57,10 @@ pub struct Resolution {
     /// Not part of the entity tag: the folder's contents are the documents'.
     #[serde(default)]
     pub folder_url: Option<String>,
+    /// For a device: the resync target the operator set (where its check-sync NOTIFY goes,
+    /// with which credentials). Not part of the entity tag.
+    #[serde(default)]
+    pub resync: Option<crate::resync::ResyncTarget>,
 }
 
 impl Resolution {

@@ -293,6 +293,7 @@ impl Ingest {
             occurred_unix_ms: change.occurred_unix_ms,
             applied_unix_ms: unix_ms(),
             applied_by: self.node.clone(),
+            resync: change.op.touches_resync(),
         };
         Outcome {
             topic: self.cfg.topics.applied.clone(),

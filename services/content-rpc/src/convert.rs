@@ -8,6 +8,7 @@
 use uaprof_api::key::MAX_KEY_PART;
 use uaprof_api::{
     DocumentRef, KeyError, ProfileChange, ProfileKey, ProfileType, Resolution, ResolveRequest,
+    ResyncTarget,
 };
 
 use crate::proto;
@@ -130,6 +131,12 @@ pub(crate) fn resolution_to_wire(r: &Resolution) -> proto::Resolution {
         depends_on: r.depends_on.iter().map(ToString::to_string).collect(),
         known: r.known,
         folder_url: r.folder_url.clone().unwrap_or_default(),
+        resync: r.resync.as_ref().map(|t| proto::ResyncTarget {
+            contact: t.contact.clone(),
+            event: t.event.clone().unwrap_or_default(),
+            username: t.username.clone().unwrap_or_default(),
+            password: t.password.clone().unwrap_or_default(),
+        }),
     }
 }
 
@@ -161,6 +168,15 @@ pub(crate) fn resolution_from_wire(r: proto::Resolution) -> Result<Resolution, W
         depends_on,
         known: r.known,
         folder_url: Some(r.folder_url).filter(|u| !u.is_empty()),
+        resync: r.resync.map(|t| {
+            let opt = |s: String| Some(s).filter(|s| !s.is_empty());
+            ResyncTarget {
+                contact: t.contact,
+                event: opt(t.event),
+                username: opt(t.username),
+                password: opt(t.password),
+            }
+        }),
     })
 }
 
@@ -171,6 +187,7 @@ pub(crate) fn change_to_wire(c: &ProfileChange) -> proto::ProfileChange {
         version: c.version,
         effective_by: c.effective_by,
         rollout_window: c.rollout_window,
+        resync: c.resync,
     }
 }
 
@@ -206,6 +223,7 @@ pub(crate) fn changes_from_wire(
                 effective_by: c.effective_by,
                 rollout_window: c.rollout_window,
                 traceparent: None,
+                resync: c.resync,
             })
         })
         .collect()
@@ -314,8 +332,25 @@ mod tests {
             depends_on: keys,
             known: true,
             folder_url: Some("http://h/profiles/set/-/mac%3A00df1e004cd0/-/".into()),
+            resync: Some(ResyncTarget {
+                contact: "sip:1001@10.0.0.7:5062".into(),
+                event: None,
+                username: Some("1001".into()),
+                password: Some("pw".into()),
+            }),
         };
-        assert_eq!(resolution_from_wire(resolution_to_wire(&res)), Ok(res));
+        assert_eq!(
+            resolution_from_wire(resolution_to_wire(&res)),
+            Ok(res.clone())
+        );
+        let without = Resolution {
+            resync: None,
+            ..res
+        };
+        assert_eq!(
+            resolution_from_wire(resolution_to_wire(&without)),
+            Ok(without)
+        );
     }
 
     #[test]
@@ -328,10 +363,12 @@ mod tests {
                 effective_by: Some(5),
                 rollout_window: Some(60),
                 traceparent: None,
+                resync: seq == 6,
             })
         };
         let ok = changes_from_wire(vec![change(4), change(6)], 3, 2).unwrap();
         assert_eq!(ok.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![4, 6]);
+        assert_eq!((ok[0].resync, ok[1].resync), (false, true));
         assert_eq!(
             (ok[0].effective_by, ok[0].rollout_window),
             (Some(5), Some(60))

@@ -158,7 +158,7 @@ async fn resolve_over_grpc_equals_in_process() {
     put(svc, &device(), "device.xml", "<d/>").await;
     put(svc, &class(), "firmware.xml", "<f/>").await;
     put(svc, &user(), "user.xml", "<u/>").await;
-    svc.set_device_attributes(&device(), Some("sip:alice@example.com"), None)
+    svc.set_default_user(&device(), Some("sip:alice@example.com"), None)
         .await
         .expect("attributes");
     let remote = tier.remote();

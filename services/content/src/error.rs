@@ -37,6 +37,8 @@ pub enum ContentError {
     Malformed(String),
     #[error("invalid default user: {0}")]
     BadDefaultUser(KeyError),
+    #[error("invalid resync target: {0}")]
+    BadResync(String),
     #[error("not found")]
     NotFound,
     /// The change names a version at or below the key's current one.
@@ -68,6 +70,7 @@ impl ContentError {
             | Self::WrongKind(_)
             | Self::BadName(_)
             | Self::BadDefaultUser(_)
+            | Self::BadResync(_)
             | Self::BadChangeId(_) => 400,
             Self::BadContentType(_) => 415,
             Self::TooLarge { .. } => 413,
@@ -98,6 +101,7 @@ impl ContentError {
             Self::TypeNotAllowed { .. } => "type_not_allowed",
             Self::Malformed(_) => "malformed",
             Self::BadDefaultUser(_) => "bad_default_user",
+            Self::BadResync(_) => "bad_resync",
             Self::NotFound => "not_found",
             Self::Stale { .. } => "version_not_increasing",
             Self::BadChangeId(_) => "bad_change_id",

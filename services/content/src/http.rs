@@ -837,12 +837,17 @@ fn written(
     guard.written(resp, change_id)
 }
 
-/// The JSON body of `PUT /provision/v1/device/<id>`: `{"default_user": "sip:alice@example.com"}`
-/// sets the device's default user, `{"default_user": null}` or `{}` clears it.
+/// The JSON body of `PUT /provision/v1/device/<id>`, which replaces the device's attributes
+/// (an absent or `null` one is cleared, `{}` clears both):
+/// `{"default_user": "sip:alice@example.com", "resync": {"contact": "sip:1001@10.0.0.7:5062",
+/// "event": "check-sync", "username": "1001", "password": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceAttributes {
+    #[serde(default)]
     pub default_user: Option<String>,
+    #[serde(default)]
+    pub resync: Option<uaprof_api::ResyncTarget>,
 }
 
 /// Reads a device-attributes body. Only the JSON shape is checked here; the AoR is normalised
@@ -909,7 +914,7 @@ async fn provision_key(
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
     let r = service
-        .set_device_attributes(&key, attrs.default_user.as_deref(), timing)
+        .set_device_attributes(&key, attrs.default_user.as_deref(), attrs.resync, timing)
         .await;
     written(service, guard, r, false)
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use uaprof_api::ProfileKey;
+use uaprof_api::{ProfileKey, ResyncTarget};
 
 /// Change ids remembered per key for idempotency. A redelivered change is normally seen
 /// again within seconds (Kafka redelivers from the last commit); an older replay is caught by
@@ -37,11 +37,15 @@ pub(crate) struct KeyMeta {
     pub docs: BTreeMap<String, DocMeta>,
     /// Normalised AoR of the device's default user (device keys only).
     pub default_user: Option<String>,
+    /// Where the device's check-sync NOTIFY goes (device keys only). Redis keeps metadata as
+    /// JSON, which reads metadata written before this field as `None`.
+    #[serde(default)]
+    pub resync: Option<ResyncTarget>,
 }
 
 impl KeyMeta {
     pub fn is_live(&self) -> bool {
-        !self.docs.is_empty() || self.default_user.is_some()
+        !self.docs.is_empty() || self.default_user.is_some() || self.resync.is_some()
     }
 }
 
@@ -97,12 +101,26 @@ pub(crate) enum PreparedOp {
     },
     SetDefaultUser(Option<String>),
     DeleteKey,
+    // Journal records are positional: new variants go last.
+    SetResync(Option<ResyncTarget>),
+    SetAttributes {
+        default_user: Option<String>,
+        resync: Option<ResyncTarget>,
+    },
 }
 
 impl PreparedOp {
     /// Whether the change only makes sense on a key that has something to delete.
     pub fn is_delete(&self) -> bool {
         matches!(self, Self::DeleteDoc { .. } | Self::DeleteKey)
+    }
+
+    /// Whether the change can change a device's resync target (the feed tells notifiers).
+    pub fn touches_resync(&self) -> bool {
+        matches!(
+            self,
+            Self::SetResync(_) | Self::SetAttributes { .. } | Self::DeleteKey
+        )
     }
 }
 
@@ -187,11 +205,26 @@ pub(crate) fn apply(
             meta.default_user.clone_from(user);
             (created, BytesEffect::None)
         }
+        PreparedOp::SetResync(target) => {
+            let created = !meta.is_live();
+            meta.resync.clone_from(target);
+            (created, BytesEffect::None)
+        }
+        PreparedOp::SetAttributes {
+            default_user,
+            resync,
+        } => {
+            let created = !meta.is_live();
+            meta.default_user.clone_from(default_user);
+            meta.resync.clone_from(resync);
+            (created, BytesEffect::None)
+        }
         PreparedOp::DeleteKey => {
             if !meta.is_live() {
                 return Decision::NotFound;
             }
             meta.default_user = None;
+            meta.resync = None;
             let names = std::mem::take(&mut meta.docs).into_keys().collect();
             (false, BytesEffect::Delete(names))
         }

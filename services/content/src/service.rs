@@ -13,9 +13,10 @@ use redis_conn::{Conn, RedisConfig};
 use sha1::{Digest, Sha1};
 use tokio::sync::watch;
 use uaprof_api::change::valid_change_id;
+use uaprof_api::resync::ShownResyncTarget;
 use uaprof_api::{
     Change, ChangeOp, ContentResolver, DocumentRef, FeedError, ProfileChange, ProfileKey,
-    ProfileType, Resolution, ResolveError, ResolveRequest, Timing,
+    ProfileType, Resolution, ResolveError, ResolveRequest, ResyncTarget, Timing,
 };
 
 use crate::admission::FetchAdmission;
@@ -109,6 +110,8 @@ pub struct KeyListing {
     pub version: u64,
     pub documents: Vec<DocumentInfo>,
     pub default_user: Option<String>,
+    /// The device's resync target, without its password.
+    pub resync: Option<ShownResyncTarget>,
 }
 
 /// Where changes go instead of being applied in this process: the change topic. The content
@@ -344,18 +347,22 @@ impl ContentService {
             }
             ChangeOp::DeleteKey => PreparedOp::DeleteKey,
             ChangeOp::SetDefaultUser(user) => {
-                if !matches!(key, ProfileKey::Device(_)) {
-                    return Err(ContentError::WrongKind(format!(
-                        "a default user is only defined for device keys, not {}",
-                        key.kind()
-                    )));
+                device_only(key, "a default user")?;
+                PreparedOp::SetDefaultUser(default_user(user.as_deref())?)
+            }
+            ChangeOp::SetResync(target) => {
+                device_only(key, "a resync target")?;
+                PreparedOp::SetResync(resync_target(target.as_ref())?)
+            }
+            ChangeOp::SetAttributes {
+                default_user: user,
+                resync,
+            } => {
+                device_only(key, "device attributes")?;
+                PreparedOp::SetAttributes {
+                    default_user: default_user(user.as_deref())?,
+                    resync: resync_target(resync.as_ref())?,
                 }
-                let user = user
-                    .as_deref()
-                    .map(uaprof_api::key::normalize_aor)
-                    .transpose()
-                    .map_err(ContentError::BadDefaultUser)?;
-                PreparedOp::SetDefaultUser(user)
             }
         };
         let now_unix = match change.occurred_unix_ms {
@@ -469,7 +476,11 @@ impl ContentService {
     async fn check_room(&self, p: &Prepared) -> Result<(), ContentError> {
         let (name, size) = match &p.op {
             PreparedOp::Put { name, bytes, .. } => (Some(name), bytes.len() as u64),
-            PreparedOp::SetDefaultUser(Some(_)) => (None, 0),
+            PreparedOp::SetDefaultUser(Some(_)) | PreparedOp::SetResync(Some(_)) => (None, 0),
+            PreparedOp::SetAttributes {
+                default_user,
+                resync,
+            } if default_user.is_some() || resync.is_some() => (None, 0),
             _ => return Ok(()),
         };
         let meta = self.meta(&p.key).await?;
@@ -535,7 +546,9 @@ impl ContentService {
                 return self.rejected(Err(ContentError::NotFound));
             }
             PreparedOp::Put { name, .. } => !exists(name),
-            PreparedOp::SetDefaultUser(_) => !current.as_ref().is_some_and(KeyMeta::is_live),
+            PreparedOp::SetDefaultUser(_)
+            | PreparedOp::SetResync(_)
+            | PreparedOp::SetAttributes { .. } => !current.as_ref().is_some_and(KeyMeta::is_live),
             _ => false,
         };
         if let Err(e) = log.append(&change).await {
@@ -623,13 +636,29 @@ impl ContentService {
 
     /// Sets (or clears, with `None`) the default user of a device. The user's documents are
     /// part of the device's profile, so this bumps the device version and emits a change.
-    pub async fn set_device_attributes(
+    pub async fn set_default_user(
         &self,
         key: &ProfileKey,
         default_user: Option<&str>,
         timing: impl Into<Timing>,
     ) -> Result<WriteReceipt, ContentError> {
         let op = ChangeOp::SetDefaultUser(default_user.map(str::to_owned));
+        self.submit(Self::api_change(key, op, timing.into())).await
+    }
+
+    /// Replaces a device's attributes, its default user and its resync target (`None`
+    /// clears), as one change.
+    pub async fn set_device_attributes(
+        &self,
+        key: &ProfileKey,
+        default_user: Option<&str>,
+        resync: Option<ResyncTarget>,
+        timing: impl Into<Timing>,
+    ) -> Result<WriteReceipt, ContentError> {
+        let op = ChangeOp::SetAttributes {
+            default_user: default_user.map(str::to_owned),
+            resync,
+        };
         self.submit(Self::api_change(key, op, timing.into())).await
     }
 
@@ -753,6 +782,7 @@ impl ContentService {
                 })
                 .collect(),
             default_user: meta.default_user,
+            resync: meta.resync.as_ref().map(ResyncTarget::shown),
         }))
     }
 
@@ -919,6 +949,9 @@ impl ContentService {
             depends_on,
             known: subject_meta.is_some_and(KeyMeta::is_live),
             folder_url,
+            resync: subject_meta
+                .filter(|_| matches!(subject, ProfileKey::Device(_)))
+                .and_then(|m| m.resync.clone()),
         }
     }
 
@@ -977,7 +1010,35 @@ fn op_label(op: &PreparedOp) -> &'static str {
         PreparedOp::DeleteDoc { .. } => "delete_document",
         PreparedOp::SetDefaultUser(_) => "set_default_user",
         PreparedOp::DeleteKey => "delete_key",
+        PreparedOp::SetResync(_) => "set_resync",
+        PreparedOp::SetAttributes { .. } => "set_attributes",
     }
+}
+
+/// Refuses a device attribute (`what`) on any other kind of key.
+fn device_only(key: &ProfileKey, what: &str) -> Result<(), ContentError> {
+    if matches!(key, ProfileKey::Device(_)) {
+        return Ok(());
+    }
+    Err(ContentError::WrongKind(format!(
+        "{what} is only defined for device keys, not {}",
+        key.kind()
+    )))
+}
+
+/// A default user's AoR, normalised.
+fn default_user(user: Option<&str>) -> Result<Option<String>, ContentError> {
+    user.map(uaprof_api::key::normalize_aor)
+        .transpose()
+        .map_err(ContentError::BadDefaultUser)
+}
+
+/// A resync target, checked.
+fn resync_target(target: Option<&ResyncTarget>) -> Result<Option<ResyncTarget>, ContentError> {
+    if let Some(t) = target {
+        t.validate().map_err(ContentError::BadResync)?;
+    }
+    Ok(target.cloned())
 }
 
 fn receipt_for(p: &Prepared) -> WriteReceipt {
@@ -995,7 +1056,10 @@ fn receipt_for(p: &Prepared) -> WriteReceipt {
             Some(content_id.clone()),
         ),
         PreparedOp::DeleteDoc { name } => (Some(name.clone()), None, None, None),
-        PreparedOp::SetDefaultUser(_) | PreparedOp::DeleteKey => (None, None, None, None),
+        PreparedOp::SetDefaultUser(_)
+        | PreparedOp::DeleteKey
+        | PreparedOp::SetResync(_)
+        | PreparedOp::SetAttributes { .. } => (None, None, None, None),
     };
     WriteReceipt {
         change_id: p.change_id.clone(),

@@ -45,13 +45,15 @@ impl KeyEntry {
 }
 
 /// One retained change. The seq is implicit (contiguous), and keys are interned, which keeps
-/// an entry at 24 bytes: a million retained changes cost about 24 MiB.
+/// an entry at 32 bytes: a million retained changes cost about 32 MiB.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct ChangeEntry {
     key_id: u32,
     version: u64,
     effective_by: Option<u32>,
     rollout_window: Option<u32>,
+    /// The change could change the device's resync target ([`ProfileChange::resync`]).
+    resync: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,7 +109,7 @@ pub(crate) struct Store {
     live_keys: u64,
 }
 
-/// Layout 2 of [`Store`], the serialised form (everything skipped above is rebuilt on load).
+/// Layout 3 of [`Store`], the serialised form (everything skipped above is rebuilt on load).
 /// Field order must match `Store`'s serialised fields: postcard is positional.
 #[derive(Deserialize)]
 struct StoreRepr {
@@ -118,6 +120,94 @@ struct StoreRepr {
     version_floor: u64,
 }
 
+/// Layout 2: keys without a resync target, changes without the resync flag.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StoreReprV2 {
+    entries: Vec<Option<KeyEntryV2>>,
+    last_seq: u64,
+    changes: VecDeque<ChangeEntryV2>,
+    retention: u64,
+    version_floor: u64,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct KeyEntryV2 {
+    key: ProfileKey,
+    meta: KeyMetaV2,
+    recent: Recent,
+    #[serde(with = "bytes_map")]
+    bytes: BTreeMap<String, Bytes>,
+    last_change: u64,
+}
+
+/// [`KeyMeta`] of layouts 1 and 2.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct KeyMetaV2 {
+    version: u64,
+    docs: BTreeMap<String, model::DocMeta>,
+    default_user: Option<String>,
+}
+
+impl From<KeyMetaV2> for KeyMeta {
+    fn from(m: KeyMetaV2) -> Self {
+        Self {
+            version: m.version,
+            docs: m.docs,
+            default_user: m.default_user,
+            resync: None,
+        }
+    }
+}
+
+/// [`ChangeEntry`] of layouts 1 and 2.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct ChangeEntryV2 {
+    key_id: u32,
+    version: u64,
+    effective_by: Option<u32>,
+    rollout_window: Option<u32>,
+}
+
+impl From<ChangeEntryV2> for ChangeEntry {
+    fn from(c: ChangeEntryV2) -> Self {
+        Self {
+            key_id: c.key_id,
+            version: c.version,
+            effective_by: c.effective_by,
+            rollout_window: c.rollout_window,
+            resync: false,
+        }
+    }
+}
+
+impl From<StoreReprV2> for StoreRepr {
+    fn from(r: StoreReprV2) -> Self {
+        Self {
+            entries: r
+                .entries
+                .into_iter()
+                .map(|slot| {
+                    slot.map(|e| KeyEntry {
+                        key: e.key,
+                        meta: e.meta.into(),
+                        recent: e.recent,
+                        bytes: e.bytes,
+                        last_change: e.last_change,
+                    })
+                })
+                .collect(),
+            last_seq: r.last_seq,
+            changes: r.changes.into_iter().map(ChangeEntry::from).collect(),
+            retention: r.retention,
+            version_floor: r.version_floor,
+        }
+    }
+}
+
 /// Layout 1: no forgotten tombstones, so no free slots and no floor, and keys without the
 /// seq of their last change.
 #[derive(Deserialize)]
@@ -125,7 +215,7 @@ struct StoreRepr {
 struct StoreReprV1 {
     entries: Vec<KeyEntryV1>,
     last_seq: u64,
-    changes: VecDeque<ChangeEntry>,
+    changes: VecDeque<ChangeEntryV2>,
     retention: u64,
 }
 
@@ -133,7 +223,7 @@ struct StoreReprV1 {
 #[cfg_attr(test, derive(Serialize))]
 struct KeyEntryV1 {
     key: ProfileKey,
-    meta: KeyMeta,
+    meta: KeyMetaV2,
     recent: Recent,
     #[serde(with = "bytes_map")]
     bytes: BTreeMap<String, Bytes>,
@@ -149,7 +239,7 @@ impl From<StoreReprV1> for Store {
             .map(|e| {
                 Some(KeyEntry {
                     key: e.key,
-                    meta: e.meta,
+                    meta: e.meta.into(),
                     recent: e.recent,
                     bytes: e.bytes,
                     last_change: 0,
@@ -165,7 +255,7 @@ impl From<StoreReprV1> for Store {
         let mut store = Self::from(StoreRepr {
             entries,
             last_seq: r.last_seq,
-            changes: r.changes,
+            changes: r.changes.into_iter().map(ChangeEntry::from).collect(),
             retention: r.retention,
             version_floor: 0,
         });
@@ -227,7 +317,7 @@ impl journal::Replay for Store {
     type Op = Op;
     type Outcome = Result<Outcome, ApplyError>;
 
-    const STATE_FORMAT: u32 = 2;
+    const STATE_FORMAT: u32 = 3;
 
     fn apply(&mut self, op: Op) -> Self::Outcome {
         match op {
@@ -248,9 +338,12 @@ impl journal::Replay for Store {
             1 => postcard::from_bytes::<StoreReprV1>(bytes)
                 .map(Self::from)
                 .map_err(|e| e.to_string()),
-            2 => postcard::from_bytes(bytes).map_err(|e| e.to_string()),
+            2 => postcard::from_bytes::<StoreReprV2>(bytes)
+                .map(|r| Self::from(StoreRepr::from(r)))
+                .map_err(|e| e.to_string()),
+            3 => postcard::from_bytes(bytes).map_err(|e| e.to_string()),
             other => Err(format!(
-                "content store layout {other}, this build reads 1 and 2"
+                "content store layout {other}, this build reads 1 to 3"
             )),
         }
     }
@@ -323,6 +416,7 @@ impl Store {
             version,
             effective_by: change.effective_by,
             rollout_window: change.rollout_window,
+            resync: change.op.touches_resync(),
         });
         self.trim();
         Ok(Outcome { decision, seq })
@@ -437,6 +531,7 @@ impl Store {
                     effective_by: c.effective_by,
                     rollout_window: c.rollout_window,
                     traceparent: None,
+                    resync: c.resync,
                 })
             })
             .collect())
@@ -569,7 +664,7 @@ mod tests {
         version(&mut s, delete(&a, "a3"));
         version(&mut s, put(&b, "b1", "x.xml"));
         let bytes = postcard::to_allocvec(&s).expect("encode");
-        let mut back = Store::decode_snapshot(2, &bytes).expect("decode");
+        let mut back = Store::decode_snapshot(3, &bytes).expect("decode");
         assert_eq!(
             (back.live_keys(), back.tombstones(), back.doc_bytes()),
             (1, 0, 4)
@@ -582,9 +677,10 @@ mod tests {
     fn layout_one_migrates_and_forgets_tombstones_already_out_of_the_log() {
         let (a, b, c) = (device(1), device(2), device(3));
         let entry = |key: &ProfileKey, version: u64, live: bool| {
-            let mut meta = KeyMeta {
+            let mut meta = KeyMetaV2 {
                 version,
-                ..KeyMeta::default()
+                docs: BTreeMap::new(),
+                default_user: None,
             };
             let mut bytes = BTreeMap::new();
             if live {
@@ -598,7 +694,7 @@ mod tests {
                 bytes,
             }
         };
-        let change = |key_id, version| ChangeEntry {
+        let change = |key_id, version| ChangeEntryV2 {
             key_id,
             version,
             effective_by: None,
@@ -673,6 +769,55 @@ mod tests {
         );
         assert!(s.changes_after(5, 10).expect("empty").is_empty());
         assert!(s.changes_after(9, 10).is_err());
+    }
+
+    #[test]
+    fn layout_two_migrates_without_resync_targets() {
+        let key = device(1);
+        let mut docs = BTreeMap::new();
+        docs.insert(
+            "x.xml".to_owned(),
+            model::DocMeta {
+                content_type: "application/xml".into(),
+                sha1_hex: "00".into(),
+                size: 4,
+                version: 3,
+                content_id: "c@h".into(),
+                updated_unix: 1,
+            },
+        );
+        let old = StoreReprV2 {
+            entries: vec![Some(KeyEntryV2 {
+                key: key.clone(),
+                meta: KeyMetaV2 {
+                    version: 3,
+                    docs,
+                    default_user: Some("u@example.com".into()),
+                },
+                recent: Recent::default(),
+                bytes: [("x.xml".to_owned(), Bytes::from_static(b"<x/>"))].into(),
+                last_change: 3,
+            })],
+            last_seq: 3,
+            changes: [ChangeEntryV2 {
+                key_id: 0,
+                version: 3,
+                effective_by: Some(60),
+                rollout_window: None,
+            }]
+            .into(),
+            retention: 10,
+            version_floor: 0,
+        };
+        let bytes = postcard::to_allocvec(&old).expect("encode");
+        let s = Store::decode_snapshot(2, &bytes).expect("migrates");
+        let e = s.entry(&key).expect("kept");
+        assert_eq!(e.meta.default_user.as_deref(), Some("u@example.com"));
+        assert_eq!(e.meta.resync, None);
+        let feed = s.changes_after(2, 10).expect("feed");
+        assert_eq!((feed[0].version, feed[0].effective_by), (3, Some(60)));
+        assert!(!feed[0].resync);
+        assert_eq!((s.live_keys(), s.doc_bytes()), (1, 4));
     }
 
     #[test]

@@ -351,9 +351,53 @@ async fn errors_are_json_with_the_right_status() {
     assert_eq!(r.json()["seq"], 1);
     let r = s.call(Method::GET, dev, &[], b"").await;
     assert_eq!(r.json()["default_user"], "Alice@example.com");
+    assert_eq!(r.json()["resync"], serde_json::Value::Null);
+
+    // A resync target: its password is never shown; a bad one is refused and changes nothing.
+    let target = br#"{"default_user": "sip:Alice@Example.com", "resync": {"contact": "sip:1001@10.0.0.7:5062", "event": "check-sync", "username": "1001", "password": "s3cret"}}"#;
+    assert_eq!(
+        s.call(Method::PUT, dev, &[], target).await.status,
+        StatusCode::OK
+    );
+    for bad in [
+        &br#"{"resync": {"contact": "tel:+15551234"}}"#[..],
+        br#"{"resync": {"contact": "sip:h", "username": "1001"}}"#,
+        br#"{"resync": {"contact": "sip:h", "event": "check sync"}}"#,
+        br#"{"resync": {"contact": "sip:h", "secret": "x"}}"#,
+    ] {
+        let r = s.call(Method::PUT, dev, &[], bad).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let r = s.call(Method::GET, dev, &[], b"").await;
+    assert_eq!(r.json()["version"], 2, "the refused PUTs wrote nothing");
+    let shown = r.json()["resync"].clone();
+    assert_eq!(shown["contact"], "sip:1001@10.0.0.7:5062");
+    assert_eq!(shown["event"], "check-sync");
+    assert_eq!(shown["username"], "1001");
+    assert_eq!(shown["password_set"], true);
+    assert!(!String::from_utf8_lossy(&r.body).contains("s3cret"));
+    // The PUT replaces every attribute: without them, both are cleared.
+    assert_eq!(
+        s.call(Method::PUT, dev, &[], b"{}").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.call(Method::GET, dev, &[], b"").await.status,
+        StatusCode::NOT_FOUND,
+        "nothing is provisioned for the device any more"
+    );
+    assert_eq!(
+        s.call(Method::PUT, dev, &[], target).await.status,
+        StatusCode::OK
+    );
     let r = s.call(Method::DELETE, dev, &[], b"").await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json()["version"], 2);
+    assert_eq!(r.json()["version"], 5);
     s.stop().await;
 }
 

@@ -164,12 +164,11 @@ async fn rejected_writes_change_nothing_on(svc: Arc<ContentService>) {
             400,
         ),
         (
-            svc.set_device_attributes(&dev, Some("not an aor"), None)
-                .await,
+            svc.set_default_user(&dev, Some("not an aor"), None).await,
             400,
         ),
         (
-            svc.set_device_attributes(&user(), Some("sip:bob@example.com"), None)
+            svc.set_default_user(&user(), Some("sip:bob@example.com"), None)
                 .await,
             400,
         ),
@@ -304,7 +303,7 @@ async fn device_resolution_on(svc: Arc<ContentService>) {
         .await
         .expect("put");
     let r = svc
-        .set_device_attributes(&dev, Some("sip:alice@EXAMPLE.com;transport=tcp"), None)
+        .set_default_user(&dev, Some("sip:alice@EXAMPLE.com;transport=tcp"), None)
         .await
         .expect("attrs");
     assert_eq!(r.version, Some(2));
@@ -390,9 +389,7 @@ async fn device_resolution_on(svc: Arc<ContentService>) {
     assert_eq!(res.documents.len(), 1, "class documents still apply");
 
     // Clearing the default user drops the user's documents from the device's profile.
-    svc.set_device_attributes(&dev, None, None)
-        .await
-        .expect("attrs");
+    svc.set_default_user(&dev, None, None).await.expect("attrs");
     assert_eq!(
         svc.resolve(&no_class)
             .await
@@ -864,7 +861,7 @@ async fn the_embedded_store_is_bounded_in_keys_and_bytes() {
     );
     let other = ProfileKey::device("00df1e00aaaa").expect("key");
     let err = svc
-        .set_device_attributes(&other, Some("sip:bob@example.com"), None)
+        .set_default_user(&other, Some("sip:bob@example.com"), None)
         .await
         .expect_err("a default user makes a key too");
     assert_eq!(err.http_status(), 507, "{err}");

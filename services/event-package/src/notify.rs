@@ -44,6 +44,9 @@ pub struct NotifyParams<'a> {
     pub body: Option<&'a NotifyBody>,
     pub max_forwards: u8,
     pub user_agent: Option<&'a str>,
+    /// An `Authorization` or `Proxy-Authorization` header (name, value): the answer to the
+    /// challenge of an earlier attempt.
+    pub authorization: Option<(&'a str, &'a str)>,
 }
 
 /// Builds the whole NOTIFY request.
@@ -67,6 +70,7 @@ pub fn build_notify(p: &NotifyParams) -> Vec<u8> {
         + p.etag.len()
         + ALLOW_EVENTS.len()
         + p.user_agent.map_or(0, |u| u.len() + 14)
+        + p.authorization.map_or(0, |(n, v)| n.len() + v.len() + 4)
         + body_headers
         + body_len;
     let mut out = Vec::with_capacity(estimate);
@@ -119,6 +123,9 @@ pub fn build_notify(p: &NotifyParams) -> Vec<u8> {
     push_header(&mut out, "Allow-Events", ALLOW_EVENTS);
     if let Some(ua) = p.user_agent {
         push_header(&mut out, "User-Agent", ua);
+    }
+    if let Some((name, value)) = p.authorization {
+        push_header(&mut out, name, value);
     }
 
     if let Some(body) = p.body {
@@ -177,6 +184,7 @@ mod tests {
             body,
             max_forwards: 70,
             user_agent: Some("uaprof/0.1"),
+            authorization: None,
         }
     }
 

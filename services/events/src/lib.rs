@@ -17,7 +17,7 @@ pub mod proto {
 
 use prost::Message;
 use uaprof_api::change::valid_change_id;
-use uaprof_api::{Change, ChangeOp, KeyError, ProfileKey, Timing};
+use uaprof_api::{Change, ChangeOp, KeyError, ProfileKey, ResyncTarget, Timing};
 
 /// Why a record is not a valid event. Every variant is a permanent rejection: the record is
 /// dead-lettered with [`EventError::reason`] and never retried.
@@ -126,6 +126,14 @@ pub fn decode_change(record_key: Option<&[u8]>, payload: &[u8]) -> Result<Change
         Operation::SetDefaultUser(u) => {
             ChangeOp::SetDefaultUser(Some(u.user).filter(|u| !u.is_empty()))
         }
+        Operation::SetResync(r) => ChangeOp::SetResync(resync_from_wire(r)?),
+        Operation::SetDeviceAttributes(a) => ChangeOp::SetAttributes {
+            default_user: Some(a.default_user).filter(|u| !u.is_empty()),
+            resync: match a.resync {
+                Some(r) => resync_from_wire(r)?,
+                None => None,
+            },
+        },
     };
     let timing = match ev.timing {
         None => Timing::default(),
@@ -169,6 +177,14 @@ pub fn encode_change(change: &Change) -> Result<(String, Vec<u8>), EventError> {
         ChangeOp::SetDefaultUser(u) => Operation::SetDefaultUser(proto::SetDefaultUser {
             user: u.clone().unwrap_or_default(),
         }),
+        ChangeOp::SetResync(t) => Operation::SetResync(resync_to_wire(t.as_ref())),
+        ChangeOp::SetAttributes {
+            default_user,
+            resync,
+        } => Operation::SetDeviceAttributes(proto::SetDeviceAttributes {
+            default_user: default_user.clone().unwrap_or_default(),
+            resync: resync.as_ref().map(|t| resync_to_wire(Some(t))),
+        }),
     };
     let timing = match (change.timing.effective_by, change.timing.rollout_window) {
         (Some(_), Some(_)) => return Err(EventError::BothTimings),
@@ -188,6 +204,35 @@ pub fn encode_change(change: &Change) -> Result<(String, Vec<u8>), EventError> {
     Ok((record_key(&change.key), ev.encode_to_vec()))
 }
 
+/// A `SetResync` as a target: an empty contact clears it, and then nothing else may be set.
+fn resync_from_wire(r: proto::SetResync) -> Result<Option<ResyncTarget>, EventError> {
+    let opt = |s: String| Some(s).filter(|s| !s.is_empty());
+    if r.contact.is_empty() {
+        if !(r.event.is_empty() && r.username.is_empty() && r.password.is_empty()) {
+            return Err(EventError::Missing("set_resync.contact"));
+        }
+        return Ok(None);
+    }
+    Ok(Some(ResyncTarget {
+        contact: r.contact,
+        event: opt(r.event),
+        username: opt(r.username),
+        password: opt(r.password),
+    }))
+}
+
+fn resync_to_wire(t: Option<&ResyncTarget>) -> proto::SetResync {
+    let Some(t) = t else {
+        return proto::SetResync::default();
+    };
+    proto::SetResync {
+        contact: t.contact.clone(),
+        event: t.event.clone().unwrap_or_default(),
+        username: t.username.clone().unwrap_or_default(),
+        password: t.password.clone().unwrap_or_default(),
+    }
+}
+
 /// What the content tier published after applying a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -198,6 +243,8 @@ pub struct Applied {
     pub occurred_unix_ms: u64,
     pub applied_unix_ms: u64,
     pub applied_by: String,
+    /// The change could change the device's resync target.
+    pub resync: bool,
 }
 
 impl Applied {
@@ -210,6 +257,7 @@ impl Applied {
             effective_by: self.timing.effective_by,
             rollout_window: self.timing.rollout_window,
             traceparent: None,
+            resync: self.resync,
         }
     }
 }
@@ -224,6 +272,7 @@ pub fn encode_applied(a: &Applied) -> Vec<u8> {
         occurred_unix_ms: a.occurred_unix_ms,
         applied_unix_ms: a.applied_unix_ms,
         applied_by: a.applied_by.clone(),
+        resync: a.resync,
     }
     .encode_to_vec()
 }
@@ -242,6 +291,7 @@ pub fn decode_applied(payload: &[u8]) -> Result<Applied, EventError> {
         occurred_unix_ms: a.occurred_unix_ms,
         applied_unix_ms: a.applied_unix_ms,
         applied_by: a.applied_by,
+        resync: a.resync,
     })
 }
 
@@ -368,6 +418,7 @@ mod tests {
             occurred_unix_ms: 1,
             applied_unix_ms: 2,
             applied_by: "content-a".into(),
+            resync: true,
         };
         assert_eq!(decode_applied(&encode_applied(&a)), Ok(a.clone()));
         assert_eq!(a.to_feed(9).effective_by, Some(10));

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use events::{Applied, decode_applied, decode_change, encode_applied, encode_change};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use uaprof_api::{Change, ChangeOp, ProfileKey, Timing};
+use uaprof_api::{Change, ChangeOp, ProfileKey, ResyncTarget, Timing};
 
 /// Keys in their normal form, one strategy per kind.
 fn key() -> impl Strategy<Value = ProfileKey> {
@@ -56,7 +56,31 @@ fn op() -> impl Strategy<Value = ChangeOp> {
         Just(ChangeOp::DeleteKey),
         // The wire has no "unset" apart from the empty string.
         proptest::option::of("\\PC{1,20}").prop_map(ChangeOp::SetDefaultUser),
+        proptest::option::of(resync()).prop_map(ChangeOp::SetResync),
+        (
+            proptest::option::of("\\PC{1,20}"),
+            proptest::option::of(resync())
+        )
+            .prop_map(|(default_user, resync)| ChangeOp::SetAttributes {
+                default_user,
+                resync
+            }),
     ]
+}
+
+/// A target as the wire can carry it: unset fields are empty strings there.
+fn resync() -> impl Strategy<Value = ResyncTarget> {
+    (
+        "\\PC{1,40}",
+        proptest::option::of("\\PC{1,12}"),
+        proptest::option::of(("\\PC{1,12}", "\\PC{1,12}")),
+    )
+        .prop_map(|(contact, event, creds)| ResyncTarget {
+            contact,
+            event,
+            username: creds.as_ref().map(|c| c.0.clone()),
+            password: creds.map(|c| c.1),
+        })
 }
 
 fn change() -> impl Strategy<Value = Change> {
@@ -112,11 +136,12 @@ proptest! {
         effective_by in proptest::option::of(any::<u32>()),
         rollout_window in proptest::option::of(any::<u32>()),
         occurred_unix_ms in any::<u64>(), applied_unix_ms in any::<u64>(), applied_by in "\\PC{0,16}",
+        resync in any::<bool>(),
     ) {
         let a = Applied {
             change_id, key, version,
             timing: Timing { effective_by, rollout_window },
-            occurred_unix_ms, applied_unix_ms, applied_by,
+            occurred_unix_ms, applied_unix_ms, applied_by, resync,
         };
         prop_assert_eq!(decode_applied(&encode_applied(&a)), Ok(a));
     }

@@ -28,7 +28,8 @@ use crate::limits::SourceBuckets;
 use crate::store::SubId;
 use crate::transport::Outbound;
 use crate::wire::{
-    EngineMsg, NotifyKind, Origin, OutNotify, Reply, overload_response, retry_after_in,
+    CheckSyncRequest, EngineMsg, NotifyKind, Origin, OutNotify, Reply, overload_response,
+    retry_after_in,
 };
 
 /// Capacity of the engine's inbound channel. At 20k messages/s this is about half a second of
@@ -51,7 +52,9 @@ struct Sent {
     kind: NotifyKind,
     at: Instant,
     origin: Origin,
-    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    peer: Peer,
+    resend: Option<Box<CheckSyncRequest>>,
 }
 
 pub struct Engine {
@@ -472,7 +475,9 @@ impl Engine {
                 kind: n.kind,
                 at: now,
                 origin: n.origin,
-                _budget: n.budget,
+                budget: n.budget,
+                peer: n.peer,
+                resend: n.resend,
             },
         );
         self.inflight.insert(
@@ -489,8 +494,100 @@ impl Engine {
         if let Some(ClientEvent::Final { id, status }) =
             self.client.on_response(resp, Instant::now())
         {
+            if (status == 401 || status == 407) && self.answer_challenge(id, status, resp) {
+                return;
+            }
             self.finish(id, Some(status));
         }
+    }
+
+    /// Answers a check-sync NOTIFY's digest challenge once, with the operator's credentials
+    /// for the phone: the same request (Call-ID, tags) on a new branch with the next CSeq.
+    /// False when there is nothing to answer with, or it was answered before (a wrong
+    /// password is reported, not retried).
+    fn answer_challenge(&mut self, id: ClientId, status: u16, resp: &rsip::Response) -> bool {
+        let Some(sent) = self.sent.get_mut(&id) else {
+            return false;
+        };
+        let Some(mut request) = sent.resend.take() else {
+            return false;
+        };
+        let (challenge_header, answer_header) = if status == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let outcome = match (&request.credentials, request.answered) {
+            (None, _) => Err(("no_credentials", "no credentials for the phone")),
+            (Some(_), true) => Err(("credentials_refused", "the phone refused the answer")),
+            (Some((user, password)), false) => {
+                let is_digest = |v: &&str| {
+                    v.trim_start()
+                        .get(..7)
+                        .is_some_and(|d| d.eq_ignore_ascii_case("digest "))
+                };
+                let challenges: Vec<&str> = message::headers_all(&resp.headers, challenge_header)
+                    .filter(is_digest)
+                    .collect();
+                let answer = |c: &&str| {
+                    uaprof_api::digest::answer_challenge(
+                        c,
+                        "NOTIFY",
+                        &request.request_uri,
+                        user,
+                        password,
+                        1,
+                    )
+                };
+                // SHA-256 first when the phone offers both (RFC 8760 §2.4).
+                let sha256 = challenges
+                    .iter()
+                    .filter(|c| c.to_ascii_uppercase().contains("SHA-256"))
+                    .find_map(|c| answer(c).ok());
+                match (sha256, challenges.first()) {
+                    (Some(a), _) => Ok(a),
+                    (None, Some(c)) => answer(c).map_err(|e| ("unanswerable", e)),
+                    (None, None) => Err(("no_challenge", "no Digest challenge")),
+                }
+            }
+        };
+        let answer = match outcome {
+            Ok(a) => a,
+            Err((label, why)) => {
+                counter!("check_sync_auth_failed_total", "reason" => label).increment(1);
+                info!(sub = %sent.sub, status, reason = why, "check-sync NOTIFY challenged; not answered");
+                return false;
+            }
+        };
+        let Some(sent) = self.sent.remove(&id) else {
+            return false;
+        };
+        gauge!("notifier_notifies_inflight", "priority" => sent.origin.priority_label())
+            .decrement(1.0);
+        request.cseq = request.cseq.saturating_add(1);
+        request.answered = true;
+        let branch = message::new_branch();
+        let bytes = Bytes::from(request.build(&branch, Some((answer_header, &answer))));
+        counter!("check_sync_challenges_answered_total").increment(1);
+        let queued = self.end_inflight(sent.sub, id);
+        self.start_notify(OutNotify {
+            sub: sent.sub,
+            peer: sent.peer,
+            branch,
+            bytes,
+            etag: sent.etag,
+            terminal: sent.terminal,
+            kind: sent.kind,
+            origin: sent.origin,
+            budget: sent.budget,
+            resend: Some(request),
+        });
+        if let Some(q) = queued
+            && let Some(f) = self.inflight.get_mut(&sent.sub)
+        {
+            f.queued = Some(q);
+        }
+        true
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -506,6 +603,20 @@ impl Engine {
             }
         }
         gauge!("sip_server_transactions").set(self.server.len() as f64);
+    }
+
+    /// Ends the dialog's NOTIFY transaction `id` in flight, returning the NOTIFY queued
+    /// behind it.
+    fn end_inflight(&mut self, sub: SubId, id: ClientId) -> Option<OutNotify> {
+        match self.inflight.remove(&sub) {
+            Some(f) if f.client == id => f.queued,
+            Some(other) => {
+                // Not ours (should not happen): put it back untouched.
+                self.inflight.insert(sub, other);
+                None
+            }
+            None => None,
+        }
     }
 
     /// A NOTIFY transaction ended with `status` (`None`: Timer F fired).
@@ -524,17 +635,13 @@ impl Engine {
         counter!("notify_completed_total", "kind" => sent.kind.label(), "outcome" => outcome)
             .increment(1);
         histogram!("notify_round_trip_seconds").record(sent.at.elapsed().as_secs_f64());
-        let queued = match self.inflight.remove(&sent.sub) {
-            Some(f) if f.client == id => f.queued,
-            Some(other) => {
-                // Not ours (should not happen): put it back untouched.
-                self.inflight.insert(sent.sub, other);
-                None
-            }
-            None => None,
-        };
+        let queued = self.end_inflight(sent.sub, id);
         let check_sync = sent.kind == NotifyKind::CheckSync;
         if check_sync {
+            let outcome = match status {
+                Some(401 | 407) => "auth_failed",
+                _ => outcome,
+            };
             counter!("check_sync_notifies_total", "outcome" => outcome).increment(1);
         }
         // A check-sync record is no dialog a failure could end: it stays for the next change

@@ -67,11 +67,13 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
             _ = shutdown.cancelled() => return,
             b = feed.next_batch(FEED_BATCH, FEED_WAIT) => b,
         };
+        let mut targets = Vec::new();
         let (mut jobs, seq, span) = match batch {
             Ok(changes) if changes.is_empty() => continue,
             Ok(changes) => {
                 counter!("fanout_changes_total").increment(changes.len() as u64);
                 let last = changes.iter().map(|c| c.seq).max().unwrap_or_default();
+                targets = resync_targets(&changes);
                 (coalesce(&changes), last, batch_span(&changes))
             }
             Err(FeedError::Gap {
@@ -111,6 +113,12 @@ async fn consume(ctx: Arc<Ctx>, mut feed: Box<dyn ChangeSource>, shutdown: Cance
         }
         prewarm(&ctx, &jobs);
         if !record(&ctx, &jobs, &shutdown)
+            .instrument(span.clone())
+            .await
+        {
+            return;
+        }
+        if !sync_targets(&ctx, &targets, &shutdown)
             .instrument(span.clone())
             .await
         {
@@ -242,6 +250,40 @@ async fn record(ctx: &Ctx, jobs: &[FanoutJob], shutdown: &CancellationToken) -> 
             }
         }
     }
+}
+
+/// The devices whose resync target the changes may have changed, once each.
+fn resync_targets(changes: &[ProfileChange]) -> Vec<ProfileKey> {
+    let mut keys: Vec<ProfileKey> = changes
+        .iter()
+        .filter(|c| c.resync && matches!(c.key, ProfileKey::Device(_)))
+        .map(|c| c.key.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Brings the devices' check-sync records in line with their resync targets before the
+/// changes are committed (so a node that dies meanwhile leaves them to the next reader of
+/// the feed), retrying what may pass. `false` on shutdown.
+async fn sync_targets(ctx: &Ctx, devices: &[ProfileKey], shutdown: &CancellationToken) -> bool {
+    for device in devices {
+        loop {
+            match crate::checksync::sync_target(ctx, device).await {
+                Ok(()) => break,
+                Err(e) => {
+                    counter!("store_errors_total", "op" => "check_sync_target").increment(1);
+                    warn!(%e, %device, "resync target not applied yet; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(RETRY_BACKOFF) => {}
+                    }
+                }
+            }
+        }
+    }
+    true
 }
 
 async fn commit(ctx: &Ctx, feed: &mut dyn ChangeSource, seq: u64, shutdown: &CancellationToken) {

@@ -15,6 +15,7 @@
 //!
 //! [`run`] wires these together for one node, and [`publish_held`] samples what it holds.
 
+pub mod checksync;
 pub mod config;
 pub mod dialect;
 pub mod digest;

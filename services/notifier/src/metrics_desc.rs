@@ -59,7 +59,19 @@ pub fn describe() {
     );
     describe_counter!(
         "check_sync_notifies_total",
-        "Out-of-dialog resync NOTIFYs to remembered plug-and-play phones that ended, by outcome (2xx, failure, timeout)"
+        "Out-of-dialog check-sync NOTIFYs that ended, by outcome (2xx, failure, timeout, auth_failed; unroutable: not sent)"
+    );
+    describe_counter!(
+        "check_sync_targets_total",
+        "Check-sync records aimed at (set) or removed for (cleared) a resync target the operator set on a device"
+    );
+    describe_counter!(
+        "check_sync_challenges_answered_total",
+        "Digest challenges (401/407) to check-sync NOTIFYs answered with the operator's credentials"
+    );
+    describe_counter!(
+        "check_sync_auth_failed_total",
+        "Digest challenges to check-sync NOTIFYs not answered, by reason (no_credentials, credentials_refused, no_challenge, unanswerable)"
     );
     describe_counter!(
         "check_sync_forgotten_total",

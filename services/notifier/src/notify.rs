@@ -17,7 +17,7 @@ use uaprof_api::Resolution;
 use crate::Ctx;
 use crate::store::{PackageName, Subscription};
 use crate::target::{self, TargetError};
-use crate::wire::{NotifyKind, OutNotify};
+use crate::wire::{CheckSyncRequest, NotifyKind, OutNotify};
 
 /// Max-Forwards on our NOTIFYs (RFC 3261 §8.1.1.6 recommends 70).
 const MAX_FORWARDS: u8 = 70;
@@ -63,7 +63,8 @@ pub struct Route {
 /// the Contact's port, where an RFC 3261 UA listens; the flow's own port was the phone's
 /// ephemeral one. Over UDP, the packet's source, never a Contact naming some other host (that
 /// would let a forged SUBSCRIBE aim NOTIFYs at a third party). A route set's first hop must
-/// pass [`target::check`].
+/// pass [`target::check`]. A check-sync record aimed at the operator's target (it has no
+/// source) goes to its contact, resolved like a route set's first hop.
 pub async fn route(ctx: &Ctx, sub: &Subscription) -> Result<Route, NotifyError> {
     let t = sub.dialog.target();
     let unroutable = || NotifyError::Unroutable(t.next_hop.clone());
@@ -74,7 +75,10 @@ pub async fn route(ctx: &Ctx, sub: &Subscription) -> Result<Route, NotifyError> 
         // NOTIFY over a clear transport is forbidden (RFC 3261 §26.2.2).
         return Err(NotifyError::NeedsTls(t.next_hop.clone()));
     }
-    if t.routes.is_empty() {
+    // A check-sync record aimed at the operator's target has no SUBSCRIBE flow to reuse:
+    // its contact is resolved like a Route, and it is the operator's, so no target policy.
+    let operator_target = sub.source.ip().is_unspecified();
+    if t.routes.is_empty() && !operator_target {
         let stream = SocketAddr::new(sub.source.ip(), port);
         let flow_gone = sub.transport != Transport::Udp && !ctx.outbound.has_stream(sub.source);
         if flow_gone {
@@ -96,7 +100,9 @@ pub async fn route(ctx: &Ctx, sub: &Subscription) -> Result<Route, NotifyError> 
         transport
     };
     let addr = ctx.dns.resolve(&host, port).await?;
-    target::check(addr, sub.source, ctx.config.allow_private_targets)?;
+    if !operator_target {
+        target::check(addr, sub.source, ctx.config.allow_private_targets)?;
+    }
     Ok(Route {
         target: t,
         peer: Peer { transport, addr },
@@ -196,6 +202,7 @@ pub async fn prepare(
             body,
             max_forwards: MAX_FORWARDS,
             user_agent: None,
+            authorization: None,
         })
     };
     let mut body = body_in(&mode);
@@ -235,6 +242,7 @@ pub async fn prepare(
             crate::wire::Origin::Subscribe
         },
         budget: None,
+        resend: None,
     }
 }
 
@@ -244,47 +252,36 @@ pub async fn prepare(
 /// along `route`. A request of its own (new Call-ID, no To tag), like the check-sync NOTIFYs
 /// phones take from PBXs; `Subscription-State: terminated;reason=invariant` because RFC 6665
 /// wants the header in every NOTIFY and there is no subscription to continue. `etag` is the
-/// state the phone is told of, recorded as fetched when it answers 2xx.
+/// state the phone is told of, recorded as fetched when it answers 2xx. The operator's
+/// `target` (when set) names the Event and the credentials for a digest challenge.
 pub fn check_sync(
     ctx: &Ctx,
     sub: &Subscription,
     route: &Route,
     cseq: u32,
     etag: String,
+    target: Option<&uaprof_api::ResyncTarget>,
 ) -> OutNotify {
     let (t, peer) = (&route.target, route.peer);
-    let event = format!(
-        "{};reboot=false",
+    let package = target.and_then(|t| t.event.as_deref()).unwrap_or_else(|| {
         crate::dialect::resync_event(&ctx.config.dialects, sub.vendor.as_deref())
-    );
-    let branch = sip_core::message::new_branch();
-    let d = &sub.dialog;
-    let from = format!("<{}>;tag={:016x}", d.local_uri, rand::random::<u64>());
-    let to = format!("<{}>", d.remote_uri);
-    let call_id = format!("{:032x}@uaprof", rand::random::<u128>());
-    let contact = ctx.local.contact(peer.transport);
-    let state = SubState::Terminated {
-        reason: profile_event::state::TerminationReason::Invariant,
-        retry_after: None,
-    };
-    let bytes = build_notify(&NotifyParams {
-        request_uri: &t.request_uri,
-        routes: &[],
-        via_transport: peer.transport.via_token(),
-        via_sent_by: ctx.local.sent_by(peer.transport),
-        branch: &branch,
-        from: &from,
-        to: &to,
-        call_id: &call_id,
-        cseq,
-        contact: &contact,
-        event: &event,
-        state: &state,
-        etag: "",
-        body: None,
-        max_forwards: MAX_FORWARDS,
-        user_agent: None,
     });
+    let d = &sub.dialog;
+    let request = CheckSyncRequest {
+        request_uri: t.request_uri.clone(),
+        via_transport: peer.transport.via_token(),
+        via_sent_by: ctx.local.sent_by(peer.transport).to_owned(),
+        from: format!("<{}>;tag={:016x}", d.local_uri, rand::random::<u64>()),
+        to: format!("<{}>", d.remote_uri),
+        call_id: format!("{:032x}@uaprof", rand::random::<u128>()),
+        cseq,
+        contact: ctx.local.contact(peer.transport),
+        event: format!("{package};reboot=false"),
+        credentials: target.and_then(|t| Some((t.username.clone()?, t.password.clone()?))),
+        answered: false,
+    };
+    let branch = sip_core::message::new_branch();
+    let bytes = request.build(&branch, None);
     OutNotify {
         sub: sub.id,
         peer,
@@ -295,6 +292,7 @@ pub fn check_sync(
         kind: NotifyKind::CheckSync,
         origin: crate::wire::Origin::Subscribe,
         budget: None,
+        resend: Some(Box::new(request)),
     }
 }
 

@@ -470,7 +470,7 @@ async fn create(
             NotifyKind::Initial,
         )
         .await;
-        remember(ctx, &sub, etag).await;
+        crate::checksync::remember(ctx, &sub, etag).await;
         return Ok(answer);
     }
 
@@ -540,46 +540,6 @@ async fn create(
         NotifyKind::Initial,
     )
     .await)
-}
-
-/// Remembers a device that fetched its profile with a plug-and-play SUBSCRIBE as a
-/// check-sync target ([`PackageName::CheckSync`]) for `notifier.pnp_remember`: a later change
-/// to what it fetched (`etag`) sends it one out-of-dialog resync NOTIFY. Its next
-/// plug-and-play SUBSCRIBE replaces the record. The fetch was answered already, so a store
-/// failure here costs only the reminder, and is logged and counted.
-async fn remember(ctx: &Ctx, fetch: &Subscription, etag: String) {
-    let keep = ctx.config.pnp_remember;
-    if keep.is_zero() || fetch.profile_type != ProfileType::Device {
-        return;
-    }
-    let mut rec = fetch.clone();
-    rec.package = PackageName::CheckSync;
-    rec.instance = Some(format!("check-sync:{}", rec.subject));
-    rec.dialog.route_set.clear();
-    rec.event_id = None;
-    rec.confirmed_etag = Some(etag);
-    let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
-    rec.expires_at_ms = ctx.clock.now_ms().saturating_add(keep_ms);
-    for _ in 0..3 {
-        rec.id = ctx.store.allocate_id(&rec.subject, rand::rng().random());
-        rec.dialog.local_tag = rec.id.tag();
-        match ctx.store.insert(rec.clone()).await {
-            Ok(_) => {
-                counter!("check_sync_remembered_total").increment(1);
-                // No NOTIFY goes out now: give back the turn the insert took.
-                if let Err(e) = ctx.store.end_notify(rec.id, None).await {
-                    tracing::warn!(%e, "check-sync record's turn not given back; it lapses");
-                }
-                return;
-            }
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => {
-                counter!("store_errors_total", "op" => "check_sync_remember").increment(1);
-                tracing::warn!(%e, device = %rec.subject, "plug-and-play phone not remembered for check-sync");
-                return;
-            }
-        }
-    }
 }
 
 /// The cap on live subscriptions of the SUBSCRIBE's source host; 0 (none) when exempt.

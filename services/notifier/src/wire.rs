@@ -59,6 +59,57 @@ pub struct OutNotify {
     pub origin: Origin,
     /// Its share of the in-flight budget, held until the transaction ends.
     pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// For a check-sync NOTIFY: how to send it again with the answer to a digest challenge.
+    pub resend: Option<Box<CheckSyncRequest>>,
+}
+
+/// A check-sync NOTIFY's parts, so that a 401/407 can be answered once with the same request:
+/// the same Call-ID, From and To, a new branch, the next CSeq and the credentials.
+#[derive(Debug, Clone)]
+pub struct CheckSyncRequest {
+    pub request_uri: String,
+    pub via_transport: &'static str,
+    pub via_sent_by: String,
+    pub from: String,
+    pub to: String,
+    pub call_id: String,
+    pub cseq: u32,
+    pub contact: String,
+    pub event: String,
+    /// The operator's digest credentials for the phone (username, password), if any.
+    pub credentials: Option<(String, String)>,
+    /// Whether this is the answer to a challenge already (a second one is not answered).
+    pub answered: bool,
+}
+
+impl CheckSyncRequest {
+    /// The request with `branch` and, when answering a challenge, its `authorization`
+    /// header (name, value).
+    pub fn build(&self, branch: &str, authorization: Option<(&str, &str)>) -> Vec<u8> {
+        let state = profile_event::state::SubState::Terminated {
+            reason: profile_event::state::TerminationReason::Invariant,
+            retry_after: None,
+        };
+        profile_event::notify::build_notify(&profile_event::notify::NotifyParams {
+            request_uri: &self.request_uri,
+            routes: &[],
+            via_transport: self.via_transport,
+            via_sent_by: &self.via_sent_by,
+            branch,
+            from: &self.from,
+            to: &self.to,
+            call_id: &self.call_id,
+            cseq: self.cseq,
+            contact: &self.contact,
+            event: &self.event,
+            state: &state,
+            etag: "",
+            body: None,
+            max_forwards: 70,
+            user_agent: None,
+            authorization,
+        })
+    }
 }
 
 /// Where a NOTIFY comes from.

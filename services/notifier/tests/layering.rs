@@ -18,6 +18,7 @@ const LAYERS: &[&str] = &[
     "wire",
     "target",
     "notify",
+    "checksync",
     "pipeline",
     "fanout",
     "expiry",

@@ -561,3 +561,77 @@ fn signed_events_are_checked_before_anything_is_stored() {
     assert_eq!(receipt["status"], "applied");
     assert_eq!(receipt["version"], 2);
 }
+
+/// The OSS sets a device's resync target with a `SetResync` event and clears it with an
+/// empty one: a change to the device's documents then sends a check-sync NOTIFY to the
+/// target, and nothing once it is cleared.
+#[test]
+fn a_set_resync_event_aims_check_sync_at_a_device_and_an_empty_one_clears_it() {
+    let broker = KafkaBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = kafka_config(dir.path(), &broker.bootstrap(), "");
+    let srv = Server::start(&["--config", cfg.to_str().expect("path")]);
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    phone.set_read_timeout(Some(T)).expect("timeout");
+    let contact = format!("sip:2002@{}", phone.local_addr().expect("addr"));
+    let mac = "00:04:f2:aa:bb:08";
+    let put = |id: &str, content: &str| {
+        serde_json::json!({
+            "change_id": id, "device": mac,
+            "put": {"name": "phone.cfg", "content_type": "text/plain", "content": content},
+        })
+    };
+    produce(
+        &broker,
+        &cfg,
+        &[
+            put("r-1", "v1"),
+            serde_json::json!({"change_id": "r-2", "device": mac,
+                               "resync": {"contact": contact, "event": "check-sync"}}),
+        ],
+    );
+    assert_eq!(
+        srv.metric_reaching("check_sync_targets_total{op=\"set\"}", 1.0, T),
+        1.0
+    );
+    produce(&broker, &cfg, &[put("r-3", "v2")]);
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = phone.recv_from(&mut buf).expect("a check-sync NOTIFY");
+    let m = Msg::parse(&buf[..n]);
+    assert!(
+        m.first.starts_with(&format!("NOTIFY {contact} ")),
+        "{}",
+        m.raw
+    );
+    assert_eq!(
+        m.header("Event"),
+        Some("check-sync;reboot=false"),
+        "{}",
+        m.raw
+    );
+    phone
+        .send_to(m.response(200, "OK").as_bytes(), from)
+        .expect("answer");
+
+    produce(
+        &broker,
+        &cfg,
+        &[serde_json::json!({"change_id": "r-4", "device": mac, "resync": null})],
+    );
+    assert_eq!(
+        srv.metric_reaching("check_sync_targets_total{op=\"cleared\"}", 1.0, T),
+        1.0
+    );
+    produce(&broker, &cfg, &[put("r-5", "v3")]);
+    phone
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    assert!(
+        phone.recv_from(&mut buf).is_err(),
+        "a cleared target is sent nothing"
+    );
+    assert_eq!(
+        srv.metric("kafka_change_events_total{outcome=\"applied\"}"),
+        5.0
+    );
+}

@@ -1284,5 +1284,187 @@ fn a_plug_and_play_phone_is_sent_check_sync_when_its_documents_change() {
     );
     let n = phone.expect_notify(T, 200);
     assert_eq!(n.header("Event"), Some(*event));
-    assert!(srv.metric("check_sync_notifies_total") >= 4.0);
+    assert!(srv.metric_reaching("check_sync_notifies_total", 4.0, T) >= 4.0);
+}
+
+/// A check-sync device's answer: `response` with `extra` header lines before Content-Length.
+fn answer_with(m: &Msg, status: u16, reason: &str, extra: &str) -> String {
+    m.response(status, reason).replace(
+        "Content-Length: 0\r\n",
+        &format!("{extra}Content-Length: 0\r\n"),
+    )
+}
+
+/// Whether `authorization` is the right MD5 `qop=auth` answer for `password` to a NOTIFY of
+/// `uri` (RFC 2617 §3.2.2, computed here from the header's own nonce, nc and cnonce).
+fn digest_ok(authorization: &str, uri: &str, password: &str) -> bool {
+    let field = |name: &str| {
+        authorization.split(',').find_map(|p| {
+            let (n, v) = p.trim().split_once('=')?;
+            let n = n.trim().trim_start_matches("Digest ").trim();
+            (n == name).then(|| v.trim().trim_matches('"').to_owned())
+        })
+    };
+    let md5 = |s: String| hex::encode(<md5::Md5 as md5::Digest>::digest(s.as_bytes()));
+    let (Some(user), Some(realm), Some(nonce), Some(nc), Some(cnonce), Some(resp)) = (
+        field("username"),
+        field("realm"),
+        field("nonce"),
+        field("nc"),
+        field("cnonce"),
+        field("response"),
+    ) else {
+        return false;
+    };
+    let ha1 = md5(format!("{user}:{realm}:{password}"));
+    let ha2 = md5(format!("NOTIFY:{uri}"));
+    field("uri").as_deref() == Some(uri)
+        && field("qop").as_deref() == Some("auth")
+        && resp == md5(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
+}
+
+/// A phone the operator gave a resync target (`resync` in the device's attributes; it never
+/// subscribes) gets a check-sync NOTIFY at that contact when its documents change. It
+/// challenges the NOTIFY with digest (as Polycom phones do) and the server answers once with
+/// the credentials the operator set; with a wrong password the second 401 is the end of it,
+/// counted, never retried. The password is never shown, a bad target is refused and changes
+/// nothing, and a cleared target sends nothing more.
+#[test]
+fn an_operator_set_resync_target_gets_check_sync_and_its_digest_challenge_answered() {
+    let srv = Server::start(&[]);
+    let phone = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    phone.set_read_timeout(Some(T)).expect("timeout");
+    let port = phone.local_addr().expect("addr").port();
+    let contact = format!("sip:1001@127.0.0.1:{port}");
+    let mac = "0004f2aabb07";
+    let device = format!("/provision/v1/device/{mac}");
+    let json = [("Content-Type", "application/json")];
+    assert_eq!(
+        put_doc(&srv, "device", mac, "phone.cfg", "text/plain", b"v1"),
+        201
+    );
+    let target = |password: &str| {
+        format!(
+            "{{\"resync\": {{\"contact\": \"{contact}\", \"username\": \"1001\", \
+             \"password\": \"{password}\"}}}}"
+        )
+    };
+    let (status, _) = http(
+        srv.provision,
+        "PUT",
+        &device,
+        &json,
+        target("s3cret").as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let bad = br#"{"resync": {"contact": "http://10.0.0.7/"}}"#;
+    let (status, body) = http(srv.provision, "PUT", &device, &json, bad);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (_, listing) = http(srv.provision, "GET", &device, &[], b"");
+    let listing = String::from_utf8_lossy(&listing).into_owned();
+    assert!(listing.contains(&contact), "{listing}");
+    assert!(listing.contains("\"password_set\":true"), "{listing}");
+    assert!(!listing.contains("s3cret"), "{listing}");
+    assert_eq!(
+        srv.metric_reaching("check_sync_targets_total{op=\"set\"}", 1.0, T),
+        1.0
+    );
+
+    let mut buf = vec![0u8; 65_536];
+    let mut recv = || {
+        let (n, from) = phone.recv_from(&mut buf).expect("a NOTIFY at the contact");
+        (Msg::parse(&buf[..n]), from)
+    };
+    let challenge = "WWW-Authenticate: Digest realm=\"polycom\", nonce=\"0a1b2c3d\", \
+                     qop=\"auth\", algorithm=MD5\r\n";
+    let mut change = |v: &[u8], password: &str| -> bool {
+        assert_eq!(
+            put_doc(&srv, "device", mac, "phone.cfg", "text/plain", v),
+            200
+        );
+        let (n, from) = recv();
+        assert!(n.is_request("NOTIFY"), "{}", n.raw);
+        assert_eq!(
+            n.header("Event"),
+            Some("check-sync;reboot=false"),
+            "{}",
+            n.raw
+        );
+        assert!(
+            n.first.starts_with(&format!("NOTIFY {contact} ")),
+            "{}",
+            n.first
+        );
+        assert_eq!(n.header("Authorization"), None);
+        phone
+            .send_to(
+                answer_with(&n, 401, "Unauthorized", challenge).as_bytes(),
+                from,
+            )
+            .expect("send");
+        let (again, from) = recv();
+        assert_eq!(
+            again.header("Call-ID"),
+            n.header("Call-ID"),
+            "{}",
+            again.raw
+        );
+        assert_eq!(again.cseq(), n.cseq() + 1, "{}", again.raw);
+        let auth = again.header("Authorization").expect("answered").to_owned();
+        let ok = digest_ok(&auth, &contact, password);
+        let reply = if ok {
+            again.response(200, "OK")
+        } else {
+            answer_with(&again, 401, "Unauthorized", challenge)
+        };
+        phone.send_to(reply.as_bytes(), from).expect("send");
+        ok
+    };
+    assert!(
+        change(b"v2", "s3cret"),
+        "the answer is the phone's password's"
+    );
+    assert_eq!(
+        srv.metric_reaching("check_sync_notifies_total{outcome=\"2xx\"}", 1.0, T),
+        1.0
+    );
+
+    // The operator's password is wrong now: one answer, then the failure is reported.
+    let (status, _) = http(
+        srv.provision,
+        "PUT",
+        &device,
+        &json,
+        target("wrong").as_bytes(),
+    );
+    assert_eq!(status, 200);
+    assert!(!change(b"v3", "s3cret"));
+    assert_eq!(
+        srv.metric_reaching("check_sync_notifies_total{outcome=\"auth_failed\"}", 1.0, T),
+        1.0
+    );
+    phone
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut quiet = vec![0u8; 65_536];
+    assert!(
+        phone.recv_from(&mut quiet).is_err(),
+        "a refused answer is not tried again"
+    );
+
+    // Cleared: the record goes, and a change sends nothing.
+    let (status, _) = http(srv.provision, "PUT", &device, &json, b"{}");
+    assert_eq!(status, 200);
+    assert_eq!(
+        srv.metric_reaching("check_sync_targets_total{op=\"cleared\"}", 1.0, T),
+        1.0
+    );
+    assert_eq!(
+        put_doc(&srv, "device", mac, "phone.cfg", "text/plain", b"v4"),
+        200
+    );
+    assert!(
+        phone.recv_from(&mut quiet).is_err(),
+        "a cleared target is sent nothing"
+    );
 }

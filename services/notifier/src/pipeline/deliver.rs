@@ -70,7 +70,7 @@ pub(crate) async fn deliver(ctx: &Ctx, want: Want, priority: Priority, credited:
         }
     };
     let id = want.sub;
-    let sub = match ctx.store.get(id).await {
+    let mut sub = match ctx.store.get(id).await {
         Ok(Some(sub)) => sub,
         Ok(None) => {
             refund(ctx);
@@ -116,6 +116,11 @@ pub(crate) async fn deliver(ctx: &Ctx, want: Want, priority: Priority, credited:
         refund(ctx);
         return count(want.why, "unchanged");
     }
+    let check_sync = sub.package == PackageName::CheckSync;
+    if check_sync && let Some(target) = &resolution.resync {
+        // The operator's target wins over what a plug-and-play SUBSCRIBE remembered.
+        sub = crate::checksync::for_target(sub, target);
+    }
     let route = match crate::notify::route(ctx, &sub).await {
         Ok(r) => r,
         Err(e) if e.is_transient() => {
@@ -124,6 +129,13 @@ pub(crate) async fn deliver(ctx: &Ctx, want: Want, priority: Priority, credited:
             refund(ctx);
             let what = "next hop does not resolve";
             return retry_later(ctx, want, priority, credited, what, e.to_string()).await;
+        }
+        Err(e) if check_sync => {
+            // A record is no dialog: it waits for its target to be corrected.
+            refund(ctx);
+            counter!("check_sync_notifies_total", "outcome" => "unroutable").increment(1);
+            warn!(%e, device = %sub.subject, "check-sync target unroutable; not sent");
+            return count(want.why, "unroutable");
         }
         Err(e) => {
             refund(ctx);
@@ -159,8 +171,9 @@ pub(crate) async fn deliver(ctx: &Ctx, want: Want, priority: Priority, credited:
         }
     };
     let expires = u32::try_from(remaining).unwrap_or(u32::MAX);
-    if sub.package == PackageName::CheckSync {
-        let out = crate::notify::check_sync(ctx, &sub, &route, cseq, etag);
+    if check_sync {
+        let out =
+            crate::notify::check_sync(ctx, &sub, &route, cseq, etag, resolution.resync.as_ref());
         return send(ctx, out, want, priority).await;
     }
     let kind = match want.why {

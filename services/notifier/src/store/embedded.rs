@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use uaprof_api::{ProfileKey, ProfileType};
 
 use super::{
-    FanoutJob, MAX_CSEQ, Page, StoreError, SubId, Subscription, SubscriptionStore, TURN_HOLD, Turn,
-    Upserted, cseq_floor,
+    FanoutJob, MAX_CSEQ, PackageName, Page, StoreError, SubId, Subscription, SubscriptionStore,
+    TURN_HOLD, Turn, Upserted, cseq_floor,
 };
 use crate::{Clock, SystemClock};
 
@@ -196,7 +196,9 @@ impl State {
             self.instances
                 .insert((instance.clone(), sub.profile_type), sub.id);
         }
-        *self.sources.entry(source_host(&sub)).or_default() += 1;
+        if counts_against_source(&sub) {
+            *self.sources.entry(source_host(&sub)).or_default() += 1;
+        }
         self.subs.insert(sub.id, Packed::pack(&sub));
     }
 
@@ -211,7 +213,9 @@ impl State {
             }
         }
         let host = source_host(&sub);
-        if let Some(n) = self.sources.get_mut(&host) {
+        if counts_against_source(&sub)
+            && let Some(n) = self.sources.get_mut(&host)
+        {
             *n -= 1;
             if *n == 0 {
                 self.sources.remove(&host);
@@ -353,6 +357,13 @@ pub enum Op {
 pub enum Refused {
     Conflict(SubId),
     SourceLimit(IpAddr),
+}
+
+/// Whether a record counts toward its source host's cap: a check-sync record is no
+/// subscription the host holds (the Redis store counts only capped inserts, which it never
+/// is).
+fn counts_against_source(sub: &Subscription) -> bool {
+    sub.package != PackageName::CheckSync
 }
 
 /// The host a subscription is counted against for the per-source cap.

@@ -178,6 +178,19 @@ impl Server {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+
+    /// [`Self::metric`] once it reaches `at_least`, or what it is after `within` (what
+    /// follows a phone's answer is counted a moment after the phone sent it).
+    pub fn metric_reaching(&self, name_prefix: &str, at_least: f64, within: Duration) -> f64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.metric(name_prefix);
+            if v >= at_least || Instant::now() >= deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Server {

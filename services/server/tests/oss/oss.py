@@ -10,7 +10,9 @@ either produces change events or dumps a topic, with confluent-kafka (its own li
 Actions (one JSON object per line):
     {"change_id": "...", "class": ["acme", "Z100"] | "device": "00:11:..." | "user": "...",
      "version": 7, "put": {"name": "a.xml", "content_type": "application/xml",
-     "content": "<a/>"} | "delete_document": "a.xml" | "delete_key": true,
+     "content": "<a/>"} | "delete_document": "a.xml" | "delete_key": true
+     | "default_user": "sip:..." | "resync": {"contact": "sip:...", "event": "...",
+     "username": "...", "password": "..."} (null or {} clears),
      "effective_by": 30, "rollout_window": 60, "producer": "oss", "record_key": "...",
      "traceparent": "00-...-01", "signing_key": "<secret>"}   signing_key: HMAC-SHA256 the value
                                                               into header uaprof-signature
@@ -76,6 +78,12 @@ def build(pb, a):
         ev.delete_key.SetInParent()
     elif "default_user" in a:
         ev.set_default_user.user = a["default_user"]
+    elif "resync" in a:
+        r = a["resync"] or {}
+        ev.set_resync.SetInParent()
+        for field in ("contact", "event", "username", "password"):
+            if field in r:
+                setattr(ev.set_resync, field, r[field])
     if "effective_by" in a:
         ev.effective_by_seconds = a["effective_by"]
     if "rollout_window" in a:
